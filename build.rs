@@ -1,0 +1,2 @@
+//! Build script: nothing to generate without the `grpc` feature.
+fn main() {}

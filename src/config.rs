@@ -1,0 +1,174 @@
+//! The command line and environment, turned into a checked `Config`.
+//!
+//! `Args` is what clap reads (every option also from `SWITCHBOARD_<OPTION>`);
+//! `Config` is what the server runs on: parsed addresses, `Duration`s and
+//! limits that have been checked once, here, so nothing downstream re-checks.
+//! Tests build a `Config` directly (`Config::for_tests()`), with short
+//! intervals, and never touch the command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// switchboard: a real-time messaging hub (WebSocket, Server-Sent Events, REST,
+/// gRPC) on OS threads and bounded channels.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// HTTP listener: chat page, SSE, REST API, health, metrics
+    #[arg(long, env = "SWITCHBOARD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// WebSocket listener
+    #[arg(long, env = "SWITCHBOARD_WS", default_value = "127.0.0.1:8081")]
+    pub ws: String,
+    /// gRPC listener (needs the `grpc` build feature); off when not given
+    #[arg(long, env = "SWITCHBOARD_GRPC")]
+    pub grpc: Option<String>,
+    /// Events queued per subscriber before it counts as slow and is dropped
+    #[arg(long, env = "SWITCHBOARD_SEND_BUFFER", default_value_t = 256)]
+    pub send_buffer: usize,
+    /// Largest inbound message, in bytes
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    pub max_message_size: usize,
+    /// Connections across all transports; past it new ones are refused
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
+    pub max_connections: usize,
+    /// Events kept per room for replay
+    #[arg(long, env = "SWITCHBOARD_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+    /// WebSocket ping / SSE heartbeat period, in seconds
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value_t = 30)]
+    pub ping_interval: u64,
+    /// Browser origin allowed to open a WebSocket (repeatable; `*` allows any).
+    /// Default: pages served from the same host only.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+    /// When set, REST publishing needs `Authorization: Bearer KEY`
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Messages per second one connection may send (0 = no limit)
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+}
+
+/// Which browser origins may open a WebSocket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origins {
+    /// Only pages whose origin host is the host the WebSocket was dialled on.
+    SameHost,
+    /// Any origin (`--allowed-origin '*'`).
+    Any,
+    /// Exactly these origins (`https://chat.example.com`), compared without case.
+    List(Vec<String>),
+}
+
+/// The server's settings, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the HTTP listener binds.
+    pub http_addr: SocketAddr,
+    /// Where the WebSocket listener binds.
+    pub ws_addr: SocketAddr,
+    /// Where the gRPC listener binds, if anywhere.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Per-subscriber queue length.
+    pub send_buffer: usize,
+    /// Largest inbound message.
+    pub max_message_bytes: usize,
+    /// Connection limit across transports.
+    pub max_connections: usize,
+    /// Events kept per room.
+    pub history: usize,
+    /// Ping / heartbeat period; a WebSocket peer silent for two is dropped.
+    pub ping_interval: Duration,
+    /// Browser origins allowed on the WebSocket listener.
+    pub allowed_origins: Origins,
+    /// The REST publishing key, if any.
+    pub api_key: Option<String>,
+    /// Messages per second per connection; `None` for no limit.
+    pub rate_limit: Option<u32>,
+    /// How long one socket write may block before the peer counts as gone
+    /// (Go's chat example calls it `writeWait`). Not on the command line.
+    pub write_timeout: Duration,
+    /// How long shutdown waits for connection threads before exiting anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that cannot work; the process exits with status 2 and this line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An address that does not parse.
+    #[error("--{option}: {value:?} is not an address like 127.0.0.1:8080")]
+    BadAddress {
+        /// The option.
+        option: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// A number that must be positive.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    /// `--grpc` on a binary built without the feature.
+    #[error("--grpc needs a binary built with `--features grpc`")]
+    NoGrpc,
+}
+
+impl Config {
+    /// Checks what clap read.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let addr = |option: &'static str, value: &str| {
+            value.parse::<SocketAddr>().map_err(|_| ConfigError::BadAddress {
+                option,
+                value: value.to_owned(),
+            })
+        };
+        let grpc_addr = args.grpc.as_deref().map(|a| addr("grpc", a)).transpose()?;
+        if grpc_addr.is_some() && !cfg!(feature = "grpc") {
+            return Err(ConfigError::NoGrpc);
+        }
+        for (option, value) in [
+            ("send-buffer", args.send_buffer),
+            ("max-message-size", args.max_message_size),
+            ("max-connections", args.max_connections),
+            ("ping-interval", args.ping_interval as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(option));
+            }
+        }
+        let allowed_origins = if args.allowed_origin.is_empty() {
+            Origins::SameHost
+        } else if args.allowed_origin.iter().any(|o| o == "*") {
+            Origins::Any
+        } else {
+            Origins::List(
+                args.allowed_origin
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
+            )
+        };
+        Ok(Config {
+            http_addr: addr("http", &args.http)?,
+            ws_addr: addr("ws", &args.ws)?,
+            grpc_addr,
+            send_buffer: args.send_buffer,
+            max_message_bytes: args.max_message_size,
+            max_connections: args.max_connections,
+            history: args.history,
+            ping_interval: Duration::from_secs(args.ping_interval),
+            allowed_origins,
+            api_key: args.api_key.filter(|k| !k.is_empty()),
+            rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+            write_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(3),
+        })
+    }
+
+    /// Defaults on `127.0.0.1:0` for every listener, for tests and examples.
+    pub fn for_tests() -> Config {
+        let args = Args::parse_from(["switchboard", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"]);
+        Config::from_args(args).expect("the test defaults are valid")
+    }
+}

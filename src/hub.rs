@@ -1,0 +1,725 @@
+//! The hub: one thread that owns every client, room, history and event id.
+//!
+//! Every change arrives as a `Command` on one bounded channel and is applied in
+//! arrival order. No lock guards this state, because no other thread can reach
+//! it: the thread is the lock. A full command channel makes the *sender* wait,
+//! which is the back-pressure that slows a flooding publisher down instead of
+//! the hub.
+//!
+//! Out, the hub only `try_send`s into each subscriber's bounded queue
+//! (`--send-buffer`). `Full` means the subscriber cannot keep up: it is removed
+//! at once and its connection ended (best-effort close 1008), so one slow reader
+//! never delays the rest. This is the Go chat hub with two changes: a flooding
+//! publisher waits instead of the hub, and a dropped client is told why.
+//!
+//! Queries (`rooms`, a room's members, history) are commands that carry a reply
+//! channel: request/reply over channels, with the hub as the only owner.
+//!
+//! Replay without gaps: `Connect` registers the subscriber, snapshots the
+//! history it asked for (`since`) and joins its rooms in one step, so nothing
+//! published in between can be missed or sent twice.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use log::{debug, warn};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::protocol::{
+    now_millis, Body, ClientId, Event, Member, Request, RoomCount, Transport, HELP,
+};
+use crate::room::{Name, Room, RoomMember, RoomName};
+use crate::threads::{spawn_named, WRITER_STACK_BYTES};
+
+/// How many commands may wait for the hub before senders block.
+const COMMAND_QUEUE: usize = 4096;
+/// How many rooms one connection may be in at once.
+pub const MAX_ROOMS_PER_CLIENT: usize = 64;
+
+/// What the hub puts in a subscriber's queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One event.
+    Event(Arc<Event>),
+    /// Replayed history, in id order: one queue slot however long it is, so a
+    /// replay larger than `--send-buffer` does not count as a slow consumer.
+    Backlog(Vec<Arc<Event>>),
+    /// The server is shutting down: say goodbye (WebSocket close 1001) and end.
+    GoingAway,
+}
+
+/// How the hub reaches a connection beyond its queue: to mark it too slow and
+/// wake its threads, or to cut it when even a goodbye will not fit.
+pub struct Hangup {
+    too_slow: AtomicBool,
+    socket: Option<Arc<TcpStream>>,
+}
+
+impl Hangup {
+    /// A hangup for a connection on `socket` (`None` for transports whose
+    /// threads notice a closed queue on their own, like gRPC).
+    pub fn new(socket: Option<Arc<TcpStream>>) -> Arc<Hangup> {
+        Arc::new(Hangup {
+            too_slow: AtomicBool::new(false),
+            socket,
+        })
+    }
+
+    /// Whether the hub dropped this connection as a slow consumer.
+    pub fn is_too_slow(&self) -> bool {
+        self.too_slow.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection too slow and wakes its reader: `shutdown(Read)`
+    /// never blocks, and leaves the writing side to the writer, which still
+    /// owes the peer a close 1008 frame.
+    fn drop_as_slow(&self) {
+        self.too_slow.store(true, Ordering::Release);
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(Shutdown::Read); // already closed is fine
+        }
+    }
+
+    /// Ends the connection without a goodbye.
+    fn cut(&self) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(Shutdown::Both); // already closed is fine
+        }
+    }
+}
+
+/// A connection, as a transport hands it to the hub.
+pub struct Subscriber {
+    /// Its id (from `ClientIds`).
+    pub id: ClientId,
+    /// Its display name.
+    pub name: Name,
+    /// How it is connected.
+    pub transport: Transport,
+    /// Its queue: bounded to `--send-buffer`.
+    pub events: Sender<Outbound>,
+    /// How to end it from the hub.
+    pub hangup: Arc<Hangup>,
+}
+
+/// Hands out connection ids, `c1`, `c2`, ... (an atomic: transports need an id
+/// before the hub has heard of the connection, to name its threads).
+#[derive(Default)]
+pub struct ClientIds(AtomicU64);
+
+impl ClientIds {
+    /// The next unused id.
+    pub fn next(&self) -> ClientId {
+        ClientId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// A room as `GET /rooms` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub name: RoomName,
+    /// How many members it has.
+    pub members: usize,
+    /// The id of its newest event (0 if none is kept).
+    pub last_id: u64,
+}
+
+/// A member as `GET /rooms/{room}` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberInfo {
+    /// Connection id.
+    pub id: ClientId,
+    /// Display name.
+    pub name: Name,
+    /// How it is connected.
+    pub transport: Transport,
+}
+
+/// A room as `GET /rooms/{room}` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomDetail {
+    /// The room's name.
+    pub name: RoomName,
+    /// Its members, in joining order.
+    pub members: Vec<MemberInfo>,
+    /// The id of its newest event (0 if none is kept).
+    pub last_id: u64,
+}
+
+/// Everything the hub can be asked to do.
+pub enum Command {
+    /// A new subscriber: welcome it, replay history after `since`, join `rooms`.
+    Connect {
+        /// The subscriber.
+        subscriber: Subscriber,
+        /// Rooms to join, in order.
+        rooms: Vec<RoomName>,
+        /// Replay events after this id first.
+        since: Option<u64>,
+    },
+    /// A request from a connected subscriber; answers go to its queue.
+    Request {
+        /// Who asks.
+        from: ClientId,
+        /// What it asks.
+        request: Request,
+    },
+    /// A subscriber's connection ended.
+    Disconnect {
+        /// Whose.
+        id: ClientId,
+    },
+    /// A message from outside any connection (REST, gRPC `Publish`).
+    Publish {
+        /// Target room (created if need be).
+        room: RoomName,
+        /// Sender's display name.
+        from: Name,
+        /// Sender's id as shown in `from_id` (`rest`, `grpc`).
+        from_id: Arc<str>,
+        /// The message.
+        text: String,
+        /// Gets the new event's id.
+        reply: Sender<u64>,
+    },
+    /// List the rooms.
+    ListRooms {
+        /// Gets the list, sorted by name.
+        reply: Sender<Vec<RoomSummary>>,
+    },
+    /// Describe one room.
+    DescribeRoom {
+        /// Which.
+        room: RoomName,
+        /// Gets `None` if the room does not exist.
+        reply: Sender<Option<RoomDetail>>,
+    },
+    /// Read a room's history.
+    History {
+        /// Which room.
+        room: RoomName,
+        /// Only events after this id; `None` for the newest.
+        since: Option<u64>,
+        /// At most this many.
+        limit: usize,
+        /// Gets `None` if the room does not exist.
+        reply: Sender<Option<Vec<Arc<Event>>>>,
+    },
+}
+
+/// The hub has stopped (the server is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the hub has stopped")]
+pub struct HubGone;
+
+/// The sending side of the hub, cloned into every thread that talks to it.
+#[derive(Clone)]
+pub struct HubHandle {
+    to_hub: Sender<Command>,
+}
+
+impl HubHandle {
+    /// Sends a command, waiting while the hub's queue is full (back-pressure).
+    /// Fails only once the hub has stopped, which callers may ignore: a hub
+    /// that has stopped has nothing left to be told.
+    pub fn send(&self, command: Command) -> Result<(), HubGone> {
+        self.to_hub.send(command).map_err(|_| HubGone)
+    }
+
+    /// Publishes `text` to `room` from outside a connection; returns its id.
+    pub fn publish(
+        &self,
+        room: RoomName,
+        from: Name,
+        from_id: Arc<str>,
+        text: String,
+    ) -> Result<u64, HubGone> {
+        self.ask(|reply| Command::Publish {
+            room,
+            from,
+            from_id,
+            text,
+            reply,
+        })
+    }
+
+    /// Every room, sorted by name.
+    pub fn rooms(&self) -> Result<Vec<RoomSummary>, HubGone> {
+        self.ask(|reply| Command::ListRooms { reply })
+    }
+
+    /// One room's members, if it exists.
+    pub fn describe(&self, room: RoomName) -> Result<Option<RoomDetail>, HubGone> {
+        self.ask(|reply| Command::DescribeRoom { room, reply })
+    }
+
+    /// One room's history after `since` (or its newest), at most `limit` events.
+    pub fn history(
+        &self,
+        room: RoomName,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<Event>>>, HubGone> {
+        self.ask(|reply| Command::History {
+            room,
+            since,
+            limit,
+            reply,
+        })
+    }
+
+    /// Request/reply: a one-slot channel travels with the command.
+    fn ask<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, HubGone> {
+        let (reply, answer) = bounded(1);
+        self.send(command(reply))?;
+        answer.recv().map_err(|_| HubGone)
+    }
+}
+
+/// Why a subscriber leaves the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leave {
+    /// Its connection ended.
+    Closed,
+    /// Its queue was full.
+    TooSlow,
+    /// Its queue's receiver is gone.
+    Gone,
+}
+
+/// A connected subscriber, as the hub keeps it.
+struct Client {
+    name: Name,
+    label: Arc<str>,
+    transport: Transport,
+    events: Sender<Outbound>,
+    hangup: Arc<Hangup>,
+    /// Rooms in joining order: the last one is where plain lines go.
+    rooms: Vec<RoomName>,
+}
+
+/// The hub thread's state.
+pub struct Hub {
+    commands: Receiver<Command>,
+    shutdown: Receiver<()>,
+    metrics: Arc<Metrics>,
+    history_cap: usize,
+    clients: HashMap<ClientId, Client>,
+    rooms: HashMap<RoomName, Room>,
+    last_id: u64,
+    history_events: usize,
+    /// Subscribers found slow or gone during fan-out, removed after it.
+    leaving: Vec<(ClientId, Leave)>,
+}
+
+impl Hub {
+    /// Starts the hub thread. It runs until `shutdown` disconnects (its sender
+    /// is dropped), then says goodbye to every subscriber and returns.
+    pub fn spawn(
+        history_cap: usize,
+        metrics: Arc<Metrics>,
+        shutdown: Receiver<()>,
+    ) -> std::io::Result<(HubHandle, JoinHandle<()>)> {
+        let (to_hub, commands) = bounded(COMMAND_QUEUE);
+        let hub = Hub {
+            commands,
+            shutdown,
+            metrics,
+            history_cap,
+            clients: HashMap::new(),
+            rooms: HashMap::new(),
+            last_id: 0,
+            history_events: 0,
+            leaving: Vec::new(),
+        };
+        let thread = spawn_named("hub".into(), WRITER_STACK_BYTES, move || hub.run())?;
+        Ok((HubHandle { to_hub }, thread))
+    }
+
+    fn run(mut self) {
+        loop {
+            select! {
+                recv(self.commands) -> command => match command {
+                    Ok(command) => self.apply(command),
+                    Err(_) => break, // every sender is gone: nothing can reach the hub any more
+                },
+                recv(self.shutdown) -> _ => break,
+            }
+        }
+        self.say_goodbye();
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Connect {
+                subscriber,
+                rooms,
+                since,
+            } => self.connect(subscriber, rooms, since),
+            Command::Request { from, request } => self.request(from, request),
+            Command::Disconnect { id } => self.leaving.push((id, Leave::Closed)),
+            Command::Publish {
+                room,
+                from,
+                from_id,
+                text,
+                reply,
+            } => {
+                let id = self.say(&room, from, from_id, text);
+                let _ = reply.send(id); // the asker may have given up; nothing to undo
+            }
+            Command::ListRooms { reply } => {
+                let _ = reply.send(self.summaries());
+            }
+            Command::DescribeRoom { room, reply } => {
+                let _ = reply.send(self.describe(&room));
+            }
+            Command::History {
+                room,
+                since,
+                limit,
+                reply,
+            } => {
+                let events = self.rooms.get(&room).map(|r| match since {
+                    Some(since) => r.since(since).take(limit).cloned().collect(),
+                    None => {
+                        let skip = r.history.len().saturating_sub(limit);
+                        r.history.iter().skip(skip).cloned().collect()
+                    }
+                });
+                let _ = reply.send(events);
+            }
+        }
+        // The one exit door: removing a client can send `left` notices, which can
+        // find more clients slow, so drain until nobody else is leaving.
+        while let Some((id, why)) = self.leaving.pop() {
+            self.remove_client(id, why);
+        }
+        self.metrics.set_rooms(self.rooms.len(), self.history_events);
+    }
+
+    fn connect(&mut self, subscriber: Subscriber, rooms: Vec<RoomName>, since: Option<u64>) {
+        let Subscriber {
+            id,
+            name,
+            transport,
+            events,
+            hangup,
+        } = subscriber;
+        let mut wanted: Vec<RoomName> = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if !wanted.contains(&room) && wanted.len() < MAX_ROOMS_PER_CLIENT {
+                wanted.push(room);
+            }
+        }
+        let welcome = Event::new(Body::Welcome {
+            id,
+            name: name.clone(),
+            rooms: wanted.clone(),
+        });
+        if events.try_send(Outbound::Event(Arc::new(welcome))).is_err() {
+            return; // the connection ended before the hub heard of it
+        }
+        if let Some(since) = since {
+            let mut backlog: Vec<Arc<Event>> = wanted
+                .iter()
+                .filter_map(|room| self.rooms.get(room))
+                .flat_map(|room| room.since(since).cloned())
+                .collect();
+            backlog.sort_unstable_by_key(|e| e.id());
+            if !backlog.is_empty() && events.try_send(Outbound::Backlog(backlog)).is_err() {
+                return;
+            }
+        }
+        debug!("{id} joins the hub over {}", transport.as_str());
+        self.metrics.connected(transport);
+        self.clients.insert(
+            id,
+            Client {
+                name,
+                label: id.to_string().into(),
+                transport,
+                events,
+                hangup,
+                rooms: Vec::new(),
+            },
+        );
+        for room in wanted {
+            self.join(id, room);
+        }
+    }
+
+    fn request(&mut self, from: ClientId, request: Request) {
+        let Some(client) = self.clients.get_mut(&from) else {
+            return; // it left while this request was queued
+        };
+        match request {
+            Request::Say { room, text } => {
+                let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
+                    return self.tell(from, not_member("join a room first: /join ROOM"));
+                };
+                if !client.rooms.contains(&room) {
+                    return self.tell(from, not_member(format!("join #{room} first")));
+                }
+                let (name, label) = (client.name.clone(), Arc::clone(&client.label));
+                self.say(&room, name, label, text);
+            }
+            Request::Join(room) => {
+                if client.rooms.contains(&room) {
+                    return; // already there: joining is idempotent
+                }
+                if client.rooms.len() >= MAX_ROOMS_PER_CLIENT {
+                    let message = format!("at most {MAX_ROOMS_PER_CLIENT} rooms per connection");
+                    return self.tell(from, Event::error("bad_request", message));
+                }
+                self.join(from, room);
+            }
+            Request::Leave(room) => {
+                if !client.rooms.contains(&room) {
+                    return self.tell(from, not_member(format!("you are not in #{room}")));
+                }
+                self.part(from, &room);
+            }
+            Request::Nick(name) => {
+                client.name = name.clone();
+                let welcome = Body::Welcome {
+                    id: from,
+                    name,
+                    rooms: client.rooms.clone(),
+                };
+                self.tell(from, Event::new(welcome));
+            }
+            Request::Who(room) => {
+                let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
+                    return self.tell(from, not_member("join a room first: /join ROOM"));
+                };
+                let members = self.rooms.get(&room).map_or_else(Vec::new, |r| {
+                    r.members
+                        .iter()
+                        .filter_map(|m| {
+                            let c = self.clients.get(&m.client)?;
+                            Some(Member {
+                                id: m.client,
+                                name: c.name.clone(),
+                            })
+                        })
+                        .collect()
+                });
+                self.tell(from, Event::new(Body::Presence { room, members }));
+            }
+            Request::Rooms => {
+                let rooms = self
+                    .summaries()
+                    .into_iter()
+                    .map(|r| RoomCount {
+                        name: r.name,
+                        members: r.members,
+                    })
+                    .collect();
+                self.tell(from, Event::new(Body::Rooms { rooms }));
+            }
+            Request::Help => self.tell(from, Event::new(Body::Help { text: HELP })),
+        }
+    }
+
+    /// Adds `id` to `room` and announces it (to the joiner too).
+    fn join(&mut self, id: ClientId, room: RoomName) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.rooms.push(room.clone());
+        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
+        self.rooms.entry(room.clone()).or_default().members.push(RoomMember {
+            client: id,
+            queue: client.events.clone(),
+        });
+        self.broadcast(&room, |id, ts| Body::Joined {
+            room: room.clone(),
+            id,
+            name,
+            from_id: label,
+            ts,
+        });
+    }
+
+    /// Announces that `id` leaves `room` (to the leaver too), then removes it.
+    fn part(&mut self, id: ClientId, room: &RoomName) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.rooms.retain(|r| r != room);
+        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
+        self.broadcast(room, |id, ts| Body::Left {
+            room: room.clone(),
+            id,
+            name,
+            from_id: label,
+            ts,
+        });
+        self.forget_member(id, room);
+    }
+
+    /// Publishes a message; returns its id.
+    fn say(&mut self, room: &RoomName, from: Name, from_id: Arc<str>, text: String) -> u64 {
+        self.metrics.published();
+        self.rooms.entry(room.clone()).or_default();
+        self.broadcast(room, |id, ts| Body::Message {
+            room: room.clone(),
+            id,
+            from,
+            from_id,
+            text,
+            ts,
+        })
+    }
+
+    /// The fan-out: give the event the next id, keep it, and `try_send` it to
+    /// every member. Never `send`: a blocking send would let one slow reader
+    /// stall every room. Members that fail are noted in `leaving`.
+    fn broadcast(&mut self, room: &RoomName, body: impl FnOnce(u64, u64) -> Body) -> u64 {
+        let Some(target) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        self.last_id += 1;
+        let event = Arc::new(Event::new(body(self.last_id, now_millis())));
+        let mut delivered = 0;
+        for member in &target.members {
+            match member.queue.try_send(Outbound::Event(Arc::clone(&event))) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => self.leaving.push((member.client, Leave::TooSlow)),
+                Err(TrySendError::Disconnected(_)) => {
+                    self.leaving.push((member.client, Leave::Gone))
+                }
+            }
+        }
+        let kept_before = target.history.len();
+        target.record(event, self.history_cap);
+        self.history_events = self.history_events + target.history.len() - kept_before;
+        self.metrics.delivered(delivered);
+        self.last_id
+    }
+
+    /// Sends an answer to one client; a full queue drops it like fan-out does.
+    fn tell(&mut self, id: ClientId, event: Event) {
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
+        match client.events.try_send(Outbound::Event(Arc::new(event))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.leaving.push((id, Leave::TooSlow)),
+            Err(TrySendError::Disconnected(_)) => self.leaving.push((id, Leave::Gone)),
+        }
+    }
+
+    /// The only code that forgets a client: it leaves every room (the hub's
+    /// clones of its queue go with it), its connection is told why, the others
+    /// get `left` notices, and the metrics count it.
+    fn remove_client(&mut self, id: ClientId, why: Leave) {
+        let Some(client) = self.clients.remove(&id) else {
+            return; // already removed (it can be noted twice in one fan-out)
+        };
+        for room in &client.rooms {
+            self.forget_member(id, room);
+        }
+        if why == Leave::TooSlow {
+            warn!("{id} dropped: slow consumer (queue of {} full)", client.events.capacity().unwrap_or(0));
+            client.hangup.drop_as_slow();
+            self.metrics.slow_consumer(client.transport);
+        } else {
+            debug!("{id} leaves the hub ({why:?})");
+        }
+        let Client {
+            name,
+            label,
+            transport,
+            rooms,
+            ..
+        } = client; // dropping `events` here closes the queue
+        for room in rooms {
+            if !self.rooms.contains_key(&room) {
+                continue;
+            }
+            let (name, label) = (name.clone(), Arc::clone(&label));
+            self.broadcast(&room, |id, ts| Body::Left {
+                room: room.clone(),
+                id,
+                name,
+                from_id: label,
+                ts,
+            });
+            self.drop_room_if_gone(&room);
+        }
+        self.metrics.disconnected(transport);
+    }
+
+    fn forget_member(&mut self, id: ClientId, room: &RoomName) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.remove(id);
+        }
+        self.drop_room_if_gone(room);
+    }
+
+    fn drop_room_if_gone(&mut self, room: &RoomName) {
+        if self.rooms.get(room).is_some_and(Room::is_gone) {
+            self.rooms.remove(room);
+        }
+    }
+
+    fn summaries(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                name: name.clone(),
+                members: room.members.len(),
+                last_id: room.last_id(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    fn describe(&self, room: &RoomName) -> Option<RoomDetail> {
+        let r = self.rooms.get(room)?;
+        let members = r
+            .members
+            .iter()
+            .filter_map(|m| {
+                let c = self.clients.get(&m.client)?;
+                Some(MemberInfo {
+                    id: m.client,
+                    name: c.name.clone(),
+                    transport: c.transport,
+                })
+            })
+            .collect();
+        Some(RoomDetail {
+            name: room.clone(),
+            members,
+            last_id: r.last_id(),
+        })
+    }
+
+    /// Shutdown: queue a goodbye for everyone; a queue too full for it gets its
+    /// connection cut instead. Dropping the hub then closes every queue.
+    fn say_goodbye(&mut self) {
+        for (id, client) in self.clients.drain() {
+            if client.events.try_send(Outbound::GoingAway).is_err() {
+                debug!("{id}: queue full at shutdown, cutting the connection");
+                client.hangup.cut();
+            }
+            self.metrics.disconnected(client.transport);
+        }
+        self.rooms.clear();
+    }
+}
+
+fn not_member(message: impl Into<String>) -> Event {
+    Event::error("not_member", message)
+}

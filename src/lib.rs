@@ -1,0 +1,41 @@
+//! switchboard: a real-time messaging hub on OS threads and bounded channels.
+//!
+//! Every thread and channel, before any code:
+//!
+//! ```text
+//! [ws-accept] -spawn-> [ws-r c7]  --Command--------------->+
+//!                      [ws-w c7]  <--Outbound--------------+
+//! [http]      -spawn-> [sse c9]   <--Outbound--------------+   [hub]
+//!                      REST       --Command + reply tx---->+   owns clients, rooms,
+//! [grpc]      -spawn-> [grpc c12] <--Command / Outbound--->+   history, next id
+//! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
+//! Outbound: one bounded queue per client (--send-buffer); full = that client is dropped.
+//! ```
+//!
+//! One thread, the hub, owns all shared state; every other thread talks to it
+//! through channels. A connection costs two small threads (reader and writer);
+//! an event fanned out to a thousand members is encoded once and shared as an
+//! `Arc<Event>`.
+//!
+//! Reading order for newcomers:
+//! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
+//!    each is written on the wire.
+//! 2. [`room`]: names checked once at the edge; a room is members + history.
+//! 3. [`hub`]: the broadcaster thread — fan-out, slow consumers, replay.
+//! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
+//! 5. [`server`] and [`shutdown`]: starting everything, and ending it by
+//!    dropping a channel.
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod shutdown;
+pub mod threads;
+pub mod transport;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,131 @@
+//! Prometheus counters and gauges, shared by every thread.
+//!
+//! Metrics are the one piece of state many threads touch, and they are atomics
+//! (prometheus-client's `Counter` and `Gauge`), not a lock: the hub adds once per
+//! event (`events_out` by the number of members reached), never once per member.
+//! `GET /metrics` renders them with `encode`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::protocol::Transport;
+
+/// A `transport` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// `ws`, `sse` or `grpc`.
+    pub transport: &'static str,
+}
+
+/// A `reason` label for refused connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `limit`, `origin`, `bad_request`, `not_found`, `threads`.
+    pub reason: &'static str,
+}
+
+/// Every metric switchboard exports.
+#[derive(Default)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<TransportLabel, Gauge>,
+    events_in: Counter,
+    events_out: Counter,
+    slow_consumers: Family<TransportLabel, Counter>,
+    refused: Family<ReasonLabel, Counter>,
+    rooms: Gauge,
+    history_events: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `switchboard_` prefix.
+    pub fn new() -> Metrics {
+        let mut m = Metrics::default();
+        let r = &mut m.registry;
+        r.register(
+            "switchboard_connections",
+            "Open subscriber connections, by transport",
+            m.connections.clone(),
+        );
+        r.register(
+            "switchboard_events_in",
+            "Messages published into rooms, from every transport",
+            m.events_in.clone(),
+        );
+        r.register(
+            "switchboard_events_out",
+            "Events queued for delivery to subscribers",
+            m.events_out.clone(),
+        );
+        r.register(
+            "switchboard_slow_consumers_dropped",
+            "Subscribers dropped because their queue was full",
+            m.slow_consumers.clone(),
+        );
+        r.register(
+            "switchboard_connections_refused",
+            "Connections refused before they were served, by reason",
+            m.refused.clone(),
+        );
+        r.register("switchboard_rooms", "Rooms that exist", m.rooms.clone());
+        r.register(
+            "switchboard_history_events",
+            "Events kept for replay, across all rooms",
+            m.history_events.clone(),
+        );
+        m
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    pub(crate) fn connected(&self, transport: Transport) {
+        self.connections(transport).inc();
+    }
+
+    pub(crate) fn disconnected(&self, transport: Transport) {
+        self.connections(transport).dec();
+    }
+
+    pub(crate) fn published(&self) {
+        self.events_in.inc();
+    }
+
+    pub(crate) fn delivered(&self, count: u64) {
+        self.events_out.inc_by(count);
+    }
+
+    pub(crate) fn slow_consumer(&self, transport: Transport) {
+        self.slow_consumers
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection refused before it was served.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub(crate) fn set_rooms(&self, rooms: usize, history_events: usize) {
+        self.rooms.set(rooms as i64);
+        self.history_events.set(history_events as i64);
+    }
+
+    fn connections(&self, transport: Transport) -> Gauge {
+        self.connections
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,573 @@
+//! What flows through the hub: `Request`s in, `Event`s out, and their codecs.
+//!
+//! Peers speak two dialects in: JSON commands (`{"type":"join","room":"dev"}`) and
+//! plain-text lines for people at a terminal (`/join dev`, or any other line as
+//! a message). Both parse to one `Request`, so the hub never sees the dialect.
+//!
+//! Out, an `Event` is built once by the hub and shared as `Arc<Event>` by every
+//! member's queue. It caches each wire encoding the first time a writer asks for
+//! it (`OnceLock`): a message to 1000 WebSocket members in JSON mode is
+//! serialised once and framed once, by whichever writer thread gets there first,
+//! and the hub thread itself never serialises anything.
+
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+
+use crate::room::{Name, RoomName};
+
+/// A connection's id, unique for the life of the process; shown as `c<n>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+impl Serialize for ClientId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// How a subscriber is connected; shown by `GET /rooms/{room}` and in metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A WebSocket connection on `--ws`.
+    Ws,
+    /// A Server-Sent Events stream on `--http`.
+    Sse,
+    /// A gRPC stream on `--grpc`.
+    Grpc,
+}
+
+impl Transport {
+    /// The lowercase name used on the wire and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Grpc => "grpc",
+        }
+    }
+}
+
+/// How a subscriber wants its events: JSON objects or readable lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per event (the default).
+    Json,
+    /// One human-readable line per event (`[lobby] alice: hi`).
+    Text,
+}
+
+impl Format {
+    /// Parses the `format=` query value.
+    pub fn parse(raw: &str) -> Result<Format, ParseError> {
+        match raw {
+            "json" => Ok(Format::Json),
+            "text" => Ok(Format::Text),
+            _ => Err(ParseError::BadRequest(format!(
+                "format must be json or text, not {raw:?}"
+            ))),
+        }
+    }
+}
+
+/// One member of a `presence` list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Member {
+    /// The member's connection id.
+    pub id: ClientId,
+    /// The member's display name.
+    pub name: Name,
+}
+
+/// One entry of a `rooms` list.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomCount {
+    /// The room's name.
+    pub name: RoomName,
+    /// How many members it has now.
+    pub members: usize,
+}
+
+/// What an event says. Serialises to the SPEC's JSON, `type` first.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Body {
+    /// Sent to a connection when it opens, and again after `nick`.
+    Welcome {
+        /// The connection's id.
+        id: ClientId,
+        /// Its display name.
+        name: Name,
+        /// The rooms it is in, oldest join first.
+        rooms: Vec<RoomName>,
+    },
+    /// A chat message in a room.
+    Message {
+        /// The room it was sent to.
+        room: RoomName,
+        /// Hub-wide event id.
+        id: u64,
+        /// The sender's display name.
+        from: Name,
+        /// The sender's connection id (`c7`), or the publishing API (`rest`, `grpc`).
+        from_id: Arc<str>,
+        /// What was said.
+        text: String,
+        /// Unix milliseconds.
+        ts: u64,
+    },
+    /// Someone joined a room (a member's own join included).
+    Joined {
+        /// The room.
+        room: RoomName,
+        /// Hub-wide event id.
+        id: u64,
+        /// The member's display name.
+        name: Name,
+        /// The member's connection id.
+        from_id: Arc<str>,
+        /// Unix milliseconds.
+        ts: u64,
+    },
+    /// Someone left a room, or their connection ended.
+    Left {
+        /// The room.
+        room: RoomName,
+        /// Hub-wide event id.
+        id: u64,
+        /// The member's display name.
+        name: Name,
+        /// The member's connection id.
+        from_id: Arc<str>,
+        /// Unix milliseconds.
+        ts: u64,
+    },
+    /// Who is in a room, in joining order (the answer to `who`).
+    Presence {
+        /// The room.
+        room: RoomName,
+        /// Its members.
+        members: Vec<Member>,
+    },
+    /// The rooms that exist (the answer to `rooms`).
+    Rooms {
+        /// Each room with its member count.
+        rooms: Vec<RoomCount>,
+    },
+    /// The list of commands (the answer to `/help`).
+    Help {
+        /// The help text.
+        text: &'static str,
+    },
+    /// Something the client sent could not be done; the connection lives on.
+    Error {
+        /// A stable code: `bad_request`, `bad_room`, `bad_name`, `not_member`,
+        /// `too_large`, `rate_limited`, `unsupported`.
+        code: &'static str,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+/// The `/help` text.
+pub const HELP: &str = "commands: /join ROOM, /leave ROOM, /nick NAME, /who [ROOM], /rooms, /help; \
+any other line is a message to the room you joined last";
+
+/// An event, shared by every queue it is fanned out to, with its encodings
+/// cached so that each is computed at most once.
+pub struct Event {
+    body: Body,
+    json: OnceLock<String>,
+    ws_json: OnceLock<Bytes>,
+    ws_text: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.body.fmt(f)
+    }
+}
+
+impl Event {
+    /// Wraps a body; nothing is encoded until a writer asks.
+    pub fn new(body: Body) -> Event {
+        Event {
+            body,
+            json: OnceLock::new(),
+            ws_json: OnceLock::new(),
+            ws_text: OnceLock::new(),
+            sse: OnceLock::new(),
+        }
+    }
+
+    /// An `error` event.
+    pub fn error(code: &'static str, message: impl Into<String>) -> Event {
+        Event::new(Body::Error {
+            code,
+            message: message.into(),
+        })
+    }
+
+    /// What the event says.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    /// The hub-wide id of a room event (`message`, `joined`, `left`).
+    pub fn id(&self) -> Option<u64> {
+        match &self.body {
+            Body::Message { id, .. } | Body::Joined { id, .. } | Body::Left { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The event's `type` as it appears on the wire.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            Body::Welcome { .. } => "welcome",
+            Body::Message { .. } => "message",
+            Body::Joined { .. } => "joined",
+            Body::Left { .. } => "left",
+            Body::Presence { .. } => "presence",
+            Body::Rooms { .. } => "rooms",
+            Body::Help { .. } => "help",
+            Body::Error { .. } => "error",
+        }
+    }
+
+    /// The event as one JSON object (cached).
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(&self.body).expect("Body has only strings, numbers and lists")
+        })
+    }
+
+    /// The event as one readable line, without a newline (not cached: only
+    /// `format=text` subscribers ask, through `ws_frame`).
+    pub fn text_line(&self) -> String {
+        let mut line = String::new();
+        let _ = match &self.body {
+            Body::Welcome { id, name, rooms } => {
+                let rooms: Vec<&str> = rooms.iter().map(RoomName::as_str).collect();
+                write!(line, "* welcome {name} ({id}); rooms: {}", rooms.join(", "))
+            }
+            Body::Message {
+                room, from, text, ..
+            } => write!(line, "[{room}] {from}: {text}"),
+            Body::Joined { room, name, .. } => write!(line, "[{room}] * {name} joined"),
+            Body::Left { room, name, .. } => write!(line, "[{room}] * {name} left"),
+            Body::Presence { room, members } => {
+                let names: Vec<String> =
+                    members.iter().map(|m| format!("{} ({})", m.name, m.id)).collect();
+                write!(line, "[{room}] here: {}", names.join(", "))
+            }
+            Body::Rooms { rooms } if rooms.is_empty() => write!(line, "* no rooms yet"),
+            Body::Rooms { rooms } => {
+                let rooms: Vec<String> =
+                    rooms.iter().map(|r| format!("{} ({})", r.name, r.members)).collect();
+                write!(line, "* rooms: {}", rooms.join(", "))
+            }
+            Body::Help { text } => write!(line, "* {text}"),
+            Body::Error { code, message } => write!(line, "! {code}: {message}"),
+        };
+        line
+    }
+
+    /// The event as a complete WebSocket text frame in `format` (cached): every
+    /// member's writer sends these same bytes, because server frames are unmasked.
+    pub fn ws_frame(&self, format: Format) -> Bytes {
+        let cell = match format {
+            Format::Json => &self.ws_json,
+            Format::Text => &self.ws_text,
+        };
+        cell.get_or_init(|| match format {
+            Format::Json => text_frame(self.json().to_owned()),
+            Format::Text => text_frame(self.text_line()),
+        })
+        .clone()
+    }
+
+    /// The event as a Server-Sent Events block (cached): `id:` (room events
+    /// only), `event:` and `data:` lines and the blank line that ends it.
+    pub fn sse_block(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                let mut block = String::with_capacity(self.json().len() + 40);
+                if let Some(id) = self.id() {
+                    let _ = writeln!(block, "id: {id}");
+                }
+                let _ = write!(block, "event: {}\ndata: {}\n\n", self.kind(), self.json());
+                Bytes::from(block)
+            })
+            .clone()
+    }
+}
+
+/// Encodes `text` as one final, unmasked WebSocket text frame.
+pub fn text_frame(text: String) -> Bytes {
+    encode_frame(Frame::message(text, OpCode::Data(Data::Text), true))
+}
+
+/// Encodes any frame to its wire bytes.
+pub fn encode_frame(frame: Frame) -> Bytes {
+    let mut wire = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut wire)
+        .expect("formatting into a Vec cannot fail");
+    Bytes::from(wire)
+}
+
+/// Milliseconds since the Unix epoch, for `ts`.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a client asks of the hub, whichever dialect it used.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Send `text` to `room`, or to the room joined last.
+    Say {
+        /// The target room, if named.
+        room: Option<RoomName>,
+        /// The message.
+        text: String,
+    },
+    /// Join a room.
+    Join(RoomName),
+    /// Leave a room.
+    Leave(RoomName),
+    /// Change the display name.
+    Nick(Name),
+    /// Ask who is in a room (or the room joined last).
+    Who(Option<RoomName>),
+    /// Ask which rooms exist.
+    Rooms,
+    /// Ask for the list of commands.
+    Help,
+}
+
+/// Why a client's input was refused. Each becomes an `error` event with
+/// `code()`; the connection lives on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    /// Malformed JSON, an unknown command, a missing field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A room name outside the allowed alphabet or length.
+    #[error("room names are 1-64 characters of A-Z a-z 0-9 _ - .")]
+    BadRoom,
+    /// A display name outside the allowed length, or with control characters.
+    #[error("names are 1-32 printable characters")]
+    BadName,
+    /// A message over `--max-message-size`.
+    #[error("message is {len} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Over the per-connection `--rate-limit`.
+    #[error("slow down: at most {per_second} messages per second")]
+    RateLimited {
+        /// The limit.
+        per_second: u32,
+    },
+    /// Something this endpoint does not do (a binary frame on `/ws`).
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+impl ParseError {
+    /// The SPEC's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::BadRequest(_) => "bad_request",
+            ParseError::BadRoom => "bad_room",
+            ParseError::BadName => "bad_name",
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::RateLimited { .. } => "rate_limited",
+            ParseError::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// The `error` event that tells the client.
+    pub fn to_event(&self) -> Event {
+        Event::error(self.code(), self.to_string())
+    }
+}
+
+/// A JSON command as it arrives, before its names are checked.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum JsonCommand {
+    Message { room: Option<String>, text: String },
+    Join { room: String },
+    Leave { room: String },
+    Nick { name: String },
+    Who { room: Option<String> },
+    Rooms {},
+    Help {},
+}
+
+/// Parses one inbound text frame: a JSON command if it starts with `{`, a slash
+/// command if it starts with `/` and names one, else a message.
+pub fn parse_line(line: &str) -> Result<Request, ParseError> {
+    let trimmed = line.trim();
+    if trimmed.starts_with('{') {
+        return parse_json(trimmed);
+    }
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let (command, arg) = match rest.split_once(char::is_whitespace) {
+            Some((command, arg)) => (command, arg.trim()),
+            None => (rest, ""),
+        };
+        let needs_arg = |what: &str| {
+            if arg.is_empty() {
+                Err(ParseError::BadRequest(format!("usage: /{command} {what}")))
+            } else {
+                Ok(arg)
+            }
+        };
+        match command {
+            "join" => return Ok(Request::Join(RoomName::parse(needs_arg("ROOM")?)?)),
+            "leave" => return Ok(Request::Leave(RoomName::parse(needs_arg("ROOM")?)?)),
+            "nick" => return Ok(Request::Nick(Name::parse(needs_arg("NAME")?)?)),
+            "who" if arg.is_empty() => return Ok(Request::Who(None)),
+            "who" => return Ok(Request::Who(Some(RoomName::parse(arg)?))),
+            "rooms" => return Ok(Request::Rooms),
+            "help" => return Ok(Request::Help),
+            _ => {} // any other line, slashes included, is a message (SPEC)
+        }
+    }
+    say(None, line)
+}
+
+fn parse_json(json: &str) -> Result<Request, ParseError> {
+    let command: JsonCommand = serde_json::from_str(json).map_err(|e| {
+        ParseError::BadRequest(format!("not a valid command: {e}; /help lists them"))
+    })?;
+    let room = |raw: Option<String>| raw.as_deref().map(RoomName::parse).transpose();
+    Ok(match command {
+        JsonCommand::Message { room: r, text } => return say(room(r)?, &text),
+        JsonCommand::Join { room: r } => Request::Join(RoomName::parse(&r)?),
+        JsonCommand::Leave { room: r } => Request::Leave(RoomName::parse(&r)?),
+        JsonCommand::Nick { name } => Request::Nick(Name::parse(&name)?),
+        JsonCommand::Who { room: r } => Request::Who(room(r)?),
+        JsonCommand::Rooms {} => Request::Rooms,
+        JsonCommand::Help {} => Request::Help,
+    })
+}
+
+fn say(room: Option<RoomName>, text: &str) -> Result<Request, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::BadRequest("message text is empty".into()));
+    }
+    Ok(Request::Say {
+        room,
+        text: text.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).expect("test room names are valid")
+    }
+
+    #[test]
+    fn slash_commands_and_plain_lines() {
+        assert_eq!(parse_line("/join dev"), Ok(Request::Join(room("dev"))));
+        assert_eq!(parse_line("/leave  dev "), Ok(Request::Leave(room("dev"))));
+        assert_eq!(parse_line("/who"), Ok(Request::Who(None)));
+        assert_eq!(parse_line("/rooms"), Ok(Request::Rooms));
+        assert_eq!(parse_line("/help"), Ok(Request::Help));
+        assert_eq!(
+            parse_line("hello there"),
+            Ok(Request::Say {
+                room: None,
+                text: "hello there".into()
+            })
+        );
+        assert_eq!(
+            parse_line("/shrug ok"),
+            Ok(Request::Say {
+                room: None,
+                text: "/shrug ok".into()
+            })
+        );
+        assert_eq!(parse_line("/join bad room").unwrap_err().code(), "bad_room");
+        assert_eq!(parse_line("/join").unwrap_err().code(), "bad_request");
+        assert_eq!(parse_line("/nick \u{7}").unwrap_err().code(), "bad_name");
+        assert_eq!(parse_line("   ").unwrap_err().code(), "bad_request");
+    }
+
+    #[test]
+    fn json_commands() {
+        assert_eq!(
+            parse_line(r#"{"type":"message","room":"dev","text":"hi"}"#),
+            Ok(Request::Say {
+                room: Some(room("dev")),
+                text: "hi".into()
+            })
+        );
+        assert_eq!(parse_line(r#"{"type":"rooms"}"#), Ok(Request::Rooms));
+        assert_eq!(parse_line(r#"{"type":"who"}"#), Ok(Request::Who(None)));
+        assert_eq!(parse_line(r#"{"type":"join","room":"a b"}"#).unwrap_err().code(), "bad_room");
+        assert_eq!(parse_line(r#"{"type":"dance"}"#).unwrap_err().code(), "bad_request");
+        assert_eq!(parse_line(r#"{"type":"message""#).unwrap_err().code(), "bad_request");
+        let deep = "{\"a\":".repeat(10_000);
+        assert_eq!(parse_line(&deep).unwrap_err().code(), "bad_request");
+    }
+
+    #[test]
+    fn events_encode_as_the_spec_shows() {
+        let event = Event::new(Body::Message {
+            room: room("lobby"),
+            id: 42,
+            from: Name::parse("alice").expect("valid"),
+            from_id: "c3".into(),
+            text: "hi".into(),
+            ts: 1764000000000,
+        });
+        assert_eq!(
+            event.json(),
+            r#"{"type":"message","room":"lobby","id":42,"from":"alice","from_id":"c3","text":"hi","ts":1764000000000}"#
+        );
+        assert_eq!(event.text_line(), "[lobby] alice: hi");
+        assert!(event.sse_block().starts_with(b"id: 42\nevent: message\ndata: {"));
+        assert!(event.sse_block().ends_with(b"}\n\n"));
+        let frame = event.ws_frame(Format::Json);
+        assert_eq!(frame[0], 0x81, "FIN + text opcode");
+        assert_eq!(&frame[2..], event.json().as_bytes());
+        let error = ParseError::BadRoom.to_event();
+        assert_eq!(
+            error.text_line(),
+            "! bad_room: room names are 1-64 characters of A-Z a-z 0-9 _ - ."
+        );
+    }
+}

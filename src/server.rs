@@ -1,0 +1,143 @@
+//! Starting and stopping the whole server: bind, spawn, and shut down in order.
+//!
+//! `Server::start` is what `main` and every integration test call: it binds
+//! each listener (port 0 picks a free one), starts the hub and the listener
+//! threads, and returns the bound addresses. `Server::shutdown` (or dropping
+//! the `Server`) runs the sequence described in `shutdown.rs`.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::hub::{ClientIds, Hub, HubHandle};
+use crate::metrics::Metrics;
+use crate::shutdown::{done_channel, wait_for_threads};
+use crate::transport::{ws, ConnectionLimit, Shared};
+
+/// A running switchboard.
+pub struct Server {
+    /// Where the HTTP listener is bound.
+    pub http_addr: SocketAddr,
+    /// Where the WebSocket listener is bound.
+    pub ws_addr: SocketAddr,
+    /// Where the gRPC listener is bound, if it runs.
+    pub grpc_addr: Option<SocketAddr>,
+    shared: Shared,
+    shutdown: Option<Sender<()>>,
+    done: Receiver<()>,
+    http: Arc<tiny_http::Server>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What shutting down took.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    /// From the start of shutdown until every thread ended or the grace ran out.
+    pub took: Duration,
+    /// Whether every connection thread ended within the grace period.
+    pub clean: bool,
+    /// Connections still open when shutdown gave up waiting.
+    pub connections_left: usize,
+}
+
+impl Server {
+    /// Binds the listeners and starts every thread.
+    pub fn start(config: Config) -> io::Result<Server> {
+        let config = Arc::new(config);
+        let ws_listener = TcpListener::bind(config.ws_addr)?;
+        let http = tiny_http::Server::http(config.http_addr)
+            .map_err(|e| io::Error::other(format!("cannot listen on {}: {e}", config.http_addr)))?;
+        let http_addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| io::Error::other("the HTTP listener has no IP address"))?;
+        let ws_addr = ws_listener.local_addr()?;
+
+        let metrics = Arc::new(Metrics::new());
+        let (shutdown, shutdown_rx) = bounded::<()>(0);
+        let (done, done_rx) = done_channel();
+        let (hub, hub_thread) = Hub::spawn(config.history, Arc::clone(&metrics), shutdown_rx.clone())?;
+        let shared = Shared {
+            hub,
+            config: Arc::clone(&config),
+            metrics,
+            ids: Arc::new(ClientIds::default()),
+            limit: ConnectionLimit::new(config.max_connections),
+            shutdown: shutdown_rx,
+            done,
+        };
+        let http = Arc::new(http);
+        let threads = vec![
+            hub_thread,
+            ws::spawn_listener(ws_listener, shared.clone())?,
+            crate::http::spawn_listener(Arc::clone(&http), shared.clone())?,
+        ];
+        info!("listening: http {http_addr}, ws {ws_addr}");
+        Ok(Server {
+            http_addr,
+            ws_addr,
+            grpc_addr: None,
+            shared,
+            shutdown: Some(shutdown),
+            done: done_rx,
+            http,
+            threads,
+        })
+    }
+
+    /// A handle on the hub, for programs that embed switchboard.
+    pub fn hub(&self) -> HubHandle {
+        self.shared.hub.clone()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    /// Stops accepting, says goodbye to every client (close 1001), and waits up
+    /// to the grace period for every connection thread to end.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        let started = Instant::now();
+        drop(self.shutdown.take()); // the broadcast: every receiver sees it disconnect
+        let _ = TcpStream::connect_timeout(&ws::wake_address(self.ws_addr), Duration::from_secs(1));
+        self.http.unblock();
+        // Our own `done` sender lives in `shared`: swap it out so only
+        // connection threads hold one.
+        let (orphan, _) = done_channel();
+        drop(std::mem::replace(&mut self.shared.done, orphan));
+        let clean = wait_for_threads(&self.done, self.shared.config.shutdown_grace);
+        let connections_left = self.shared.limit.open();
+        if !clean {
+            warn!("shutdown: {connections_left} connections still open after the grace period");
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                warn!("a server thread panicked");
+            }
+        }
+        ShutdownReport {
+            took: started.elapsed(),
+            clean,
+            connections_left,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.shutdown.is_some() {
+            self.stop();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The transports: how peers reach the hub. Each turns a socket into a
+//! `Subscriber` (a bounded queue the hub fills) and `Command`s (what the peer
+//! asks), and nothing else; every rule about rooms lives in the hub.
+//!
+//! What they share is gathered in `Shared`: the hub's handle, the settings,
+//! the metrics, the connection limit, and the two channels of shutdown
+//! (`shutdown`: disconnected when the server stops; `done`: a clone held by
+//! every connection thread, so the server can tell when they have all ended).
+
+pub mod ws;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::config::Config;
+use crate::hub::{ClientIds, HubHandle};
+use crate::metrics::Metrics;
+
+/// What every transport thread needs, cloned into each.
+#[derive(Clone)]
+pub struct Shared {
+    /// The way to the hub.
+    pub hub: HubHandle,
+    /// The settings.
+    pub config: Arc<Config>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Connection ids.
+    pub ids: Arc<ClientIds>,
+    /// `--max-connections`, across transports.
+    pub limit: Arc<ConnectionLimit>,
+    /// Disconnects when the server shuts down; nothing is ever sent on it.
+    pub shutdown: Receiver<()>,
+    /// Held by every connection thread; nothing is ever sent on it. The server
+    /// knows they have all ended when its receiver reports `Disconnected`.
+    pub done: Sender<()>,
+}
+
+impl Shared {
+    /// Whether the server has begun to shut down.
+    pub fn shutting_down(&self) -> bool {
+        matches!(self.shutdown.try_recv(), Err(TryRecvError::Disconnected))
+    }
+}
+
+/// Counts open connections across all transports; past `max`, new ones are
+/// refused (an atomic counter: the check happens before a thread is spent).
+pub struct ConnectionLimit {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` open connections.
+    pub fn new(max: usize) -> Arc<ConnectionLimit> {
+        Arc::new(ConnectionLimit {
+            open: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A permit for one more connection, or `None` at the limit. The permit
+    /// gives its place back when dropped.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let taken = self.open.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Permit(Arc::clone(self)))
+    }
+
+    /// How many connections are open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One connection's place under the limit.
+pub struct Permit(Arc<ConnectionLimit>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,812 @@
+//! WebSocket on `--ws`: an accept thread, then one reader and one writer thread
+//! per connection, on one socket.
+//!
+//! ```text
+//! [ws-accept] --spawn--> [ws-r c7] --Command--------------------> [hub]
+//!      |                     |  Reply (pong, close, errors, echo)
+//!      |                     v
+//!      |                 [ws-w c7] <--Outbound (bounded, --send-buffer)-- [hub]
+//!      +--TcpStream--> [ws-refuse]  (503 over --max-connections)
+//! ```
+//!
+//! The reader owns the handshake and the protocol state (tungstenite's
+//! `WebSocketContext`); it never writes to the socket. Everything the protocol
+//! owes the peer (a pong, a close reply, an error event, an echoed frame) goes
+//! to the writer as a `Reply`, so no reply is ever interleaved with a
+//! half-written frame. Both threads share one `Arc<TcpStream>`: `&TcpStream` is
+//! both `Read` and `Write`, and one file descriptor serves two threads.
+//!
+//! The writer waits on three things at once — hub events, the reader's replies,
+//! and the next ping — then drains whatever else is queued and writes it with
+//! one vectored syscall. Event frames come pre-encoded from `Event::ws_frame`,
+//! shared by every member.
+//!
+//! `/echo` runs the very same reader and writer, minus the hub: the
+//! Autobahn|Testsuite run against it checks the transport chat traffic uses.
+//!
+//! Ending a connection, whoever starts it: a side that sends a close frame
+//! then half-closes (`shutdown(Write)`); the reader reads until the peer's FIN
+//! (bounded by `CLOSE_GRACE`), so the socket closes cleanly without a reset.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{after, bounded, never, select, Receiver, Sender};
+use log::{debug, trace, warn};
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+use crate::config::Origins;
+use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
+use crate::room::{Name, RoomName};
+use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
+use crate::transport::{Permit, Shared};
+
+/// The largest HTTP request head accepted for a handshake.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// How long a client may take to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the peer's side of a close before cutting.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Replies the reader may queue for the writer before it waits.
+const REPLY_QUEUE: usize = 64;
+/// Frames written in one syscall at most (the kernel's `IOV_MAX` is 1024).
+const MAX_BATCH_FRAMES: usize = 256;
+/// The reader's buffer: small, because ten thousand idle connections each have one.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Refused connections waiting for their 503 before they are simply closed.
+const REFUSE_QUEUE: usize = 64;
+
+/// Starts the accept thread on `listener`.
+pub fn spawn_listener(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()>> {
+    let (refusals, refused) = bounded(REFUSE_QUEUE);
+    let refuser_done = shared.done.clone();
+    spawn_named("ws-refuse".into(), WRITER_STACK_BYTES, move || {
+        let _done = refuser_done;
+        for stream in refused {
+            refuse_over_limit(stream);
+        }
+    })?;
+    spawn_named("ws-accept".into(), WRITER_STACK_BYTES, move || {
+        accept_loop(listener, shared, refusals)
+    })
+}
+
+fn accept_loop(listener: TcpListener, shared: Shared, refusals: Sender<TcpStream>) {
+    for stream in listener.incoming() {
+        if shared.shutting_down() {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, most often: back off instead of spinning.
+                warn!("ws accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true); // small frames must not wait for Nagle
+        let Some(permit) = shared.limit.try_acquire() else {
+            shared.metrics.refused("limit");
+            warn!("ws connection refused: at --max-connections ({})", shared.config.max_connections);
+            let _ = refusals.try_send(stream); // queue full: just close it
+            continue;
+        };
+        let id = shared.ids.next();
+        let conn_shared = shared.clone();
+        let spawned = spawn_named(format!("ws-r {id}"), READER_STACK_BYTES, move || {
+            serve(stream, id, permit, conn_shared)
+        });
+        if let Err(e) = spawned {
+            shared.metrics.refused("threads");
+            warn!("{id} refused: cannot start a thread: {e}");
+        }
+    }
+    debug!("ws accept loop ends");
+}
+
+/// What a handshake asked for.
+enum Route {
+    Echo,
+    Chat {
+        rooms: Vec<RoomName>,
+        name: Option<Name>,
+        format: Format,
+        since: Option<u64>,
+    },
+}
+
+/// A handshake refused with an HTTP status.
+struct Refusal {
+    status: u16,
+    reason: &'static str,
+    message: String,
+    metric: &'static str,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str, metric: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+            metric,
+        }
+    }
+}
+
+/// The reader thread's body: handshake, then the read loop.
+fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
+    let _done = shared.done.clone();
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let socket = Arc::new(stream);
+    let (route, key, tail) = match handshake(&socket, &shared) {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            debug!("{id} {peer} ws handshake refused: {} {}", refusal.status, refusal.message);
+            shared.metrics.refused(refusal.metric);
+            respond(&socket, refusal.status, refusal.reason, &[], &refusal.message);
+            linger_then_close(&socket);
+            return;
+        }
+    };
+    let config = &shared.config;
+    let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
+    let _ = socket.set_write_timeout(Some(config.write_timeout));
+
+    // The writer starts first, so a thread that cannot start is still a 503.
+    let (replies, replies_rx) = bounded(REPLY_QUEUE);
+    let (to_client, events) = match route {
+        Route::Chat { .. } => bounded(config.send_buffer),
+        Route::Echo => bounded(0),
+    };
+    let hangup = Hangup::new(Some(Arc::clone(&socket)));
+    let permit = Arc::new(permit);
+    let writer = Writer {
+        id,
+        socket: Arc::clone(&socket),
+        events: if matches!(route, Route::Chat { .. }) { events } else { never() },
+        replies: replies_rx,
+        format: match &route {
+            Route::Chat { format, .. } => *format,
+            Route::Echo => Format::Json,
+        },
+        hangup: Arc::clone(&hangup),
+        ping_interval: config.ping_interval,
+        _permit: Arc::clone(&permit),
+        _done: shared.done.clone(),
+    };
+    if let Err(e) = spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || writer.run()) {
+        warn!("{id} refused: cannot start a thread: {e}");
+        shared.metrics.refused("threads");
+        respond(&socket, 503, "Service Unavailable", &[], "the server cannot take more connections");
+        linger_then_close(&socket);
+        return;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if (&*socket).write_all(upgrade.as_bytes()).is_err() {
+        return; // dropping `replies` lets the writer end too
+    }
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let mut reader = Reader {
+        id,
+        socket,
+        context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
+        replies,
+        chat: None,
+        rate: config.rate_limit.map(RateLimit::new),
+        max_message_bytes: config.max_message_bytes,
+    };
+    match route {
+        Route::Echo => debug!("{id} {peer} ws echo open"),
+        Route::Chat {
+            rooms,
+            name,
+            since,
+            ..
+        } => {
+            debug!("{id} {peer} ws open");
+            let subscriber = Subscriber {
+                id,
+                name: name.unwrap_or_else(|| Name::guest(id.0)),
+                transport: Transport::Ws,
+                events: to_client,
+                hangup,
+            };
+            let connect = Command::Connect {
+                subscriber,
+                rooms,
+                since,
+            };
+            if shared.hub.send(connect).is_err() {
+                return; // shutting down
+            }
+            reader.chat = Some(shared.clone());
+        }
+    }
+    reader.run();
+    debug!("{id} {peer} ws closed");
+}
+
+/// Reads and checks the handshake request; on success returns the route, the
+/// client's key and any bytes read past the request head.
+fn handshake(socket: &TcpStream, shared: &Shared) -> Result<(Route, String, Vec<u8>), Refusal> {
+    let bad = |message: &str| Refusal::new(400, "Bad Request", "bad_request", message);
+    let _ = socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_len = loop {
+        let n = match (&*socket).read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(bad("the connection ended before a full request")),
+            Ok(n) => n,
+        };
+        let searched_from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(at) = find(&head[searched_from..], b"\r\n\r\n") {
+            break searched_from + at + 4;
+        }
+        if head.len() > MAX_HEAD_BYTES {
+            return Err(Refusal::new(431, "Request Header Fields Too Large", "bad_request", "request head too large"));
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(&head[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(bad("malformed HTTP request")),
+    }
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    let target = request.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path != "/ws" && path != "/echo" {
+        return Err(Refusal::new(404, "Not Found", "not_found", format!("no WebSocket endpoint at {path}; use /ws")));
+    }
+    if request.method != Some("GET") {
+        return Err(Refusal::new(405, "Method Not Allowed", "bad_request", "a WebSocket handshake is a GET"));
+    }
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(Refusal::new(426, "Upgrade Required", "bad_request", "this is a WebSocket endpoint: connect with a WebSocket client"));
+    }
+    if header("sec-websocket-version") != Some("13") {
+        return Err(Refusal::new(426, "Upgrade Required", "bad_request", "only WebSocket version 13 is spoken here"));
+    }
+    let Some(key) = header("sec-websocket-key").filter(|k| !k.is_empty()) else {
+        return Err(bad("missing Sec-WebSocket-Key"));
+    };
+    if let Some(origin) = header("origin") {
+        if !origin_allowed(&shared.config.allowed_origins, origin, header("host").unwrap_or("")) {
+            return Err(Refusal::new(403, "Forbidden", "origin", format!("origin {origin} is not allowed")));
+        }
+    }
+    let route = if path == "/echo" {
+        Route::Echo
+    } else {
+        parse_chat_query(query).map_err(|e| bad(&e.to_string()))?
+    };
+    Ok((route, key.to_owned(), head[head_len..].to_vec()))
+}
+
+/// `room=R` (repeatable, default `lobby`), `name=N`, `format=json|text`, `since=ID`.
+fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
+    let mut rooms = Vec::new();
+    let mut name = None;
+    let mut format = Format::Json;
+    let mut since = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "room" => rooms.push(RoomName::parse(&value)?),
+            "name" => name = Some(Name::parse(&value)?),
+            "format" => format = Format::parse(&value)?,
+            "since" => {
+                let id = value.parse::<u64>().map_err(|_| {
+                    ParseError::BadRequest(format!("since must be an event id, not {value:?}"))
+                })?;
+                since = Some(id);
+            }
+            _ => {} // unknown parameters are ignored, as HTTP servers do
+        }
+    }
+    if rooms.is_empty() {
+        rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
+    }
+    Ok(Route::Chat {
+        rooms,
+        name,
+        format,
+        since,
+    })
+}
+
+/// Browsers send `Origin`; other clients (websocat, programs) do not, and are
+/// not subject to this check, which only stops other sites' pages.
+fn origin_allowed(allowed: &Origins, origin: &str, host: &str) -> bool {
+    match allowed {
+        Origins::Any => true,
+        Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
+        Origins::SameHost => {
+            let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+            let origin_host = origin_host.split('/').next().unwrap_or("");
+            // The page comes from the HTTP port and dials the WebSocket port:
+            // same host, different ports, so ports are not compared.
+            !origin_host.is_empty() && strip_port(origin_host).eq_ignore_ascii_case(strip_port(host))
+        }
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(end) = authority.find(']') {
+        return &authority[..=end]; // [::1]:8080
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn respond(socket: &TcpStream, status: u16, reason: &str, extra: &[&str], body: &str) {
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len() + 1
+    );
+    for line in extra {
+        response.push_str(line);
+        response.push_str("\r\n");
+    }
+    response.push_str("\r\n");
+    response.push_str(body);
+    response.push('\n');
+    let _ = (&*socket).write_all(response.as_bytes()); // the peer may be gone already
+}
+
+/// Half-closes, reads what the peer still sends (so closing does not reset the
+/// connection and lose the response), then closes.
+fn linger_then_close(socket: &TcpStream) {
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_read_timeout(Some(CLOSE_GRACE));
+    let mut sink = [0u8; 1024];
+    let mut budget = 64 * 1024;
+    while let Ok(n @ 1..) = (&*socket).read(&mut sink) {
+        budget -= n.min(budget);
+        if budget == 0 {
+            break;
+        }
+    }
+}
+
+fn refuse_over_limit(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    let mut head = [0u8; 2048];
+    let _ = (&stream).read(&mut head); // the request itself does not matter
+    respond(&stream, 503, "Service Unavailable", &["Retry-After: 5"], "the server is at its connection limit");
+    linger_then_close(&stream);
+}
+
+/// What the reader asks the writer to send.
+enum Reply {
+    /// Answer a ping.
+    Pong(Bytes),
+    /// Send a frame back as it came (`/echo`).
+    Echo(Message),
+    /// Tell the peer something went wrong (an `error` event).
+    Event(Arc<Event>),
+    /// Send a close frame (a reply to the peer's, or ours on failure) and end.
+    Close(Option<CloseFrame>),
+}
+
+/// How the read loop ended.
+enum Ending {
+    /// The peer sent a close frame.
+    PeerClosed(Option<CloseFrame>),
+    /// The peer broke the protocol, or sent too much: fail the connection.
+    Fail(CloseCode, &'static str),
+    /// The socket ended or failed; there is nobody left to tell.
+    Gone(String),
+}
+
+/// The reader thread.
+struct Reader {
+    id: ClientId,
+    socket: Arc<TcpStream>,
+    context: WebSocketContext,
+    replies: Sender<Reply>,
+    /// Set for `/ws`, where text is parsed and sent to the hub.
+    chat: Option<Shared>,
+    rate: Option<RateLimit>,
+    max_message_bytes: usize,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let ending = loop {
+            let message = self.context.read(&mut ReadHalf(&self.socket));
+            let reply = match message {
+                Ok(Message::Text(text)) => match &self.chat {
+                    None => Reply::Echo(Message::Text(text)),
+                    Some(_) => match self.chat_line(text.as_str()) {
+                        Some(reply) => reply,
+                        None => continue,
+                    },
+                },
+                Ok(Message::Binary(data)) => match &self.chat {
+                    None => Reply::Echo(Message::Binary(data)),
+                    Some(_) => Reply::Event(Arc::new(
+                        ParseError::Unsupported("binary frames are not supported on /ws; send text").to_event(),
+                    )),
+                },
+                Ok(Message::Ping(payload)) => Reply::Pong(payload),
+                Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => continue,
+                Ok(Message::Close(frame)) => break Ending::PeerClosed(frame),
+                Err(e) => break self.classify(e),
+            };
+            if self.replies.send(reply).is_err() {
+                break Ending::Gone("writer ended".into()); // it hit a write error
+            }
+        };
+        let id = self.id;
+        match ending {
+            Ending::PeerClosed(frame) => {
+                trace!("{id} peer closed: {frame:?}");
+                let _ = self.replies.send(Reply::Close(frame));
+                self.drain();
+            }
+            Ending::Fail(code, reason) => {
+                debug!("{id} failing the connection: {code} {reason}");
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = self.replies.send(Reply::Close(Some(frame)));
+                self.drain();
+            }
+            Ending::Gone(why) => debug!("{id} connection ended: {why}"),
+        }
+        drop(self.replies); // the writer sees the reader is gone
+        if let Some(shared) = &self.chat {
+            let _ = shared.hub.send(Command::Disconnect { id }); // a stopped hub has forgotten us anyway
+        }
+    }
+
+    /// Handles one line of chat; returns a reply for the peer, if any.
+    fn chat_line(&mut self, line: &str) -> Option<Reply> {
+        let shared = self.chat.as_ref().expect("chat_line runs on /ws only");
+        if let Some(rate) = &mut self.rate {
+            if !rate.allow() {
+                let refusal = ParseError::RateLimited {
+                    per_second: rate.per_second,
+                };
+                return Some(Reply::Event(Arc::new(refusal.to_event())));
+            }
+        }
+        match parse_line(line) {
+            Ok(request) => {
+                trace!("{} asks {request:?}", self.id);
+                let command = Command::Request {
+                    from: self.id,
+                    request,
+                };
+                // Blocks while the hub is busy: back-pressure on a flooding peer.
+                let _ = shared.hub.send(command);
+                None
+            }
+            Err(refusal) => Some(Reply::Event(Arc::new(refusal.to_event()))),
+        }
+    }
+
+    fn classify(&mut self, error: WsError) -> Ending {
+        match error {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => Ending::Gone("closed".into()),
+            WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ending::Gone("silent for two ping intervals".into())
+            }
+            WsError::Io(e) => Ending::Gone(e.to_string()),
+            WsError::Utf8(_) => Ending::Fail(CloseCode::Invalid, "invalid UTF-8"),
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                let too_large = ParseError::TooLarge {
+                    len: size,
+                    limit: max_size.min(self.max_message_bytes),
+                };
+                let _ = self.replies.send(Reply::Event(Arc::new(too_large.to_event())));
+                Ending::Fail(CloseCode::Size, "message too large")
+            }
+            WsError::Capacity(_) => Ending::Fail(CloseCode::Size, "message too large"),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                Ending::Gone("closed without a close frame".into())
+            }
+            WsError::Protocol(_) => Ending::Fail(CloseCode::Protocol, "protocol error"),
+            other => Ending::Gone(other.to_string()),
+        }
+    }
+
+    /// After a close frame has been queued: read until the peer closes its
+    /// side, so the socket closes without a reset. Bounded in time and bytes.
+    fn drain(&self) {
+        let _ = self.socket.set_read_timeout(Some(CLOSE_GRACE));
+        let mut sink = [0u8; 4096];
+        let mut budget = 1 << 20;
+        while let Ok(n @ 1..) = (&*self.socket).read(&mut sink) {
+            budget -= n.min(budget);
+            if budget == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// The reader's view of the socket: reads come from it; writes are swallowed,
+/// because tungstenite's automatic pong and close replies must go out through
+/// the writer thread instead. The reader sends them there as `Reply`s.
+struct ReadHalf<'a>(&'a TcpStream);
+
+impl Read for ReadHalf<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for ReadHalf<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A token bucket: `per_second` tokens a second, at most `per_second` saved.
+struct RateLimit {
+    per_second: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> RateLimit {
+        RateLimit {
+            per_second,
+            tokens: f64::from(per_second),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(self.per_second);
+        self.tokens = (self.tokens + refill).min(f64::from(self.per_second));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The writer thread.
+struct Writer {
+    id: ClientId,
+    socket: Arc<TcpStream>,
+    events: Receiver<Outbound>,
+    replies: Receiver<Reply>,
+    format: Format,
+    hangup: Arc<Hangup>,
+    ping_interval: Duration,
+    _permit: Arc<Permit>,
+    _done: Sender<()>,
+}
+
+/// What one pass of the writer found to send.
+#[derive(Default)]
+struct Batch {
+    frames: Vec<Bytes>,
+    /// A close frame ends the batch and the connection.
+    close: Option<Bytes>,
+}
+
+impl Batch {
+    fn add_outbound(&mut self, item: Outbound, format: Format) {
+        match item {
+            Outbound::Event(event) => self.frames.push(event.ws_frame(format)),
+            Outbound::Backlog(events) => self.frames.extend(events.iter().map(|e| e.ws_frame(format))),
+            Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
+        }
+    }
+
+    fn add_reply(&mut self, reply: Reply, format: Format) {
+        match reply {
+            Reply::Pong(payload) => self.frames.push(encode_frame(Frame::pong(payload))),
+            Reply::Echo(Message::Text(text)) => {
+                self.frames.push(encode_frame(Frame::message(text, OpCode::Data(Data::Text), true)))
+            }
+            Reply::Echo(Message::Binary(data)) => {
+                self.frames.push(encode_frame(Frame::message(data, OpCode::Data(Data::Binary), true)))
+            }
+            Reply::Echo(_) => {}
+            Reply::Event(event) => self.frames.push(event.ws_frame(format)),
+            Reply::Close(frame) => {
+                if self.close.is_none() {
+                    self.close = Some(encode_frame(Frame::close(frame)));
+                }
+            }
+        }
+    }
+
+    fn close_with(&mut self, code: CloseCode, reason: &'static str) {
+        if self.close.is_none() {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            self.close = Some(encode_frame(Frame::close(Some(frame))));
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.close.is_some() || self.frames.len() >= MAX_BATCH_FRAMES
+    }
+}
+
+impl Writer {
+    fn run(self) {
+        let id = self.id;
+        let mut events = self.events.clone();
+        let mut replies = self.replies.clone();
+        let mut reader_gone = false;
+        let mut next_ping = Instant::now() + self.ping_interval;
+        let mut batch = Batch::default();
+        loop {
+            select! {
+                recv(events) -> item => match item {
+                    Ok(item) => batch.add_outbound(item, self.format),
+                    Err(_) => events = never(), // the hub let go: see `hangup` below
+                },
+                recv(replies) -> reply => match reply {
+                    Ok(reply) => batch.add_reply(reply, self.format),
+                    Err(_) => {
+                        replies = never();
+                        reader_gone = true;
+                    }
+                },
+                recv(after(next_ping.saturating_duration_since(Instant::now()))) -> _ => {
+                    batch.frames.push(encode_frame(Frame::ping(Bytes::new())));
+                    next_ping = Instant::now() + self.ping_interval;
+                }
+            }
+            // Whatever else is queued goes out in the same syscall.
+            while !batch.is_full() {
+                if let Ok(reply) = replies.try_recv() {
+                    batch.add_reply(reply, self.format);
+                } else if let Ok(item) = events.try_recv() {
+                    batch.add_outbound(item, self.format);
+                } else {
+                    break;
+                }
+            }
+            if self.hangup.is_too_slow() {
+                // Queued events are moot now: tell the peer why, and end.
+                batch.frames.clear();
+                batch.close_with(CloseCode::Policy, "slow consumer");
+            }
+            if let Some(close) = batch.close.take() {
+                batch.frames.push(close);
+                if let Err(e) = write_frames(&self.socket, &batch.frames) {
+                    debug!("{id} could not send close: {e}");
+                }
+                self.finish_after_close(replies);
+                return;
+            }
+            if !batch.frames.is_empty() {
+                trace!("{id} writes {} frames", batch.frames.len());
+                if let Err(e) = write_frames(&self.socket, &batch.frames) {
+                    debug!("{id} write failed: {e}");
+                    let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
+                    return;
+                }
+                batch.frames.clear();
+            }
+            if reader_gone {
+                // The peer's side ended without a close frame: nothing to say.
+                let _ = self.socket.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+
+    /// Our close frame is out: half-close, give the reader `CLOSE_GRACE` to see
+    /// the peer's answer and FIN, then cut whatever is left.
+    fn finish_after_close(&self, replies: Receiver<Reply>) {
+        let _ = self.socket.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while replies.recv_deadline(deadline).is_ok() {} // until the reader ends, or time is up
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// Writes every frame with as few `writev` calls as the kernel allows.
+fn write_frames(socket: &TcpStream, frames: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        match (&*socket).write_vectored(remaining) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut remaining, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The address to dial to wake an accept loop blocked on `addr`.
+pub fn wake_address(addr: SocketAddr) -> SocketAddr {
+    let mut wake = addr;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match addr {
+            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    wake
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_host_origins_ignore_ports() {
+        let same = Origins::SameHost;
+        assert!(origin_allowed(&same, "http://127.0.0.1:8080", "127.0.0.1:8081"));
+        assert!(origin_allowed(&same, "https://Chat.Example.com", "chat.example.com:443"));
+        assert!(origin_allowed(&same, "http://[::1]:8080", "[::1]:8081"));
+        assert!(!origin_allowed(&same, "http://evil.example", "127.0.0.1:8081"));
+        assert!(!origin_allowed(&same, "null", "127.0.0.1:8081"));
+        let list = Origins::List(vec!["https://chat.example.com".into()]);
+        assert!(origin_allowed(&list, "https://chat.example.com", "ws.example.com"));
+        assert!(!origin_allowed(&list, "https://other.example.com", "ws.example.com"));
+        assert!(origin_allowed(&Origins::Any, "null", "x"));
+    }
+
+    #[test]
+    fn chat_query_defaults_to_the_lobby() {
+        let Ok(Route::Chat { rooms, name, format, since }) = parse_chat_query("") else {
+            panic!("an empty query is valid");
+        };
+        assert_eq!(rooms, vec![RoomName::parse("lobby").expect("valid")]);
+        assert!(name.is_none() && since.is_none() && format == Format::Json);
+        assert!(parse_chat_query("room=a&room=b&name=Zo%C3%AB&format=text&since=7").is_ok());
+        assert!(parse_chat_query("room=bad%20room").is_err());
+        assert!(parse_chat_query("since=soon").is_err());
+        assert!(parse_chat_query("format=xml").is_err());
+    }
+}
