@@ -128,7 +128,8 @@ impl TrialResult {
     pub fn publisher_behind(&self) -> bool {
         self.unsent > 0
             || self.rate_sent < 0.99 * self.rate_offered
-            || self.publisher_max_lag_us > u64::try_from(self.p99_limit.as_micros()).unwrap_or(u64::MAX)
+            || self.publisher_max_lag_us
+                > u64::try_from(self.p99_limit.as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Why the trial failed, empty when it passed: p99 over the limit, any
@@ -201,12 +202,38 @@ impl TrialResult {
     /// Rows for the human-readable table.
     pub fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
-            ("offered rate".into(), format!("{:.0} msg/s", self.rate_offered)),
-            ("sent rate".into(), format!("{:.0} msg/s ({} sent, {} unsent)", self.rate_sent, self.sent, self.unsent)),
+            (
+                "offered rate".into(),
+                format!("{:.0} msg/s", self.rate_offered),
+            ),
+            (
+                "sent rate".into(),
+                format!(
+                    "{:.0} msg/s ({} sent, {} unsent)",
+                    self.rate_sent, self.sent, self.unsent
+                ),
+            ),
             ("subscribers".into(), self.subscribers.to_string()),
-            ("delivered".into(), format!("{:.0} events/s ({} of {})", self.delivered_per_sec, self.counts.unique, self.sent * self.subscribers as u64)),
-            ("lost / dup / out-of-order".into(), format!("{} / {} / {}", self.lost, self.counts.duplicates, self.counts.out_of_order)),
-            ("disconnects".into(), format!("{} {:?}", self.disconnects, self.endings)),
+            (
+                "delivered".into(),
+                format!(
+                    "{:.0} events/s ({} of {})",
+                    self.delivered_per_sec,
+                    self.counts.unique,
+                    self.sent * self.subscribers as u64
+                ),
+            ),
+            (
+                "lost / dup / out-of-order".into(),
+                format!(
+                    "{} / {} / {}",
+                    self.lost, self.counts.duplicates, self.counts.out_of_order
+                ),
+            ),
+            (
+                "disconnects".into(),
+                format!("{} {:?}", self.disconnects, self.endings),
+            ),
         ];
         if !self.latency_us.is_empty() {
             rows.push((
@@ -222,10 +249,22 @@ impl TrialResult {
         }
         rows.push((
             "publisher lag max / errors".into(),
-            format!("{:.2} ms / {} {:?}", self.publisher_max_lag_us as f64 / 1000.0, self.publisher_errors, self.publisher_failures),
+            format!(
+                "{:.2} ms / {} {:?}",
+                self.publisher_max_lag_us as f64 / 1000.0,
+                self.publisher_errors,
+                self.publisher_failures
+            ),
         ));
         let failures = self.failures();
-        rows.push(("verdict".into(), if failures.is_empty() { "pass".into() } else { format!("fail: {}", failures.join(", ")) }));
+        rows.push((
+            "verdict".into(),
+            if failures.is_empty() {
+                "pass".into()
+            } else {
+                format!("fail: {}", failures.join(", "))
+            },
+        ));
         rows
     }
 }
@@ -366,8 +405,12 @@ async fn open_publisher(
             api_key,
             pipeline,
         } => {
-            let mut publisher =
-                RestPublisher::new(target.clone(), opts.timeout, api_key.as_deref(), format!("lg-p{index}"));
+            let mut publisher = RestPublisher::new(
+                target.clone(),
+                opts.timeout,
+                api_key.as_deref(),
+                format!("lg-p{index}"),
+            );
             publisher.connect().await?;
             Ok(PublisherConn::Rest(publisher, (*pipeline).max(1)))
         }
@@ -431,7 +474,11 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
     report
 }
 
-async fn publish_rest(mut conn: RestPublisher, pipeline: usize, schedule: Schedule) -> PublisherReport {
+async fn publish_rest(
+    mut conn: RestPublisher,
+    pipeline: usize,
+    schedule: Schedule,
+) -> PublisherReport {
     let mut report = PublisherReport::default();
     let mut texts: Vec<Vec<u8>> = Vec::with_capacity(pipeline);
     let mut seq = 0;
@@ -472,14 +519,24 @@ async fn publish_rest(mut conn: RestPublisher, pipeline: usize, schedule: Schedu
 }
 
 /// Runs one trial against the subscribers of `pool`.
-pub async fn run_trial(pool: &Pool, via: &PublishVia, load: &Load, limits: &Limits, trial_id: u32) -> TrialResult {
+pub async fn run_trial(
+    pool: &Pool,
+    via: &PublishVia,
+    load: &Load,
+    limits: &Limits,
+    trial_id: u32,
+) -> TrialResult {
     let publisher_bytes = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
     let mut publisher_failures: BTreeMap<String, u64> = BTreeMap::new();
     for index in 0..load.publishers.max(1) {
         match open_publisher(via, index, limits.connect, publisher_bytes.clone()).await {
             Ok(conn) => publishers.push(conn),
-            Err(e) => *publisher_failures.entry(format!("connect {e}")).or_default() += 1,
+            Err(e) => {
+                *publisher_failures
+                    .entry(format!("connect {e}"))
+                    .or_default() += 1
+            }
         }
     }
     let settled = settle(
@@ -549,10 +606,17 @@ pub async fn run_trial(pool: &Pool, via: &PublishVia, load: &Load, limits: &Limi
 
     let drain_started = Instant::now();
     let expected = sent * participants.len() as u64;
-    let unique = || -> u64 { participants.iter().map(|s| track::lock(&s.state).counts().unique).sum() };
+    let unique = || -> u64 {
+        participants
+            .iter()
+            .map(|s| track::lock(&s.state).counts().unique)
+            .sum()
+    };
     let mut last = unique();
     let mut last_progress = Instant::now();
-    while last < expected && drain_started.elapsed() < limits.drain_timeout && last_progress.elapsed() < Duration::from_secs(2)
+    while last < expected
+        && drain_started.elapsed() < limits.drain_timeout
+        && last_progress.elapsed() < Duration::from_secs(2)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = unique();

@@ -108,9 +108,9 @@ impl Dechunker {
                         _ => None,
                     };
                     match (b as char).to_digit(16) {
-                        Some(d) => {
-                            SizeDigits(so_far.unwrap_or(0).checked_mul(16).ok_or(())? + u64::from(d))
-                        }
+                        Some(d) => SizeDigits(
+                            so_far.unwrap_or(0).checked_mul(16).ok_or(())? + u64::from(d),
+                        ),
                         None => match (so_far, b) {
                             (Some(v), b'\r') => SizeLf(v),
                             (Some(v), b';' | b' ' | b'\t') => Extension(v),
@@ -124,7 +124,9 @@ impl Dechunker {
                 SizeLf(v) if b == b'\n' => Data(v),
                 SizeLf(_) => return Err(()),
                 Data(remaining) => {
-                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(input.len());
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
                     out.extend_from_slice(&input[..take]);
                     input = &input[take..];
                     let left = remaining - take as u64;

@@ -86,7 +86,11 @@ impl Drop for Pool {
 
 impl Pool {
     /// Opens `count` subscribers; returns the pool of those that connected.
-    pub async fn open(via: &SubscribeVia, count: usize, opts: ConnectOptions) -> (Pool, ConnectReport) {
+    pub async fn open(
+        via: &SubscribeVia,
+        count: usize,
+        opts: ConnectOptions,
+    ) -> (Pool, ConnectReport) {
         let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let started = Instant::now();
         let mut pending = Vec::with_capacity(count);
@@ -107,8 +111,12 @@ impl Pool {
                         let _ = tx.send(Ok(begun.elapsed()));
                         drop(permit);
                         let ending = match conn {
-                            Opened::Ws(stream, primed) => read_ws(stream, &primed, &task_shared).await,
-                            Opened::Sse(stream, reader) => read_sse(stream, reader, &task_shared).await,
+                            Opened::Ws(stream, primed) => {
+                                read_ws(stream, &primed, &task_shared).await
+                            }
+                            Opened::Sse(stream, reader) => {
+                                read_sse(stream, reader, &task_shared).await
+                            }
                         };
                         task_shared.ended(ending.to_string());
                     }
@@ -161,7 +169,10 @@ impl Pool {
     pub fn endings(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for sub in self.subs.iter().filter(|s| !s.is_alive()) {
-            let why = track::lock(&sub.state).ending.clone().unwrap_or_else(|| "unknown".into());
+            let why = track::lock(&sub.state)
+                .ending
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
             *out.entry(why).or_default() += 1;
         }
         out
@@ -169,7 +180,10 @@ impl Pool {
 
     /// Bytes received by all subscribers so far.
     pub fn bytes_received(&self) -> u64 {
-        self.subs.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum()
+        self.subs
+            .iter()
+            .map(|s| s.bytes.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -204,12 +218,22 @@ async fn open_one(via: &SubscribeVia, timeout: Duration) -> Result<Opened, Conne
     match via {
         SubscribeVia::WebSocket(t) => {
             let mut stream = target::connect(t.addr, timeout).await?;
-            let primed = ws::handshake(&mut stream, t, deadline.saturating_duration_since(Instant::now())).await?;
+            let primed = ws::handshake(
+                &mut stream,
+                t,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await?;
             Ok(Opened::Ws(stream, primed))
         }
         SubscribeVia::Sse(t) => {
             let mut stream = target::connect(t.addr, timeout).await?;
-            let reader = open_sse(&mut stream, t, deadline.saturating_duration_since(Instant::now())).await?;
+            let reader = open_sse(
+                &mut stream,
+                t,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await?;
             Ok(Opened::Sse(stream, reader))
         }
     }

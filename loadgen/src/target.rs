@@ -39,7 +39,9 @@ impl Target {
         if authority.is_empty() {
             return Err(format!("{url}: missing host"));
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             authority.to_string()
         } else {

@@ -145,7 +145,9 @@ impl SubState {
     /// Scans one received payload for markers, received at `now_us`.
     pub fn on_payload(&mut self, payload: &[u8], now_us: u64, hist: Option<&mut Histogram<u64>>) {
         let mut hist = hist;
-        let malformed = token::scan(payload, |marker| self.on_marker(marker, now_us, hist.as_deref_mut()));
+        let malformed = token::scan(payload, |marker| {
+            self.on_marker(marker, now_us, hist.as_deref_mut())
+        });
         self.counts.malformed += malformed;
     }
 
@@ -266,7 +268,15 @@ mod tests {
         let mut state = SubState::default();
         state.begin(trial.clone());
         let mut hist = new_histogram();
-        for (t, p, seq, sched) in [(2, 0, 0, 50), (2, 0, 2, 150), (2, 0, 1, 150), (2, 0, 2, 150), (1, 0, 3, 150), (2, 5, 0, 150), (2, 1, 0, 200)] {
+        for (t, p, seq, sched) in [
+            (2, 0, 0, 50),
+            (2, 0, 2, 150),
+            (2, 0, 1, 150),
+            (2, 0, 2, 150),
+            (1, 0, 3, 150),
+            (2, 5, 0, 150),
+            (2, 1, 0, 200),
+        ] {
             state.on_payload(&payload(t, p, seq, sched), 300, Some(&mut hist));
         }
         let c = state.finish();

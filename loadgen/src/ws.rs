@@ -183,10 +183,8 @@ impl FrameReader {
     ) -> Option<Ending> {
         loop {
             let available = &mut self.buf[self.start..self.end];
-            let Some(header) = parse_header(available) else {
-                return None;
-            };
-            let header = match header {
+            // Not enough bytes for a header yet: wait for more.
+            let header = match parse_header(available)? {
                 Ok(h) => h,
                 Err(()) => return Some(Ending::Protocol),
             };
@@ -224,7 +222,8 @@ impl FrameReader {
                 opcode::PING => encode_frame(replies, opcode::PONG, payload),
                 opcode::PONG => {}
                 opcode::CLOSE => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     return Some(Ending::Close(code));
                 }
                 _ => return Some(Ending::Protocol),
