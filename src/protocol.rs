@@ -465,7 +465,17 @@ pub fn parse_line(line: &str) -> Result<Request, ParseError> {
     say(None, line)
 }
 
+/// Commands are flat objects; anything nested deeper than this is refused
+/// before serde sees it, because parsing deep nesting recurses, and reader
+/// threads have small stacks.
+const MAX_JSON_DEPTH: usize = 16;
+
 fn parse_json(json: &str) -> Result<Request, ParseError> {
+    if nesting_exceeds(json, MAX_JSON_DEPTH) {
+        return Err(ParseError::BadRequest(format!(
+            "JSON nested deeper than {MAX_JSON_DEPTH} levels; commands are flat objects"
+        )));
+    }
     let command: JsonCommand = serde_json::from_str(json).map_err(|e| {
         ParseError::BadRequest(format!("not a valid command: {e}; /help lists them"))
     })?;
@@ -479,6 +489,30 @@ fn parse_json(json: &str) -> Result<Request, ParseError> {
         JsonCommand::Rooms {} => Request::Rooms,
         JsonCommand::Help {} => Request::Help,
     })
+}
+
+/// Whether `json` nests `{`/`[` deeper than `max`, strings skipped (one pass,
+/// no allocation).
+fn nesting_exceeds(json: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            (false, _, _) => {}
+        }
+    }
+    false
 }
 
 fn say(room: Option<RoomName>, text: &str) -> Result<Request, ParseError> {
@@ -542,6 +576,8 @@ mod tests {
         assert_eq!(parse_line(r#"{"type":"message""#).unwrap_err().code(), "bad_request");
         let deep = "{\"a\":".repeat(10_000);
         assert_eq!(parse_line(&deep).unwrap_err().code(), "bad_request");
+        assert!(nesting_exceeds(r#"{"a":[[[[]]]]}"#, 4));
+        assert!(!nesting_exceeds(r#"{"a":"[[[[[[[[\"{{{{{{"}"#, 1));
     }
 
     #[test]

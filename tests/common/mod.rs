@@ -28,8 +28,10 @@ fn watch_server_panics() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let name = std::thread::current().name().unwrap_or("").to_owned();
-            let test_thread = name.contains("::") || name == "main";
-            if !test_thread {
+            let server_thread = ["hub", "ws-", "http", "sse", "grpc", "signals", "rest"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+            if server_thread {
                 SERVER_PANICS.fetch_add(1, Ordering::SeqCst);
             }
             default(info);

@@ -1,0 +1,193 @@
+//! Rooms over WebSocket: who gets what, notices, commands in both dialects,
+//! text mode, and every error code the SPEC lists for WebSocket.
+
+mod common;
+
+use common::{secs, Client, Got, TestServer};
+use serde_json::{json, Value};
+
+fn is_message(text: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["type"] == "message" && e["text"] == text
+}
+
+#[test]
+fn members_get_each_message_and_non_members_do_not() {
+    let server = TestServer::start();
+    let mut alice = server.client("room=lobby&name=alice");
+    let mut bob = server.client("room=lobby&name=bob");
+    let mut carol = server.client("room=dev&name=carol");
+
+    let sent = alice.say("lobby", "hello lobby");
+    let got = bob.wait_for(is_message("hello lobby"), secs(5));
+    assert_eq!(got, sent, "bob sees exactly what alice's own echo shows");
+    assert_eq!(got["from"], "alice");
+    assert_eq!(got["room"], "lobby");
+    assert!(got["from_id"].as_str().is_some_and(|id| id.starts_with('c')));
+    assert!(got["id"].as_u64().is_some() && got["ts"].as_u64().is_some());
+
+    // carol's next message is her own, sent after alice's: nothing from lobby came first.
+    carol.say("dev", "only dev");
+    assert!(
+        !carol.seen.iter().any(|e| e["type"] == "message"),
+        "carol got a lobby message: {:?}",
+        carol.seen
+    );
+}
+
+#[test]
+fn join_and_leave_notices_reach_the_room_and_the_member_itself() {
+    let server = TestServer::start();
+    let mut alice = server.client("room=lobby&name=alice");
+    let welcome_joined = alice.wait_for(|e| e["type"] == "joined", secs(5));
+    assert_eq!(welcome_joined["name"], "alice", "a member's own join reaches it");
+
+    let mut bob = server.client("room=lobby&name=bob");
+    let bob_id = bob.wait_for(|e| e["type"] == "joined", secs(5))["from_id"].clone();
+    let joined = alice.wait_for(|e| e["type"] == "joined" && e["name"] == "bob", secs(5));
+    assert_eq!(joined["room"], "lobby");
+    assert_eq!(joined["from_id"], bob_id);
+
+    bob.send_json(json!({"type": "leave", "room": "lobby"}));
+    let own_left = bob.wait_for(|e| e["type"] == "left", secs(5));
+    assert_eq!(own_left["name"], "bob");
+    let left = alice.wait_for(|e| e["type"] == "left" && e["name"] == "bob", secs(5));
+    assert!(left["id"].as_u64() > joined["id"].as_u64());
+
+    // A connection that ends leaves its rooms too.
+    let mut carol = server.client("room=lobby&name=carol");
+    alice.wait_for(|e| e["type"] == "joined" && e["name"] == "carol", secs(5));
+    carol.ws.close(None).expect("close");
+    alice.wait_for(|e| e["type"] == "left" && e["name"] == "carol", secs(5));
+}
+
+#[test]
+fn one_connection_can_be_in_several_rooms() {
+    let server = TestServer::start();
+    let mut both = server.client("room=a&room=b&name=both");
+    let mut only_a = server.client("room=a&name=only-a");
+    let mut only_b = server.client("room=b&name=only-b");
+
+    both.say("a", "to a");
+    both.say("b", "to b");
+    only_a.wait_for(is_message("to a"), secs(5));
+    only_b.wait_for(is_message("to b"), secs(5));
+
+    // A plain line goes to the room joined last (b), then to a new one.
+    both.send_text("plain line");
+    let plain = only_b.wait_for(is_message("plain line"), secs(5));
+    assert_eq!(plain["room"], "b");
+    both.send_text("/join c");
+    both.wait_for(|e| e["type"] == "joined" && e["room"] == "c", secs(5));
+    both.send_text("now in c");
+    let in_c = both.wait_for(is_message("now in c"), secs(5));
+    assert_eq!(in_c["room"], "c");
+    only_a.say("a", "marker");
+    assert!(!only_a.seen.iter().any(|e| e["text"] == "plain line"));
+}
+
+#[test]
+fn slash_commands_work_like_their_json_forms() {
+    let server = TestServer::start();
+    let mut alice = server.client("name=alice");
+    let _bob = server.client("name=bob");
+
+    alice.send_text("/nick alicia");
+    let renamed = alice.wait_for(|e| e["type"] == "welcome", secs(5));
+    assert_eq!(renamed["name"], "alicia");
+    assert_eq!(renamed["rooms"], json!(["lobby"]));
+
+    alice.send_text("/who");
+    let presence = alice.wait_for(|e| e["type"] == "presence", secs(5));
+    let names: Vec<&str> = presence["members"]
+        .as_array()
+        .expect("members is a list")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alicia", "bob"]);
+
+    alice.send_text("/join dev");
+    alice.send_text("/rooms");
+    let rooms = alice.wait_for(|e| e["type"] == "rooms", secs(5));
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"name": "dev", "members": 1}, {"name": "lobby", "members": 2}])
+    );
+
+    alice.send_json(json!({"type": "who", "room": "dev"}));
+    let dev = alice.wait_for(|e| e["type"] == "presence", secs(5));
+    assert_eq!(dev["room"], "dev");
+    assert_eq!(dev["members"].as_array().map(Vec::len), Some(1));
+
+    alice.send_text("/leave dev");
+    alice.wait_for(|e| e["type"] == "left" && e["room"] == "dev", secs(5));
+    alice.send_json(json!({"type": "nick", "name": "al"}));
+    alice.wait_for(|e| e["type"] == "welcome" && e["name"] == "al", secs(5));
+    alice.send_json(json!({"type": "rooms"}));
+    alice.wait_for(|e| e["type"] == "rooms", secs(5));
+
+    alice.send_text("/help");
+    let help = alice.wait_for(|e| e["type"] == "help", secs(5));
+    assert!(help["text"].as_str().is_some_and(|t| t.contains("/join")));
+}
+
+#[test]
+fn text_format_sends_one_readable_line_per_event() {
+    let server = TestServer::start();
+    let mut term = Client::connect(&server.ws_url("/ws?name=bob&format=text&room=lobby"));
+    term.wait_for_line(|l| l.starts_with("* welcome bob (c"), secs(5));
+    term.wait_for_line(|l| l == "[lobby] * bob joined", secs(5));
+    let mut alice = server.client("name=alice");
+    term.wait_for_line(|l| l == "[lobby] * alice joined", secs(5));
+    alice.say("lobby", "hi");
+    term.wait_for_line(|l| l == "[lobby] alice: hi", secs(5));
+    term.send_text("/leave dev");
+    term.wait_for_line(|l| l == "! not_member: you are not in #dev", secs(5));
+    term.send_text("hello from the terminal");
+    term.wait_for_line(|l| l == "[lobby] bob: hello from the terminal", secs(5));
+}
+
+#[test]
+fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives() {
+    let server = TestServer::start_with(|c| c.rate_limit = Some(20));
+    let mut alice = server.client("name=alice");
+    let mut expect_error = |client: &mut Client, send: &str, code: &str| {
+        client.send_text(send);
+        let error = client.wait_for(|e| e["type"] == "error", secs(5));
+        let shown: String = send.chars().take(60).collect();
+        assert_eq!(error["code"], code, "after sending {shown}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    expect_error(&mut alice, r#"{"type":"message","text":"#, "bad_request");
+    expect_error(&mut alice, r#"{"type":"teleport"}"#, "bad_request");
+    expect_error(&mut alice, r#"{"type":"join","room":"no spaces"}"#, "bad_room");
+    expect_error(&mut alice, "/join has/slash", "bad_room");
+    expect_error(&mut alice, r#"{"type":"nick","name":""}"#, "bad_name");
+    expect_error(&mut alice, &format!("/nick {}", "x".repeat(33)), "bad_name");
+    expect_error(&mut alice, r#"{"type":"message","room":"dev","text":"hi"}"#, "not_member");
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+    expect_error(&mut alice, &deep, "bad_request");
+
+    alice.ws.send(tungstenite::Message::binary(vec![1, 2, 3])).expect("send binary");
+    let unsupported = alice.wait_for(|e| e["type"] == "error", secs(5));
+    assert_eq!(unsupported["code"], "unsupported");
+
+    // The connection still works after all of that.
+    alice.say("lobby", "still here");
+
+    // Over the rate limit: at most 20 a second, so 60 at once must hit it.
+    for n in 0..60 {
+        alice.send_text(&format!("flood {n}"));
+    }
+    let limited = alice.wait_for(|e| e["type"] == "error", secs(5));
+    assert_eq!(limited["code"], "rate_limited");
+
+    // Over --max-message-size: too_large, then close 1009.
+    alice.send_text(&"x".repeat(70_000));
+    let too_large = alice.wait_for(|e| e["type"] == "error" && e["code"] != "rate_limited", secs(5));
+    assert_eq!(too_large["code"], "too_large");
+    match alice.wait_for_close(secs(5)) {
+        Got::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
