@@ -1,0 +1,423 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: switchboard against the Go hub it follows.
+#
+# Builds switchboard and the load generator in release, builds gorilla/websocket's
+# examples/chat from Debian's packages (the example's source comes from the same
+# version's Debian *source* package), then runs every scenario against each
+# server: a fresh server per run, the server pinned to CPU 0 and the load
+# generator to CPU 1, server RSS and threads sampled from /proc/PID/status, each
+# server stopped by its PID. Every figure is repeated (3 runs by default) and
+# reported as the median with the spread (min-max). The JSON lines go to
+# target/bench/; the side-by-side table goes to stdout and target/bench/.
+#
+# Usage: scripts/bench.sh [--quick] [--runs N] [--only LIST] [--servers LIST]
+#   --quick          one run per figure, short trials (a smoke pass, not figures)
+#   --runs N         runs per figure (default 3)
+#   --only LIST      comma-separated scenarios (default: all):
+#                      fanout100 fanout1000 sse1000 latency idle5000 broadcast10k
+#   --servers LIST   comma-separated: switchboard,go (default: both)
+#   --no-install     do not apt-get install missing tools
+#
+# Traffic goes only to 127.0.0.1. Every load generator run is bounded in time.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT="$ROOT/target/bench"
+mkdir -p "$OUT"
+
+RUNS=3
+QUICK=0
+ONLY="fanout100,fanout1000,sse1000,latency,idle5000,broadcast10k"
+SERVERS="switchboard,go"
+INSTALL=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; RUNS=1 ;;
+        --runs) RUNS="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        --servers) SERVERS="$2"; shift ;;
+        --no-install) INSTALL=0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "bench: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+log() { echo "bench: $*" >&2; }
+
+# Trial shape: full runs measure 5 s windows; --quick 2 s.
+if [ "$QUICK" = 1 ]; then
+    DUR=2; WARM=0.5; PRECISION=0.15; HOLD=2; LAT_DUR=4
+else
+    DUR=5; WARM=1; PRECISION=0.05; HOLD=5; LAT_DUR=10
+fi
+
+# ---------------------------------------------------------------- tools
+need_pkgs=()
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if has "$SERVERS" go; then
+    command -v go >/dev/null || need_pkgs+=(golang-go)
+    dpkg -s golang-github-gorilla-websocket-dev >/dev/null 2>&1 || need_pkgs+=(golang-github-gorilla-websocket-dev)
+    command -v dpkg-source >/dev/null || need_pkgs+=(dpkg-dev)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    [ "$INSTALL" = 1 ] || { log "missing: ${need_pkgs[*]}"; exit 1; }
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- builds
+log "building switchboard and loadgen (release)"
+build_pkgs=(-p loadgen)
+has "$SERVERS" switchboard && build_pkgs+=(-p switchboard)
+cargo build --release --quiet "${build_pkgs[@]}"
+LOADGEN="$ROOT/target/release/loadgen"
+SWITCHBOARD="$ROOT/target/release/switchboard"
+
+GOHUB_DIR="$OUT/gohub"
+GOHUB_BIN="$GOHUB_DIR/chat"
+GOHUB_SRC=""
+build_gohub() {
+    # The same source version as the installed -dev package.
+    local spec
+    spec=$(dpkg-query -W -f='${source:Package}=${source:Version}' golang-github-gorilla-websocket-dev)
+    local name=${spec%%=*} version=${spec#*=}
+    local upstream=${version%-*}
+    GOHUB_SRC="$GOHUB_DIR/$name-$upstream/examples/chat"
+    if [ -x "$GOHUB_BIN" ] && [ -f "$GOHUB_SRC/home.html" ] && [ "$(cat "$GOHUB_DIR/version" 2>/dev/null)" = "$spec" ]; then
+        return
+    fi
+    log "fetching Debian source $spec for the Go hub"
+    rm -rf "$GOHUB_DIR"
+    mkdir -p "$GOHUB_DIR/apt/parts" "$GOHUB_DIR/apt/lists/partial" "$GOHUB_DIR/dl"
+    # A private deb-src list derived from the machine's own sources, so the
+    # system's apt configuration is left as it is.
+    local found=0 f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        sed 's/^Types:.*/Types: deb-src/' "$f" > "$GOHUB_DIR/apt/parts/$(basename "$f")"
+        found=1
+    done
+    if [ -f /etc/apt/sources.list ]; then
+        sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > "$GOHUB_DIR/apt/parts/sources.list"
+        found=1
+    fi
+    [ "$found" = 1 ] || { log "no apt sources to derive deb-src from"; exit 1; }
+    local apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$GOHUB_DIR/apt/parts"
+        -o "Dir::State::Lists=$GOHUB_DIR/apt/lists" -o "APT::Sandbox::User=root")
+    apt-get "${apt_opts[@]}" update -qq
+    (cd "$GOHUB_DIR/dl" && apt-get "${apt_opts[@]}" source --download-only -qq "$spec" >/dev/null)
+    (cd "$GOHUB_DIR" && dpkg-source --no-check -x dl/*.dsc "$name-$upstream" >/dev/null)
+    log "building the Go hub ($GOHUB_SRC)"
+    (cd "$GOHUB_SRC" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$GOHUB_DIR/gocache" \
+        GOFLAGS= go build -o "$GOHUB_BIN" .)
+    echo "$spec" > "$GOHUB_DIR/version"
+}
+has "$SERVERS" go && build_gohub
+
+# ---------------------------------------------------------------- servers
+SERVER_PID=""
+SAMPLER_PID=""
+WS_URL_BASE=""
+HTTP_URL=""
+
+stop_server() {
+    if [ -n "$SAMPLER_PID" ]; then
+        kill "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+        SAMPLER_PID=""
+    fi
+    if [ -n "$SERVER_PID" ]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+trap stop_server EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    local port=$1
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server NAME: starts it pinned to CPU 0, sets SERVER_PID, WS_URL_BASE
+# (ws://host:port) and HTTP_URL.
+start_server() {
+    local name=$1 logf="$OUT/server-$1.log"
+    case "$name" in
+        switchboard)
+            taskset -c 0 "$SWITCHBOARD" --ws 127.0.0.1:0 --http 127.0.0.1:0 --max-connections 20000 \
+                > "$OUT/server-stdout" 2> "$logf" &
+            SERVER_PID=$!
+            local ws="" http=""
+            for _ in $(seq 1 150); do
+                ws=$(sed -n 's/^listening ws //p' "$OUT/server-stdout" | head -n1)
+                http=$(sed -n 's/^listening http //p' "$OUT/server-stdout" | head -n1)
+                [ -n "$ws" ] && [ -n "$http" ] && break
+                kill -0 "$SERVER_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ -n "$ws" ] && [ -n "$http" ] || { log "switchboard did not start (see $logf)"; return 1; }
+            WS_URL_BASE="ws://$ws"
+            HTTP_URL="http://$http"
+            ;;
+        go)
+            local port
+            port=$(free_port)
+            # The example serves home.html from its working directory.
+            (cd "$GOHUB_SRC" && exec taskset -c 0 "$GOHUB_BIN" -addr "127.0.0.1:$port") > "$logf" 2>&1 &
+            SERVER_PID=$!
+            wait_port "$port" || { log "the Go hub did not start (see $logf)"; return 1; }
+            WS_URL_BASE="ws://127.0.0.1:$port"
+            HTTP_URL=""
+            ;;
+    esac
+}
+
+ws_url() {
+    case "$1" in
+        switchboard) echo "$WS_URL_BASE/ws?room=bench" ;;
+        go) echo "$WS_URL_BASE/ws" ;;
+    esac
+}
+
+# Samples "rss_kb threads" of SERVER_PID every 0.2 s into $1.
+start_sampler() {
+    local file=$1 pid=$SERVER_PID
+    : > "$file"
+    (
+        while [ -r "/proc/$pid/status" ]; do
+            awk '/^VmRSS:/{r=$2} /^Threads:/{t=$2} END{if (r != "") print r, t}' "/proc/$pid/status" \
+                >> "$file" 2>/dev/null || break
+            sleep 0.2
+        done
+    ) &
+    SAMPLER_PID=$!
+}
+
+# ---------------------------------------------------------------- runs
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="$OUT/results-$STAMP.jsonl"
+: > "$RESULTS"
+
+# run_one SCENARIO SERVER RUN LOADGEN-ARGS...: one fresh server, one loadgen
+# run; appends its JSON line (with server RSS/threads) to $RESULTS. In the
+# arguments @WS@ stands for the server's WebSocket URL, @HTTP@ for its HTTP base.
+run_one() {
+    local scenario=$1 server=$2 run=$3
+    shift 3
+    start_server "$server" || return 0
+    sleep 0.3
+    local base
+    base=$(awk '/^VmRSS:/{print $2}' "/proc/$SERVER_PID/status")
+    local samples="$OUT/samples-$scenario-$server-$run"
+    start_sampler "$samples"
+    # The server's addresses are known only now: fill in @WS@ and @HTTP@.
+    local args=() a
+    for a in "$@"; do
+        a=${a//@WS@/$(ws_url "$server")}
+        args+=("${a//@HTTP@/$HTTP_URL}")
+    done
+    local line status=0
+    log "$scenario / $server / run $run: loadgen ${args[*]}"
+    line=$(timeout 1200 taskset -c 1 "$LOADGEN" --label "$server" "${args[@]}" 2> "$OUT/loadgen-$scenario-$server-$run.log") || status=$?
+    stop_server
+    tail -n 3 "$OUT/loadgen-$scenario-$server-$run.log" | sed 's/^/    /' >&2 || true
+    [ -n "$line" ] || line='{"error":"loadgen produced no result"}'
+    SCENARIO=$scenario SERVER=$server RUN=$run BASE=$base STATUS=$status SAMPLES=$samples LINE=$line python3 - >> "$RESULTS" <<'EOF'
+import json, os
+try:
+    d = json.loads(os.environ["LINE"])
+except ValueError:
+    d = {"error": "unparsable loadgen output"}
+rss, thr = [], []
+for row in open(os.environ["SAMPLES"]):
+    parts = row.split()
+    if len(parts) == 2:
+        rss.append(int(parts[0])); thr.append(int(parts[1]))
+d.update(scenario=os.environ["SCENARIO"], server=os.environ["SERVER"], run=int(os.environ["RUN"]),
+         loadgen_exit=int(os.environ["STATUS"]), server_rss_base_kb=int(os.environ["BASE"] or 0),
+         server_rss_peak_kb=max(rss, default=0), server_threads_peak=max(thr, default=0))
+print(json.dumps(d, sort_keys=True))
+EOF
+}
+
+saturate_args() { # SUBSCRIBERS START_RATE
+    echo saturate -s "$1" --start-rate "$2" --size 64 -d "$DUR" --warmup "$WARM" --precision "$PRECISION" --max-trials 14
+}
+
+servers_for() { # scenario -> servers to run it against
+    local s
+    for s in switchboard go; do
+        has "$SERVERS" "$s" || continue
+        [ "$1" = sse1000 ] && [ "$s" = go ] && continue  # the Go hub has no SSE
+        echo "$s"
+    done
+}
+
+for scenario in fanout100 fanout1000 sse1000 latency idle5000 broadcast10k; do
+    has "$ONLY" "$scenario" || continue
+    for server in $(servers_for "$scenario"); do
+        for run in $(seq 1 "$RUNS"); do
+            case "$scenario" in
+                fanout100)
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 100 2000) --url @WS@ ;;
+                fanout1000)
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --url @WS@ ;;
+                sse1000)
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 \
+                        --http @HTTP@ --room bench ;;
+                latency)
+                    # Half the Go hub's 1000-subscriber saturation rate: from this
+                    # invocation's fanout1000 runs, else the last recorded one.
+                    rate=$(RESULTS=$RESULTS OUT=$OUT python3 - <<'EOF'
+import glob, json, os, statistics
+def go_rates(path):
+    rates = []
+    for row in open(path):
+        try:
+            d = json.loads(row)
+        except ValueError:
+            continue
+        if d.get("scenario") == "fanout1000" and d.get("server") == "go" and d.get("saturation_rate"):
+            rates.append(d["saturation_rate"])
+    return rates
+rates = go_rates(os.environ["RESULTS"])
+for path in sorted(glob.glob(os.path.join(os.environ["OUT"], "results-*.jsonl")), reverse=True):
+    if rates:
+        break
+    rates = go_rates(path)
+print(round(statistics.median(rates) / 2) if rates else 800)
+EOF
+)
+                    run_one "$scenario" "$server" "$run" fanout -s 1000 -p 1 -r "$rate" --size 64 \
+                        -d "$LAT_DUR" --warmup "$WARM" --url @WS@ ;;
+                idle5000)
+                    run_one "$scenario" "$server" "$run" idle -n 5000 -d "$HOLD" --url @WS@ ;;
+                broadcast10k)
+                    # Everyone must get everything; latency is reported, not judged.
+                    run_one "$scenario" "$server" "$run" fanout -s 10000 -p 1 -r 10 --size 64 -d "$HOLD" \
+                        --warmup 1 --p99-limit-ms 60000 --settle-timeout 120 --drain-timeout 30 \
+                        --url @WS@ ;;
+            esac
+        done
+    done
+done
+
+cp "$RESULTS" "$OUT/latest.jsonl"
+
+# ---------------------------------------------------------------- table
+machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/{print $2}') GiB, $(uname -sr)"
+RESULTS=$RESULTS MACHINE=$machine RUNS=$RUNS QUICK=$QUICK python3 - <<'EOF' | tee "$OUT/summary-${STAMP}.txt"
+import json, os, statistics
+
+rows = []
+for line in open(os.environ["RESULTS"]):
+    try:
+        rows.append(json.loads(line))
+    except ValueError:
+        pass
+
+def values(scenario, server, get):
+    out = []
+    for d in rows:
+        if d.get("scenario") == scenario and d.get("server") == server:
+            try:
+                v = get(d)
+            except (KeyError, TypeError, ZeroDivisionError):
+                v = None
+            if v is not None:
+                out.append(float(v))
+    return out
+
+def cell(vs, fmt):
+    if not vs:
+        return "-"
+    med = statistics.median(vs)
+    if len(vs) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(vs))}-{fmt.format(max(vs))})"
+
+def ratio(a, b):
+    if not a or not b or statistics.median(b) == 0:
+        return "-"
+    return f"{statistics.median(a) / statistics.median(b):.2f}x"
+
+def rss_per_conn(d):
+    held = d.get("held") or 0
+    return (d["server_rss_peak_kb"] - d["server_rss_base_kb"]) / held if held else None
+
+def complete(d):
+    exp = d.get("expected_deliveries") or 0
+    return 100.0 * d["delivered"] / exp if exp else None
+
+metrics = [
+    ("fanout100", "saturation rate (msg/s), 100 WS subs", lambda d: d["saturation_rate"], "{:.0f}"),
+    ("fanout100", "  delivered events/s at saturation", lambda d: d["saturation_delivered_per_sec"], "{:.0f}"),
+    ("fanout100", "  p99 ms at saturation", lambda d: d["best"]["latency_ms"]["p99"], "{:.1f}"),
+    ("fanout1000", "saturation rate (msg/s), 1000 WS subs", lambda d: d["saturation_rate"], "{:.0f}"),
+    ("fanout1000", "  delivered events/s at saturation", lambda d: d["saturation_delivered_per_sec"], "{:.0f}"),
+    ("fanout1000", "  p99 ms at saturation", lambda d: d["best"]["latency_ms"]["p99"], "{:.1f}"),
+    ("sse1000", "saturation rate (msg/s), 1000 SSE subs", lambda d: d["saturation_rate"], "{:.0f}"),
+    ("sse1000", "  delivered events/s at saturation", lambda d: d["saturation_delivered_per_sec"], "{:.0f}"),
+    ("latency", "rate (msg/s) = half Go's 1000-sub saturation", lambda d: d["rate_offered"], "{:.0f}"),
+    ("latency", "  p50 ms", lambda d: d["latency_ms"]["p50"], "{:.2f}"),
+    ("latency", "  p99 ms", lambda d: d["latency_ms"]["p99"], "{:.2f}"),
+    ("latency", "  p99.9 ms", lambda d: d["latency_ms"]["p999"], "{:.2f}"),
+    ("latency", "  lost + disconnects", lambda d: d["lost"] + d["disconnects"], "{:.0f}"),
+    ("idle5000", "idle connections held (of 5000)", lambda d: d["held"], "{:.0f}"),
+    ("idle5000", "  server RSS per connection (kB)", rss_per_conn, "{:.1f}"),
+    ("idle5000", "  server threads", lambda d: d["server_threads_peak"], "{:.0f}"),
+    ("idle5000", "  connects/s", lambda d: d["connect"]["per_sec"], "{:.0f}"),
+    ("idle5000", "  handshake p99 ms", lambda d: d["connect"]["handshake_ms"]["p99"], "{:.1f}"),
+    ("broadcast10k", "10k WS clients: connected", lambda d: d["connect"]["connected"], "{:.0f}"),
+    ("broadcast10k", "  refused + disconnects", lambda d: d["connect"]["failed"] + d["disconnects"], "{:.0f}"),
+    ("broadcast10k", "  deliveries complete (%)", complete, "{:.2f}"),
+    ("broadcast10k", "  p99 ms", lambda d: d["latency_ms"]["p99"], "{:.1f}"),
+    ("broadcast10k", "  server RSS peak (MB)", lambda d: d["server_rss_peak_kb"] / 1024, "{:.0f}"),
+    ("broadcast10k", "  server threads", lambda d: d["server_threads_peak"], "{:.0f}"),
+]
+
+table = [("figure", "switchboard", "Go hub (gorilla chat)", "ratio")]
+for scenario, title, get, fmt in metrics:
+    sb = values(scenario, "switchboard", get)
+    go = values(scenario, "go", get)
+    if not sb and not go:
+        continue
+    table.append((title, cell(sb, fmt), cell(go, fmt), ratio(sb, go)))
+
+widths = [max(len(r[i]) for r in table) for i in range(4)]
+runs = os.environ["RUNS"]
+print()
+print(f"machine: {os.environ['MACHINE']}; server pinned to CPU 0, loadgen to CPU 1")
+print(f"median of {runs} run(s), (min-max) spread; 64-byte messages; saturation = highest rate with "
+      "p99 <= 100 ms, no loss, no disconnect, publisher on schedule"
+      + ("; QUICK MODE: short trials, not figures" if os.environ["QUICK"] == "1" else ""))
+print()
+for i, r in enumerate(table):
+    print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+    if i == 0:
+        print("  ".join("-" * w for w in widths))
+print()
+print(f"JSON lines: {os.path.relpath(os.environ['RESULTS'])}")
+EOF
