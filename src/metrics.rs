@@ -28,6 +28,9 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// The reasons a connection is refused, as the `reason` label says them.
+pub const REFUSAL_REASONS: [&str; 5] = ["limit", "origin", "bad_request", "not_found", "threads"];
+
 /// Every metric switchboard exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -77,6 +80,18 @@ impl Metrics {
             "Events kept for replay, across all rooms",
             m.history_events.clone(),
         );
+        // Every series a dashboard plots exists from the start, at zero: a
+        // series that appears only once something happens reads as "no data".
+        for transport in [Transport::Ws, Transport::Sse, Transport::Grpc] {
+            let label = TransportLabel {
+                transport: transport.as_str(),
+            };
+            let _ = m.connections.get_or_create(&label);
+            let _ = m.slow_consumers.get_or_create(&label);
+        }
+        for reason in REFUSAL_REASONS {
+            let _ = m.refused.get_or_create(&ReasonLabel { reason });
+        }
         m
     }
 

@@ -51,8 +51,7 @@ impl Server {
     pub fn start(config: Config) -> io::Result<Server> {
         let config = Arc::new(config);
         let ws_listener = TcpListener::bind(config.ws_addr)?;
-        let http = tiny_http::Server::http(config.http_addr)
-            .map_err(|e| io::Error::other(format!("cannot listen on {}: {e}", config.http_addr)))?;
+        let http = crate::http::bind(config.http_addr, config.write_timeout)?;
         let http_addr = http
             .server_addr()
             .to_ip()
@@ -76,7 +75,7 @@ impl Server {
         let threads = vec![
             hub_thread,
             ws::spawn_listener(ws_listener, shared.clone())?,
-            crate::http::spawn_listener(Arc::clone(&http), shared.clone())?,
+            crate::http::spawn_listener(Arc::clone(&http), shared.clone(), ws_addr)?,
         ];
         info!("listening: http {http_addr}, ws {ws_addr}");
         Ok(Server {

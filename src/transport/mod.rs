@@ -7,6 +7,7 @@
 //! (`shutdown`: disconnected when the server stops; `done`: a clone held by
 //! every connection thread, so the server can tell when they have all ended).
 
+pub mod sse;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

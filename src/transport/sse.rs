@@ -1,0 +1,411 @@
+//! Server-Sent Events on `--http`: one writer thread per subscriber.
+//!
+//! ```text
+//! [http] --GET /events--> [sse c9] <--Outbound (bounded, --send-buffer)-- [hub]
+//!                            |  Connect / Disconnect
+//!                            +-------------------------------------------> [hub]
+//! ```
+//!
+//! An SSE subscriber only listens, so one thread is enough: it waits on its
+//! queue and on the heartbeat clock, and writes. tiny_http parses the request;
+//! `Request::into_writer` then hands over the raw connection, and this module
+//! writes the response head and every event itself, one flush per batch.
+//! tiny_http's own chunked responses buffer 8 KiB before sending anything, so
+//! a lone small event would sit in memory: that is why the body is framed by
+//! hand.
+//!
+//! The body is chunked (HTTP/1.1), so the stream can *end* without the socket
+//! closing: tiny_http keeps its reading half, and closes the socket only when
+//! the peer does. Our `Connection: close` asks the peer to do so as soon as
+//! the last chunk arrives. HTTP/1.0 peers get a body that runs until close.
+//!
+//! Three ways out, each noticed by this thread:
+//! - the peer went away: a write fails. The kernel reports a closed peer only
+//!   on the write *after* the one it answered with a reset, so each heartbeat
+//!   is written in two parts a moment apart (`: ping` then a blank line): the
+//!   second part notices a peer that vanished, within one ping interval.
+//! - too slow: the hub drops the queue (`Hangup::drop_as_slow`). A writer
+//!   stuck on a peer that stopped reading is woken by the socket's send
+//!   timeout (`--http` sockets inherit `write_timeout` from their listener,
+//!   see `http::bind`), since tiny_http never lends out the socket itself.
+//! - shutdown: the hub queues `GoingAway`; the stream ends with its last chunk.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{after, bounded, never, select, tick, Receiver};
+use log::{debug, trace, warn};
+use tiny_http::Request;
+
+use crate::http::{respond, ApiError};
+use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::protocol::{ClientId, Event, ParseError, Transport};
+use crate::room::{Name, RoomName};
+use crate::threads::{spawn_named, WRITER_STACK_BYTES};
+use crate::transport::{Permit, Shared};
+
+/// What a browser's `EventSource` waits before it reconnects, in ms (sent
+/// as the stream's first line).
+pub const RETRY_MS: u64 = 2000;
+/// The pause between the two halves of a heartbeat: long enough for a
+/// peer's reset to come back over a real network.
+const PROBE_GAP: Duration = Duration::from_millis(250);
+/// Events written in one go at most; the rest wait for the next write.
+const MAX_BATCH_EVENTS: usize = 256;
+
+/// What `GET /events` asked for.
+#[derive(Debug, PartialEq)]
+pub struct SseQuery {
+    /// Rooms to join, in order (default `lobby`).
+    pub rooms: Vec<RoomName>,
+    /// Display name, if given.
+    pub name: Option<Name>,
+    /// Replay events after this id first.
+    pub since: Option<u64>,
+}
+
+impl SseQuery {
+    /// Reads `room=` (repeatable), `name=` and `last_event_id=` from `query`;
+    /// a `Last-Event-ID` header wins over the query, because a browser sends
+    /// it on reconnect while the URL still carries the first `last_event_id`.
+    pub fn parse(query: &str, last_event_id: Option<&str>) -> Result<SseQuery, ParseError> {
+        let mut rooms = Vec::new();
+        let mut name = None;
+        let mut since = None;
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "room" => {
+                    let room = RoomName::parse(&value)?;
+                    if !rooms.contains(&room) {
+                        rooms.push(room);
+                    }
+                }
+                "name" => name = Some(Name::parse(&value)?),
+                "last_event_id" => since = Some(event_id(&value)?),
+                _ => {} // unknown parameters are ignored, as HTTP servers do
+            }
+        }
+        if let Some(header) = last_event_id {
+            since = Some(event_id(header.trim())?);
+        }
+        if rooms.len() > crate::hub::MAX_ROOMS_PER_CLIENT {
+            return Err(ParseError::BadRequest(format!(
+                "at most {} rooms per connection",
+                crate::hub::MAX_ROOMS_PER_CLIENT
+            )));
+        }
+        if rooms.is_empty() {
+            rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
+        }
+        Ok(SseQuery { rooms, name, since })
+    }
+}
+
+/// Answers `GET /events`: checks the request, takes a place under the
+/// connection limit, and hands the connection to a new `sse c<n>` thread.
+/// Refusals are answered here, as JSON errors like the rest of the API.
+pub fn open(request: Request, query: &str, shared: &Shared) {
+    match check(&request, query, shared) {
+        Ok((parsed, permit)) => spawn(request, parsed, permit, shared),
+        Err(e) => respond(request, e),
+    }
+}
+
+fn check(request: &Request, query: &str, shared: &Shared) -> Result<(SseQuery, Permit), ApiError> {
+    let last_event_id = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Last-Event-ID"))
+        .map(|h| h.value.as_str());
+    let parsed = SseQuery::parse(query, last_event_id)?;
+    if shared.shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let Some(permit) = shared.limit.try_acquire() else {
+        shared.metrics.refused("limit");
+        warn!(
+            "sse connection refused: at --max-connections ({})",
+            shared.config.max_connections
+        );
+        return Err(ApiError::Full(shared.config.max_connections));
+    };
+    Ok((parsed, permit))
+}
+
+fn spawn(request: Request, query: SseQuery, permit: Permit, shared: &Shared) {
+    let id = shared.ids.next();
+    let peer = request.remote_addr().copied();
+    let chunked = *request.http_version() >= (1, 1);
+    let thread_shared = shared.clone();
+    let spawned = spawn_named(format!("sse {id}"), WRITER_STACK_BYTES, move || {
+        let wire = Wire {
+            out: request.into_writer(),
+            chunked,
+        };
+        SseStream::new(id, peer, wire, query, permit, thread_shared).run();
+    });
+    if let Err(e) = spawned {
+        // The request went down with the closure; tiny_http answers a dropped
+        // request with a 500 on its own.
+        shared.metrics.refused("threads");
+        warn!("{id} refused: cannot start a thread: {e}");
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A write failed: the peer is gone (or stopped reading past the timeout).
+    PeerGone,
+    /// The hub dropped us as a slow consumer.
+    TooSlow,
+    /// The server is shutting down (or the hub has stopped).
+    GoingAway,
+}
+
+/// One SSE subscriber's thread state.
+struct SseStream {
+    id: ClientId,
+    peer: String,
+    wire: Wire,
+    query: Option<SseQuery>,
+    shared: Shared,
+    /// Held for the life of the stream: its place under `--max-connections`.
+    _permit: Permit,
+    /// Held for the life of the stream: shutdown waits for every clone to go.
+    _done: crossbeam_channel::Sender<()>,
+}
+
+impl SseStream {
+    fn new(
+        id: ClientId,
+        peer: Option<SocketAddr>,
+        wire: Wire,
+        query: SseQuery,
+        permit: Permit,
+        shared: Shared,
+    ) -> SseStream {
+        SseStream {
+            id,
+            peer: peer.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            wire,
+            query: Some(query),
+            _done: shared.done.clone(),
+            shared,
+            _permit: permit,
+        }
+    }
+
+    fn run(mut self) {
+        let id = self.id;
+        debug!("{id} {} sse open", self.peer);
+        if self.wire.start().is_err() {
+            return debug!("{id} sse closed before the head was written");
+        }
+        let (to_client, events) = bounded(self.shared.config.send_buffer);
+        let hangup = Hangup::new(None);
+        let SseQuery { rooms, name, since } = self.query.take().expect("the query is taken once");
+        let subscriber = Subscriber {
+            id,
+            name: name.unwrap_or_else(|| Name::guest(id.0)),
+            transport: Transport::Sse,
+            events: to_client,
+            hangup: Arc::clone(&hangup),
+        };
+        let connect = Command::Connect {
+            subscriber,
+            rooms,
+            since,
+        };
+        if self.shared.hub.send(connect).is_err() {
+            let _ = self.wire.finish(); // shutting down; the peer may be gone too
+            return;
+        }
+        let end = self.pump(&events, &hangup);
+        match end {
+            End::PeerGone => {
+                // Unknown to the hub if it had already dropped us; that is fine.
+                let _ = self.shared.hub.send(Command::Disconnect { id });
+            }
+            End::TooSlow => warn!("{id} {} sse dropped: slow consumer", self.peer),
+            End::GoingAway => {}
+        }
+        if end != End::PeerGone {
+            // Best effort: a peer that stopped reading makes this time out.
+            let _ = self.wire.finish();
+        }
+        debug!("{id} sse closed: {end:?}");
+    }
+
+    /// Moves events from the queue to the socket until the stream ends.
+    fn pump(&mut self, events: &Receiver<Outbound>, hangup: &Hangup) -> End {
+        let heartbeat = tick(self.shared.config.ping_interval);
+        // The second half of a heartbeat, if it is still owed.
+        let mut probe: Receiver<std::time::Instant> = never();
+        let mut batch: Vec<u8> = Vec::with_capacity(4096);
+        loop {
+            select! {
+                recv(events) -> first => {
+                    let Ok(first) = first else {
+                        return if hangup.is_too_slow() { End::TooSlow } else { End::GoingAway };
+                    };
+                    batch.clear();
+                    let mut going_away = append(&mut batch, first);
+                    // Batch whatever else is queued: one write, one syscall.
+                    let mut taken = 1;
+                    while !going_away && taken < MAX_BATCH_EVENTS {
+                        let Ok(next) = events.try_recv() else { break };
+                        going_away = append(&mut batch, next);
+                        taken += 1;
+                    }
+                    if hangup.is_too_slow() {
+                        return End::TooSlow; // no point writing what the hub gave up on
+                    }
+                    if !batch.is_empty() {
+                        trace!("{} sse writes {taken} events, {} bytes", self.id, batch.len());
+                        if self.wire.write(&batch).is_err() {
+                            return End::PeerGone;
+                        }
+                        probe = never(); // this write probed the peer as well
+                    }
+                    if going_away {
+                        return End::GoingAway;
+                    }
+                }
+                recv(heartbeat) -> _ => {
+                    if self.wire.write(b": ping\n").is_err() {
+                        return End::PeerGone;
+                    }
+                    probe = after(PROBE_GAP);
+                }
+                recv(probe) -> _ => {
+                    probe = never();
+                    if self.wire.write(b"\n").is_err() {
+                        return End::PeerGone;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends one queue item's SSE blocks; returns whether it was `GoingAway`.
+fn append(batch: &mut Vec<u8>, item: Outbound) -> bool {
+    let mut put = |event: &Event| batch.extend_from_slice(&event.sse_block());
+    match item {
+        Outbound::Event(event) => put(&event),
+        Outbound::Backlog(events) => events.iter().for_each(|e| put(e)),
+        Outbound::GoingAway => return true,
+    }
+    false
+}
+
+fn event_id(raw: &str) -> Result<u64, ParseError> {
+    raw.parse::<u64>()
+        .map_err(|_| ParseError::BadRequest(format!("an event id is a number, not {raw:?}")))
+}
+
+/// The response body on the raw connection: every write is one HTTP chunk
+/// (or plain bytes for HTTP/1.0) and is flushed at once.
+struct Wire {
+    out: Box<dyn Write + Send>,
+    chunked: bool,
+}
+
+impl Wire {
+    /// Writes the response head and the `retry:` line.
+    fn start(&mut self) -> io::Result<()> {
+        let framing = if self.chunked {
+            "Transfer-Encoding: chunked\r\n"
+        } else {
+            ""
+        };
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\n\
+             Content-Type: text/event-stream\r\n\
+             Cache-Control: no-cache\r\n\
+             Connection: close\r\n\
+             X-Accel-Buffering: no\r\n\
+             {framing}\r\n"
+        )
+        .into_bytes();
+        let retry = format!("retry: {RETRY_MS}\n\n");
+        self.frame(&mut head, retry.as_bytes());
+        self.out.write_all(&head)?;
+        self.out.flush()
+    }
+
+    /// Writes `payload` as one chunk and flushes it onto the socket.
+    fn write(&mut self, payload: &[u8]) -> io::Result<()> {
+        if self.chunked {
+            let mut chunk = Vec::with_capacity(payload.len() + 16);
+            self.frame(&mut chunk, payload);
+            self.out.write_all(&chunk)?;
+        } else {
+            self.out.write_all(payload)?;
+        }
+        self.out.flush()
+    }
+
+    /// Ends the body: the zero-length last chunk.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.chunked {
+            self.out.write_all(b"0\r\n\r\n")?;
+        }
+        self.out.flush()
+    }
+
+    fn frame(&self, into: &mut Vec<u8>, payload: &[u8]) {
+        if self.chunked {
+            into.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
+            into.extend_from_slice(payload);
+            into.extend_from_slice(b"\r\n");
+        } else {
+            into.extend_from_slice(payload);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_defaults_to_the_lobby() {
+        let q = SseQuery::parse("", None).expect("an empty query is fine");
+        assert_eq!(q.rooms, vec![RoomName::parse("lobby").expect("valid")]);
+        assert_eq!(q.name, None);
+        assert_eq!(q.since, None);
+    }
+
+    #[test]
+    fn query_reads_rooms_name_and_last_event_id() {
+        let q = SseQuery::parse("room=a&room=b&room=a&name=al%20ice&last_event_id=7", None)
+            .expect("valid");
+        let rooms: Vec<&str> = q.rooms.iter().map(RoomName::as_str).collect();
+        assert_eq!(rooms, ["a", "b"]);
+        assert_eq!(q.name.as_ref().map(Name::as_str), Some("al ice"));
+        assert_eq!(q.since, Some(7));
+    }
+
+    #[test]
+    fn the_last_event_id_header_wins_over_the_query() {
+        let q = SseQuery::parse("last_event_id=7", Some("12")).expect("valid");
+        assert_eq!(q.since, Some(12));
+    }
+
+    #[test]
+    fn bad_rooms_and_ids_are_refused() {
+        assert_eq!(
+            SseQuery::parse("room=a%20b", None),
+            Err(ParseError::BadRoom)
+        );
+        assert!(matches!(
+            SseQuery::parse("last_event_id=x", None),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(SseQuery::parse("", Some("-1")).is_err());
+    }
+}
