@@ -218,6 +218,14 @@ impl Client {
         }
     }
 
+    /// Reads and discards whatever has already arrived, without waiting (for a
+    /// publisher that must keep reading its own echoes to stay a healthy reader).
+    pub fn discard_pending(&mut self) {
+        set_timeout(&self.ws, Some(Duration::from_micros(100)));
+        while let Ok(_) = self.ws.read() {}
+        set_timeout(&self.ws, Some(Duration::from_millis(200)));
+    }
+
     /// Sends a message and waits for it to come back (proof it went through).
     pub fn say(&mut self, room: &str, text: &str) -> Value {
         self.send_json(serde_json::json!({"type": "message", "room": room, "text": text}));
