@@ -27,7 +27,9 @@ fn since_replays_exactly_the_missed_events_then_goes_live_while_a_publisher_runs
             let mut publisher = Client::connect(&url);
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) && n < 3000 {
-                publisher.send_json(json!({"type": "message", "room": "lobby", "text": format!("m{n}")}));
+                publisher.send_json(
+                    json!({"type": "message", "room": "lobby", "text": format!("m{n}")}),
+                );
                 n += 1;
                 if n % 50 == 0 {
                     thread::sleep(Duration::from_millis(2)); // a steady stream, not one burst
@@ -81,13 +83,18 @@ fn a_reader_that_never_reads_is_dropped_while_a_healthy_one_gets_every_message_i
         let mut next = 0u64;
         let mut left_seen = None;
         while next < total {
-            let event = healthy.wait_for(|e| e["type"] == "message" || e["type"] == "left", secs(20));
+            let event =
+                healthy.wait_for(|e| e["type"] == "message" || e["type"] == "left", secs(20));
             if event["type"] == "left" {
                 left_seen = Some(event["from_id"].clone());
                 continue;
             }
             let text = event["text"].as_str().expect("text");
-            assert_eq!(text, format!("{next:05} {}", "x".repeat(2000)).as_str(), "every message, in order");
+            assert_eq!(
+                text,
+                format!("{next:05} {}", "x".repeat(2000)).as_str(),
+                "every message, in order"
+            );
             next += 1;
             let _ = progress.send(next);
         }
@@ -97,13 +104,19 @@ fn a_reader_that_never_reads_is_dropped_while_a_healthy_one_gets_every_message_i
     let mut acknowledged = 0u64;
     for n in 0..total {
         while n >= acknowledged + 48 {
-            acknowledged = progress_rx.recv_timeout(secs(20)).expect("healthy reader keeps up");
+            acknowledged = progress_rx
+                .recv_timeout(secs(20))
+                .expect("healthy reader keeps up");
         }
         publisher.send_text(&format!("{n:05} {}", "x".repeat(2000)));
         publisher.discard_pending();
     }
     let left = reader.join().expect("the healthy reader got every message");
-    assert_eq!(left, Some(stalled_id), "the stalled reader's departure was announced");
+    assert_eq!(
+        left,
+        Some(stalled_id),
+        "the stalled reader's departure was announced"
+    );
 
     // The stalled client is told (close 1008) or cut, within a bounded time.
     stalled.seen.clear();
@@ -129,7 +142,10 @@ fn fifty_clients_sending_a_hundred_messages_each_all_see_every_message_once_in_o
         .collect();
     // Everyone is in before anyone speaks: the last joiner's notice reached the first.
     let last = format!("p{}", CLIENTS - 1);
-    clients[0].wait_for(|e| e["type"] == "joined" && e["name"] == last.as_str(), secs(10));
+    clients[0].wait_for(
+        |e| e["type"] == "joined" && e["name"] == last.as_str(),
+        secs(10),
+    );
 
     let start = Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = clients
@@ -162,7 +178,10 @@ fn fifty_clients_sending_a_hundred_messages_each_all_see_every_message_once_in_o
     }
     // Each sender's own messages keep their order.
     for n in 0..CLIENTS {
-        let own: Vec<&String> = orders[0].iter().filter(|t| t.starts_with(&format!("{n}:"))).collect();
+        let own: Vec<&String> = orders[0]
+            .iter()
+            .filter(|t| t.starts_with(&format!("{n}:")))
+            .collect();
         let expected: Vec<String> = (0..EACH).map(|m| format!("{n}:{m}")).collect();
         assert_eq!(own, expected.iter().collect::<Vec<_>>());
     }
