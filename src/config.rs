@@ -118,10 +118,12 @@ impl Config {
     /// Checks what clap read.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let addr = |option: &'static str, value: &str| {
-            value.parse::<SocketAddr>().map_err(|_| ConfigError::BadAddress {
-                option,
-                value: value.to_owned(),
-            })
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::BadAddress {
+                    option,
+                    value: value.to_owned(),
+                })
         };
         let grpc_addr = args.grpc.as_deref().map(|a| addr("grpc", a)).transpose()?;
         if grpc_addr.is_some() && !cfg!(feature = "grpc") {
@@ -168,7 +170,13 @@ impl Config {
 
     /// Defaults on `127.0.0.1:0` for every listener, for tests and examples.
     pub fn for_tests() -> Config {
-        let args = Args::parse_from(["switchboard", "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"]);
+        let args = Args::parse_from([
+            "switchboard",
+            "--http",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+        ]);
         Config::from_args(args).expect("the test defaults are valid")
     }
 }

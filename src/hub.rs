@@ -401,7 +401,8 @@ impl Hub {
         while let Some((id, why)) = self.leaving.pop() {
             self.remove_client(id, why);
         }
-        self.metrics.set_rooms(self.rooms.len(), self.history_events);
+        self.metrics
+            .set_rooms(self.rooms.len(), self.history_events);
     }
 
     fn connect(&mut self, subscriber: Subscriber, rooms: Vec<RoomName>, since: Option<u64>) {
@@ -535,10 +536,14 @@ impl Hub {
         };
         client.rooms.push(room.clone());
         let (name, label) = (client.name.clone(), Arc::clone(&client.label));
-        self.rooms.entry(room.clone()).or_default().members.push(RoomMember {
-            client: id,
-            queue: client.events.clone(),
-        });
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .members
+            .push(RoomMember {
+                client: id,
+                queue: client.events.clone(),
+            });
         self.broadcast(&room, |id, ts| Body::Joined {
             room: room.clone(),
             id,
@@ -628,7 +633,10 @@ impl Hub {
             self.forget_member(id, room);
         }
         if why == Leave::TooSlow {
-            warn!("{id} dropped: slow consumer (queue of {} full)", client.events.capacity().unwrap_or(0));
+            warn!(
+                "{id} dropped: slow consumer (queue of {} full)",
+                client.events.capacity().unwrap_or(0)
+            );
             client.hangup.drop_as_slow();
             self.metrics.slow_consumer(client.transport);
         } else {

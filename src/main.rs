@@ -55,7 +55,11 @@ fn main() -> ExitCode {
     info!(
         "shutdown done in {} ms{}",
         report.took.as_millis(),
-        if report.clean { "" } else { " (some connections did not finish)" }
+        if report.clean {
+            ""
+        } else {
+            " (some connections did not finish)"
+        }
     );
     ExitCode::SUCCESS
 }

@@ -188,7 +188,8 @@ pub enum Body {
 }
 
 /// The `/help` text.
-pub const HELP: &str = "commands: /join ROOM, /leave ROOM, /nick NAME, /who [ROOM], /rooms, /help; \
+pub const HELP: &str =
+    "commands: /join ROOM, /leave ROOM, /nick NAME, /who [ROOM], /rooms, /help; \
 any other line is a message to the room you joined last";
 
 /// An event, shared by every queue it is fanned out to, with its encodings
@@ -276,14 +277,18 @@ impl Event {
             Body::Joined { room, name, .. } => write!(line, "[{room}] * {name} joined"),
             Body::Left { room, name, .. } => write!(line, "[{room}] * {name} left"),
             Body::Presence { room, members } => {
-                let names: Vec<String> =
-                    members.iter().map(|m| format!("{} ({})", m.name, m.id)).collect();
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{} ({})", m.name, m.id))
+                    .collect();
                 write!(line, "[{room}] here: {}", names.join(", "))
             }
             Body::Rooms { rooms } if rooms.is_empty() => write!(line, "* no rooms yet"),
             Body::Rooms { rooms } => {
-                let rooms: Vec<String> =
-                    rooms.iter().map(|r| format!("{} ({})", r.name, r.members)).collect();
+                let rooms: Vec<String> = rooms
+                    .iter()
+                    .map(|r| format!("{} ({})", r.name, r.members))
+                    .collect();
                 write!(line, "* rooms: {}", rooms.join(", "))
             }
             Body::Help { text } => write!(line, "* {text}"),
@@ -571,9 +576,20 @@ mod tests {
         );
         assert_eq!(parse_line(r#"{"type":"rooms"}"#), Ok(Request::Rooms));
         assert_eq!(parse_line(r#"{"type":"who"}"#), Ok(Request::Who(None)));
-        assert_eq!(parse_line(r#"{"type":"join","room":"a b"}"#).unwrap_err().code(), "bad_room");
-        assert_eq!(parse_line(r#"{"type":"dance"}"#).unwrap_err().code(), "bad_request");
-        assert_eq!(parse_line(r#"{"type":"message""#).unwrap_err().code(), "bad_request");
+        assert_eq!(
+            parse_line(r#"{"type":"join","room":"a b"}"#)
+                .unwrap_err()
+                .code(),
+            "bad_room"
+        );
+        assert_eq!(
+            parse_line(r#"{"type":"dance"}"#).unwrap_err().code(),
+            "bad_request"
+        );
+        assert_eq!(
+            parse_line(r#"{"type":"message""#).unwrap_err().code(),
+            "bad_request"
+        );
         let deep = "{\"a\":".repeat(10_000);
         assert_eq!(parse_line(&deep).unwrap_err().code(), "bad_request");
         assert!(nesting_exceeds(r#"{"a":[[[[]]]]}"#, 4));
@@ -595,7 +611,9 @@ mod tests {
             r#"{"type":"message","room":"lobby","id":42,"from":"alice","from_id":"c3","text":"hi","ts":1764000000000}"#
         );
         assert_eq!(event.text_line(), "[lobby] alice: hi");
-        assert!(event.sse_block().starts_with(b"id: 42\nevent: message\ndata: {"));
+        assert!(event
+            .sse_block()
+            .starts_with(b"id: 42\nevent: message\ndata: {"));
         assert!(event.sse_block().ends_with(b"}\n\n"));
         let frame = event.ws_frame(Format::Json);
         assert_eq!(frame[0], 0x81, "FIN + text opcode");

@@ -173,7 +173,9 @@ impl Room {
 
     /// The kept events with an id above `since`, oldest first.
     pub fn since(&self, since: u64) -> impl Iterator<Item = &Arc<Event>> + '_ {
-        let start = self.history.partition_point(|e| e.id().unwrap_or(0) <= since);
+        let start = self
+            .history
+            .partition_point(|e| e.id().unwrap_or(0) <= since);
         self.history.range(start..)
     }
 

@@ -34,5 +34,8 @@ where
         }
         name.truncate(cut);
     }
-    Builder::new().name(name).stack_size(stack_bytes).spawn(body)
+    Builder::new()
+        .name(name)
+        .stack_size(stack_bytes)
+        .spawn(body)
 }

@@ -22,7 +22,9 @@ fn members_get_each_message_and_non_members_do_not() {
     assert_eq!(got, sent, "bob sees exactly what alice's own echo shows");
     assert_eq!(got["from"], "alice");
     assert_eq!(got["room"], "lobby");
-    assert!(got["from_id"].as_str().is_some_and(|id| id.starts_with('c')));
+    assert!(got["from_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with('c')));
     assert!(got["id"].as_u64().is_some() && got["ts"].as_u64().is_some());
 
     // carol's next message is her own, sent after alice's: nothing from lobby came first.
@@ -39,7 +41,10 @@ fn join_and_leave_notices_reach_the_room_and_the_member_itself() {
     let server = TestServer::start();
     let mut alice = server.client("room=lobby&name=alice");
     let welcome_joined = alice.wait_for(|e| e["type"] == "joined", secs(5));
-    assert_eq!(welcome_joined["name"], "alice", "a member's own join reaches it");
+    assert_eq!(
+        welcome_joined["name"], "alice",
+        "a member's own join reaches it"
+    );
 
     let mut bob = server.client("room=lobby&name=bob");
     let bob_id = bob.wait_for(|e| e["type"] == "joined", secs(5))["from_id"].clone();
@@ -160,15 +165,26 @@ fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives()
     };
     expect_error(&mut alice, r#"{"type":"message","text":"#, "bad_request");
     expect_error(&mut alice, r#"{"type":"teleport"}"#, "bad_request");
-    expect_error(&mut alice, r#"{"type":"join","room":"no spaces"}"#, "bad_room");
+    expect_error(
+        &mut alice,
+        r#"{"type":"join","room":"no spaces"}"#,
+        "bad_room",
+    );
     expect_error(&mut alice, "/join has/slash", "bad_room");
     expect_error(&mut alice, r#"{"type":"nick","name":""}"#, "bad_name");
     expect_error(&mut alice, &format!("/nick {}", "x".repeat(33)), "bad_name");
-    expect_error(&mut alice, r#"{"type":"message","room":"dev","text":"hi"}"#, "not_member");
+    expect_error(
+        &mut alice,
+        r#"{"type":"message","room":"dev","text":"hi"}"#,
+        "not_member",
+    );
     let deep = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
     expect_error(&mut alice, &deep, "bad_request");
 
-    alice.ws.send(tungstenite::Message::binary(vec![1, 2, 3])).expect("send binary");
+    alice
+        .ws
+        .send(tungstenite::Message::binary(vec![1, 2, 3]))
+        .expect("send binary");
     let unsupported = alice.wait_for(|e| e["type"] == "error", secs(5));
     assert_eq!(unsupported["code"], "unsupported");
 
@@ -184,7 +200,10 @@ fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives()
 
     // Over --max-message-size: too_large, then close 1009.
     alice.send_text(&"x".repeat(70_000));
-    let too_large = alice.wait_for(|e| e["type"] == "error" && e["code"] != "rate_limited", secs(5));
+    let too_large = alice.wait_for(
+        |e| e["type"] == "error" && e["code"] != "rate_limited",
+        secs(5),
+    );
     assert_eq!(too_large["code"], "too_large");
     match alice.wait_for_close(secs(5)) {
         Got::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),

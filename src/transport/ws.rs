@@ -98,7 +98,10 @@ fn accept_loop(listener: TcpListener, shared: Shared, refusals: Sender<TcpStream
         let _ = stream.set_nodelay(true); // small frames must not wait for Nagle
         let Some(permit) = shared.limit.try_acquire() else {
             shared.metrics.refused("limit");
-            warn!("ws connection refused: at --max-connections ({})", shared.config.max_connections);
+            warn!(
+                "ws connection refused: at --max-connections ({})",
+                shared.config.max_connections
+            );
             let _ = refusals.try_send(stream); // queue full: just close it
             continue;
         };
@@ -135,7 +138,12 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u16, reason: &'static str, metric: &'static str, message: impl Into<String>) -> Refusal {
+    fn new(
+        status: u16,
+        reason: &'static str,
+        metric: &'static str,
+        message: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             status,
             reason,
@@ -148,14 +156,25 @@ impl Refusal {
 /// The reader thread's body: handshake, then the read loop.
 fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let _done = shared.done.clone();
-    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let socket = Arc::new(stream);
     let (route, key, tail) = match handshake(&socket, &shared) {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            debug!("{id} {peer} ws handshake refused: {} {}", refusal.status, refusal.message);
+            debug!(
+                "{id} {peer} ws handshake refused: {} {}",
+                refusal.status, refusal.message
+            );
             shared.metrics.refused(refusal.metric);
-            respond(&socket, refusal.status, refusal.reason, &[], &refusal.message);
+            respond(
+                &socket,
+                refusal.status,
+                refusal.reason,
+                &[],
+                &refusal.message,
+            );
             linger_then_close(&socket);
             return;
         }
@@ -175,7 +194,11 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let writer = Writer {
         id,
         socket: Arc::clone(&socket),
-        events: if matches!(route, Route::Chat { .. }) { events } else { never() },
+        events: if matches!(route, Route::Chat { .. }) {
+            events
+        } else {
+            never()
+        },
         replies: replies_rx,
         format: match &route {
             Route::Chat { format, .. } => *format,
@@ -186,10 +209,18 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
         _permit: Arc::clone(&permit),
         _done: shared.done.clone(),
     };
-    if let Err(e) = spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || writer.run()) {
+    if let Err(e) = spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
+        writer.run()
+    }) {
         warn!("{id} refused: cannot start a thread: {e}");
         shared.metrics.refused("threads");
-        respond(&socket, 503, "Service Unavailable", &[], "the server cannot take more connections");
+        respond(
+            &socket,
+            503,
+            "Service Unavailable",
+            &[],
+            "the server cannot take more connections",
+        );
         linger_then_close(&socket);
         return;
     }
@@ -217,10 +248,7 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     match route {
         Route::Echo => debug!("{id} {peer} ws echo open"),
         Route::Chat {
-            rooms,
-            name,
-            since,
-            ..
+            rooms, name, since, ..
         } => {
             debug!("{id} {peer} ws open");
             let subscriber = Subscriber {
@@ -263,7 +291,12 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<(Route, String, Vec<
             break searched_from + at + 4;
         }
         if head.len() > MAX_HEAD_BYTES {
-            return Err(Refusal::new(431, "Request Header Fields Too Large", "bad_request", "request head too large"));
+            return Err(Refusal::new(
+                431,
+                "Request Header Fields Too Large",
+                "bad_request",
+                "request head too large",
+            ));
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -283,26 +316,55 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<(Route, String, Vec<
     let target = request.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != "/ws" && path != "/echo" {
-        return Err(Refusal::new(404, "Not Found", "not_found", format!("no WebSocket endpoint at {path}; use /ws")));
+        return Err(Refusal::new(
+            404,
+            "Not Found",
+            "not_found",
+            format!("no WebSocket endpoint at {path}; use /ws"),
+        ));
     }
     if request.method != Some("GET") {
-        return Err(Refusal::new(405, "Method Not Allowed", "bad_request", "a WebSocket handshake is a GET"));
+        return Err(Refusal::new(
+            405,
+            "Method Not Allowed",
+            "bad_request",
+            "a WebSocket handshake is a GET",
+        ));
     }
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-        return Err(Refusal::new(426, "Upgrade Required", "bad_request", "this is a WebSocket endpoint: connect with a WebSocket client"));
+        return Err(Refusal::new(
+            426,
+            "Upgrade Required",
+            "bad_request",
+            "this is a WebSocket endpoint: connect with a WebSocket client",
+        ));
     }
     if header("sec-websocket-version") != Some("13") {
-        return Err(Refusal::new(426, "Upgrade Required", "bad_request", "only WebSocket version 13 is spoken here"));
+        return Err(Refusal::new(
+            426,
+            "Upgrade Required",
+            "bad_request",
+            "only WebSocket version 13 is spoken here",
+        ));
     }
     let Some(key) = header("sec-websocket-key").filter(|k| !k.is_empty()) else {
         return Err(bad("missing Sec-WebSocket-Key"));
     };
     if let Some(origin) = header("origin") {
-        if !origin_allowed(&shared.config.allowed_origins, origin, header("host").unwrap_or("")) {
-            return Err(Refusal::new(403, "Forbidden", "origin", format!("origin {origin} is not allowed")));
+        if !origin_allowed(
+            &shared.config.allowed_origins,
+            origin,
+            header("host").unwrap_or(""),
+        ) {
+            return Err(Refusal::new(
+                403,
+                "Forbidden",
+                "origin",
+                format!("origin {origin} is not allowed"),
+            ));
         }
     }
     let route = if path == "/echo" {
@@ -349,13 +411,16 @@ fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
 fn origin_allowed(allowed: &Origins, origin: &str, host: &str) -> bool {
     match allowed {
         Origins::Any => true,
-        Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
+        Origins::List(list) => list
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
         Origins::SameHost => {
             let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
             let origin_host = origin_host.split('/').next().unwrap_or("");
             // The page comes from the HTTP port and dials the WebSocket port:
             // same host, different ports, so ports are not compared.
-            !origin_host.is_empty() && strip_port(origin_host).eq_ignore_ascii_case(strip_port(host))
+            !origin_host.is_empty()
+                && strip_port(origin_host).eq_ignore_ascii_case(strip_port(host))
         }
     }
 }
@@ -364,7 +429,9 @@ fn strip_port(authority: &str) -> &str {
     if let Some(end) = authority.find(']') {
         return &authority[..=end]; // [::1]:8080
     }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -406,7 +473,13 @@ fn refuse_over_limit(stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
     let mut head = [0u8; 2048];
     let _ = (&stream).read(&mut head); // the request itself does not matter
-    respond(&stream, 503, "Service Unavailable", &["Retry-After: 5"], "the server is at its connection limit");
+    respond(
+        &stream,
+        503,
+        "Service Unavailable",
+        &["Retry-After: 5"],
+        "the server is at its connection limit",
+    );
     linger_then_close(&stream);
 }
 
@@ -459,7 +532,10 @@ impl Reader {
                 Ok(Message::Binary(data)) => match &self.chat {
                     None => Reply::Echo(Message::Binary(data)),
                     Some(_) => Reply::Event(Arc::new(
-                        ParseError::Unsupported("binary frames are not supported on /ws; send text").to_event(),
+                        ParseError::Unsupported(
+                            "binary frames are not supported on /ws; send text",
+                        )
+                        .to_event(),
                     )),
                 },
                 Ok(Message::Ping(payload)) => Reply::Pong(payload),
@@ -524,7 +600,12 @@ impl Reader {
     fn classify(&mut self, error: WsError) -> Ending {
         match error {
             WsError::ConnectionClosed | WsError::AlreadyClosed => Ending::Gone("closed".into()),
-            WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            WsError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ending::Gone("silent for two ping intervals".into())
             }
             WsError::Io(e) => Ending::Gone(e.to_string()),
@@ -534,7 +615,9 @@ impl Reader {
                     len: size,
                     limit: max_size.min(self.max_message_bytes),
                 };
-                let _ = self.replies.send(Reply::Event(Arc::new(too_large.to_event())));
+                let _ = self
+                    .replies
+                    .send(Reply::Event(Arc::new(too_large.to_event())));
                 Ending::Fail(CloseCode::Size, "message too large")
             }
             WsError::Capacity(_) => Ending::Fail(CloseCode::Size, "message too large"),
@@ -637,7 +720,9 @@ impl Batch {
     fn add_outbound(&mut self, item: Outbound, format: Format) {
         match item {
             Outbound::Event(event) => self.frames.push(event.ws_frame(format)),
-            Outbound::Backlog(events) => self.frames.extend(events.iter().map(|e| e.ws_frame(format))),
+            Outbound::Backlog(events) => self
+                .frames
+                .extend(events.iter().map(|e| e.ws_frame(format))),
             Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
         }
     }
@@ -645,12 +730,16 @@ impl Batch {
     fn add_reply(&mut self, reply: Reply, format: Format) {
         match reply {
             Reply::Pong(payload) => self.frames.push(encode_frame(Frame::pong(payload))),
-            Reply::Echo(Message::Text(text)) => {
-                self.frames.push(encode_frame(Frame::message(text, OpCode::Data(Data::Text), true)))
-            }
-            Reply::Echo(Message::Binary(data)) => {
-                self.frames.push(encode_frame(Frame::message(data, OpCode::Data(Data::Binary), true)))
-            }
+            Reply::Echo(Message::Text(text)) => self.frames.push(encode_frame(Frame::message(
+                text,
+                OpCode::Data(Data::Text),
+                true,
+            ))),
+            Reply::Echo(Message::Binary(data)) => self.frames.push(encode_frame(Frame::message(
+                data,
+                OpCode::Data(Data::Binary),
+                true,
+            ))),
             Reply::Echo(_) => {}
             Reply::Event(event) => self.frames.push(event.ws_frame(format)),
             Reply::Close(frame) => {
@@ -786,20 +875,46 @@ mod tests {
     #[test]
     fn same_host_origins_ignore_ports() {
         let same = Origins::SameHost;
-        assert!(origin_allowed(&same, "http://127.0.0.1:8080", "127.0.0.1:8081"));
-        assert!(origin_allowed(&same, "https://Chat.Example.com", "chat.example.com:443"));
+        assert!(origin_allowed(
+            &same,
+            "http://127.0.0.1:8080",
+            "127.0.0.1:8081"
+        ));
+        assert!(origin_allowed(
+            &same,
+            "https://Chat.Example.com",
+            "chat.example.com:443"
+        ));
         assert!(origin_allowed(&same, "http://[::1]:8080", "[::1]:8081"));
-        assert!(!origin_allowed(&same, "http://evil.example", "127.0.0.1:8081"));
+        assert!(!origin_allowed(
+            &same,
+            "http://evil.example",
+            "127.0.0.1:8081"
+        ));
         assert!(!origin_allowed(&same, "null", "127.0.0.1:8081"));
         let list = Origins::List(vec!["https://chat.example.com".into()]);
-        assert!(origin_allowed(&list, "https://chat.example.com", "ws.example.com"));
-        assert!(!origin_allowed(&list, "https://other.example.com", "ws.example.com"));
+        assert!(origin_allowed(
+            &list,
+            "https://chat.example.com",
+            "ws.example.com"
+        ));
+        assert!(!origin_allowed(
+            &list,
+            "https://other.example.com",
+            "ws.example.com"
+        ));
         assert!(origin_allowed(&Origins::Any, "null", "x"));
     }
 
     #[test]
     fn chat_query_defaults_to_the_lobby() {
-        let Ok(Route::Chat { rooms, name, format, since }) = parse_chat_query("") else {
+        let Ok(Route::Chat {
+            rooms,
+            name,
+            format,
+            since,
+        }) = parse_chat_query("")
+        else {
             panic!("an empty query is valid");
         };
         assert_eq!(rooms, vec![RoomName::parse("lobby").expect("valid")]);

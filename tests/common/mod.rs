@@ -130,13 +130,19 @@ pub enum Got {
 
 impl Client {
     pub fn connect(url: &str) -> Client {
-        let (ws, _response) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let (ws, _response) =
+            tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
         set_timeout(&ws, Some(Duration::from_millis(200)));
-        Client { ws, seen: Vec::new() }
+        Client {
+            ws,
+            seen: Vec::new(),
+        }
     }
 
     pub fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).expect("send a text frame");
+        self.ws
+            .send(Message::text(text))
+            .expect("send a text frame");
     }
 
     pub fn send_json(&mut self, value: Value) {
@@ -153,7 +159,10 @@ impl Client {
                 Ok(Message::Close(frame)) => return Got::Closed(frame),
                 Ok(_) => continue, // pings and pongs
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
                 {
                     if Instant::now() >= deadline {
                         return Got::TimedOut;
@@ -168,8 +177,13 @@ impl Client {
     /// The next JSON event within `timeout`; panics on anything else.
     pub fn event(&mut self, timeout: Duration) -> Value {
         match self.next(timeout) {
-            Got::Text(text) => serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
-            other => panic!("expected an event, got {other:?}; seen before: {:?}", self.seen),
+            Got::Text(text) => {
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+            }
+            other => panic!(
+                "expected an event, got {other:?}; seen before: {:?}",
+                self.seen
+            ),
         }
     }
 
@@ -202,7 +216,10 @@ impl Client {
             match self.next(deadline.saturating_duration_since(Instant::now())) {
                 Got::Text(line) if want(&line) => return line,
                 Got::Text(line) => self.seen.push(Value::String(line)),
-                other => panic!("awaited line did not come: got {other:?}; seen: {:?}", self.seen),
+                other => panic!(
+                    "awaited line did not come: got {other:?}; seen: {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -218,6 +235,14 @@ impl Client {
         }
     }
 
+    /// Reads and discards whatever has already arrived, without waiting (for a
+    /// publisher that must keep reading its own echoes to stay a healthy reader).
+    pub fn discard_pending(&mut self) {
+        set_timeout(&self.ws, Some(Duration::from_micros(100)));
+        while let Ok(_) = self.ws.read() {}
+        set_timeout(&self.ws, Some(Duration::from_millis(200)));
+    }
+
     /// Sends a message and waits for it to come back (proof it went through).
     pub fn say(&mut self, room: &str, text: &str) -> Value {
         self.send_json(serde_json::json!({"type": "message", "room": room, "text": text}));
@@ -227,7 +252,9 @@ impl Client {
 
 pub fn set_timeout(ws: &WebSocket<MaybeTlsStream<TcpStream>>, timeout: Option<Duration>) {
     if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_read_timeout(timeout).expect("set a read timeout");
+        stream
+            .set_read_timeout(timeout)
+            .expect("set a read timeout");
     }
 }
 

@@ -1,0 +1,117 @@
+//! The command-line contract: the built binary on port 0 prints its
+//! `listening` lines, serves, and on SIGTERM says goodbye (1001) and exits 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{secs, Client, Got};
+
+fn start(args: &[&str]) -> (Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = |kind: &str| {
+        let line = lines.next().expect("a listening line").expect("utf-8");
+        let addr = line
+            .strip_prefix(&format!("listening {kind} "))
+            .unwrap_or_else(|| panic!("expected 'listening {kind} ADDR', got {line:?}"));
+        addr.to_owned()
+    };
+    let http = next("http");
+    let ws = next("ws");
+    (child, http, ws)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling the exit, with a deadline
+    }
+}
+
+#[test]
+fn the_binary_prints_its_addresses_and_shuts_down_cleanly_on_sigterm() {
+    let (mut child, http, ws) = start(&[]);
+    assert!(
+        common::raw_http(http.parse().expect("addr"), "GET /healthz HTTP/1.0\r\n\r\n")
+            .contains("ok")
+    );
+    let mut client = Client::connect(&format!("ws://{ws}/ws?name=cli"));
+    client.wait_for(|e| e["type"] == "welcome", secs(5));
+    client.say("lobby", "before the signal");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    match client.wait_for_close(secs(5)) {
+        Got::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let status = wait_exit(&mut child, secs(10));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "the server panicked:\n{stderr}"
+    );
+    assert!(stderr.contains("shutdown done"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn a_bad_option_is_a_one_line_error_and_exit_status_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--ws", "not-an-address"])
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--ws"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn every_option_has_an_environment_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for var in [
+        "SWITCHBOARD_HTTP",
+        "SWITCHBOARD_WS",
+        "SWITCHBOARD_GRPC",
+        "SWITCHBOARD_SEND_BUFFER",
+        "SWITCHBOARD_MAX_MESSAGE_SIZE",
+        "SWITCHBOARD_MAX_CONNECTIONS",
+        "SWITCHBOARD_HISTORY",
+        "SWITCHBOARD_PING_INTERVAL",
+        "SWITCHBOARD_ALLOWED_ORIGIN",
+        "SWITCHBOARD_API_KEY",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+}
