@@ -9,17 +9,24 @@ use common::{secs, TestServer};
 use http_support::{get, parse_prometheus, post_json, request, sample, Sse};
 use serde_json::json;
 
-type Samples = Vec<(String, Vec<(String, String)>, f64)>;
+type Samples = Vec<http_support::Sample>;
 
 fn scrape(server: &TestServer) -> Samples {
     let resp = get(server.http, "/metrics");
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     parse_prometheus(&resp.body)
 }
 
 fn connections(samples: &Samples, transport: &str) -> Option<f64> {
-    sample(samples, "switchboard_connections", &[("transport", transport)])
+    sample(
+        samples,
+        "switchboard_connections",
+        &[("transport", transport)],
+    )
 }
 
 /// Scrapes until `want` holds; panics with the last scrape after `timeout`.
@@ -30,7 +37,10 @@ fn eventually(server: &TestServer, what: &str, want: impl Fn(&Samples) -> bool, 
         if want(&samples) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what} never held; last scrape: {samples:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held; last scrape: {samples:?}"
+        );
         std::thread::sleep(Duration::from_millis(20)); // polling an endpoint, with a deadline
     }
 }
@@ -40,35 +50,73 @@ fn every_series_exists_at_zero_from_the_start() {
     let server = TestServer::start();
     let samples = scrape(&server);
     for transport in ["ws", "sse", "grpc"] {
-        assert_eq!(connections(&samples, transport), Some(0.0), "{transport} connections");
         assert_eq!(
-            sample(&samples, "switchboard_slow_consumers_dropped_total", &[("transport", transport)]),
+            connections(&samples, transport),
+            Some(0.0),
+            "{transport} connections"
+        );
+        assert_eq!(
+            sample(
+                &samples,
+                "switchboard_slow_consumers_dropped_total",
+                &[("transport", transport)]
+            ),
             Some(0.0),
             "{transport} slow consumers"
         );
     }
-    for name in ["switchboard_events_in_total", "switchboard_events_out_total", "switchboard_rooms", "switchboard_history_events"] {
+    for name in [
+        "switchboard_events_in_total",
+        "switchboard_events_out_total",
+        "switchboard_rooms",
+        "switchboard_history_events",
+    ] {
         assert_eq!(sample(&samples, name, &[]), Some(0.0), "{name}");
     }
-    assert_eq!(sample(&samples, "switchboard_connections_refused_total", &[("reason", "limit")]), Some(0.0));
+    assert_eq!(
+        sample(
+            &samples,
+            "switchboard_connections_refused_total",
+            &[("reason", "limit")]
+        ),
+        Some(0.0)
+    );
 }
 
 #[test]
 fn connection_gauges_move_with_real_connections() {
     let server = TestServer::start_with(|c| c.ping_interval = Duration::from_millis(500));
     let ws = server.client("room=a");
-    eventually(&server, "ws = 1", |s| connections(s, "ws") == Some(1.0), secs(5));
+    eventually(
+        &server,
+        "ws = 1",
+        |s| connections(s, "ws") == Some(1.0),
+        secs(5),
+    );
     let mut sse = Sse::connect(server.http, "/events?room=a", &[]);
     sse.wait_for_data(|d| d["type"] == "joined", secs(5));
     let samples = scrape(&server);
-    assert_eq!((connections(&samples, "ws"), connections(&samples, "sse")), (Some(1.0), Some(1.0)));
+    assert_eq!(
+        (connections(&samples, "ws"), connections(&samples, "sse")),
+        (Some(1.0), Some(1.0))
+    );
     assert_eq!(sample(&samples, "switchboard_rooms", &[]), Some(1.0));
 
     drop(ws);
-    eventually(&server, "ws back to 0", |s| connections(s, "ws") == Some(0.0), secs(5));
+    eventually(
+        &server,
+        "ws back to 0",
+        |s| connections(s, "ws") == Some(0.0),
+        secs(5),
+    );
     drop(sse);
     // An SSE peer that left is noticed at its next heartbeat.
-    eventually(&server, "sse back to 0", |s| connections(s, "sse") == Some(0.0), secs(5));
+    eventually(
+        &server,
+        "sse back to 0",
+        |s| connections(s, "sse") == Some(0.0),
+        secs(5),
+    );
 }
 
 #[test]
@@ -78,7 +126,15 @@ fn events_and_refusals_are_counted() {
     sse.wait_for_data(|d| d["type"] == "joined", secs(5));
     let before = scrape(&server);
     for n in 0..3 {
-        assert_eq!(post_json(server.http, "/rooms/a/messages", &json!({"text": format!("m{n}")})).status, 202);
+        assert_eq!(
+            post_json(
+                server.http,
+                "/rooms/a/messages",
+                &json!({"text": format!("m{n}")})
+            )
+            .status,
+            202
+        );
     }
     let refused = request(server.http, "GET", "/events?room=a", &[], b"");
     assert_eq!(refused.status, 503);
@@ -88,18 +144,36 @@ fn events_and_refusals_are_counted() {
         sample(&after, name, labels).expect(name) - sample(&before, name, labels).expect(name)
     };
     assert_eq!(grew("switchboard_events_in_total", &[]), 3.0);
-    assert_eq!(grew("switchboard_events_out_total", &[]), 3.0, "one member reached per message");
-    assert_eq!(grew("switchboard_connections_refused_total", &[("reason", "limit")]), 1.0);
+    assert_eq!(
+        grew("switchboard_events_out_total", &[]),
+        3.0,
+        "one member reached per message"
+    );
+    assert_eq!(
+        grew(
+            "switchboard_connections_refused_total",
+            &[("reason", "limit")]
+        ),
+        1.0
+    );
     assert!(sample(&after, "switchboard_history_events", &[]).expect("history") >= 4.0);
 }
 
 #[test]
 fn openmetrics_is_served_to_scrapers_that_ask_for_it() {
     let server = TestServer::start();
-    let accept = ("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
+    let accept = (
+        "Accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
     let resp = request(server.http, "GET", "/metrics", &[accept], b"");
     assert_eq!(resp.status, 200);
-    assert!(resp.header("Content-Type").is_some_and(|t| t.starts_with("application/openmetrics-text")));
-    assert!(resp.body.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+    assert!(resp
+        .header("Content-Type")
+        .is_some_and(|t| t.starts_with("application/openmetrics-text")));
+    assert!(
+        resp.body.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
     parse_prometheus(&resp.body);
 }

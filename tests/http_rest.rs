@@ -15,7 +15,11 @@ const TEXT: (&str, &str) = ("Content-Type", "text/plain; charset=utf-8");
 fn publishing_json_returns_202_with_the_id_and_reaches_websocket_members() {
     let server = TestServer::start();
     let mut bob = server.client("room=dev&name=bob");
-    let resp = post_json(server.http, "/rooms/dev/messages", &json!({"text": "deploy done", "from": "ci"}));
+    let resp = post_json(
+        server.http,
+        "/rooms/dev/messages",
+        &json!({"text": "deploy done", "from": "ci"}),
+    );
     assert_eq!(resp.status, 202, "{resp:?}");
     assert_eq!(resp.header("Content-Type"), Some("application/json"));
     let id = resp.json()["id"].as_u64().expect("an id");
@@ -32,31 +36,60 @@ fn publishing_json_returns_202_with_the_id_and_reaches_websocket_members() {
 fn publishing_plain_text_names_the_sender_from_the_query_or_api() {
     let server = TestServer::start();
     let mut bob = server.client("room=dev&name=bob");
-    let named = request(server.http, "POST", "/rooms/dev/messages?from=cron", &[TEXT], "nightly ok".as_bytes());
+    let named = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages?from=cron",
+        &[TEXT],
+        "nightly ok".as_bytes(),
+    );
     assert_eq!(named.status, 202, "{named:?}");
-    let anonymous = request(server.http, "POST", "/rooms/dev/messages", &[TEXT], "héllo".as_bytes());
+    let anonymous = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[TEXT],
+        "héllo".as_bytes(),
+    );
     assert_eq!(anonymous.status, 202, "{anonymous:?}");
-    assert!(anonymous.json()["id"].as_u64() > named.json()["id"].as_u64(), "ids increase");
+    assert!(
+        anonymous.json()["id"].as_u64() > named.json()["id"].as_u64(),
+        "ids increase"
+    );
 
     let first = bob.wait_for(|e| e["type"] == "message", secs(5));
-    assert_eq!((&first["from"], &first["text"]), (&json!("cron"), &json!("nightly ok")));
+    assert_eq!(
+        (&first["from"], &first["text"]),
+        (&json!("cron"), &json!("nightly ok"))
+    );
     let second = bob.wait_for(|e| e["type"] == "message", secs(5));
-    assert_eq!((&second["from"], &second["text"]), (&json!("api"), &json!("héllo")));
+    assert_eq!(
+        (&second["from"], &second["text"]),
+        (&json!("api"), &json!("héllo"))
+    );
 }
 
 #[test]
 fn publishing_creates_the_room_with_history() {
     let server = TestServer::start();
-    let resp = post_json(server.http, "/rooms/fresh/messages", &json!({"text": "first"}));
+    let resp = post_json(
+        server.http,
+        "/rooms/fresh/messages",
+        &json!({"text": "first"}),
+    );
     assert_eq!(resp.status, 202);
     let rooms = get(server.http, "/rooms").json();
-    assert_eq!(rooms, json!([{"name": "fresh", "members": 0, "last_id": resp.json()["id"]}]));
+    assert_eq!(
+        rooms,
+        json!([{"name": "fresh", "members": 0, "last_id": resp.json()["id"]}])
+    );
 }
 
 #[test]
 fn bad_bodies_rooms_and_names_are_400_with_a_clear_error() {
     let server = TestServer::start();
-    let post = |path: &str, body: &str| request(server.http, "POST", path, &[JSON], body.as_bytes());
+    let post =
+        |path: &str, body: &str| request(server.http, "POST", path, &[JSON], body.as_bytes());
     post("/rooms/dev/messages", "{not json").assert_error(400, "bad_request");
     post("/rooms/dev/messages", r#"{"from":"x"}"#).assert_error(400, "bad_request");
     post("/rooms/dev/messages", r#"{"text":42}"#).assert_error(400, "bad_request");
@@ -65,9 +98,19 @@ fn bad_bodies_rooms_and_names_are_400_with_a_clear_error() {
     post("/rooms/dev/messages", r#"{"text":"hi","from":""}"#).assert_error(400, "bad_name");
     let long_name = format!(r#"{{"text":"hi","from":"{}"}}"#, "n".repeat(33));
     post("/rooms/dev/messages", &long_name).assert_error(400, "bad_name");
-    request(server.http, "POST", "/rooms/dev/messages", &[TEXT], b"\xff\xfe").assert_error(400, "bad_request");
+    request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[TEXT],
+        b"\xff\xfe",
+    )
+    .assert_error(400, "bad_request");
     let message = post("/rooms/dev/messages", "{not json").json()["message"].clone();
-    assert!(message.as_str().is_some_and(|m| m.contains(r#"{"text""#)), "says what a body looks like: {message}");
+    assert!(
+        message.as_str().is_some_and(|m| m.contains(r#"{"text""#)),
+        "says what a body looks like: {message}"
+    );
 }
 
 #[test]
@@ -77,11 +120,29 @@ fn the_api_key_is_needed_when_set() {
     let missing = request(server.http, "POST", "/rooms/dev/messages", &[JSON], body);
     missing.assert_error(401, "unauthorized");
     assert_eq!(missing.header("WWW-Authenticate"), Some("Bearer"));
-    let wrong = request(server.http, "POST", "/rooms/dev/messages", &[JSON, ("Authorization", "Bearer nope")], body);
+    let wrong = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[JSON, ("Authorization", "Bearer nope")],
+        body,
+    );
     wrong.assert_error(401, "unauthorized");
-    let basic = request(server.http, "POST", "/rooms/dev/messages", &[JSON, ("Authorization", "s3cret")], body);
+    let basic = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[JSON, ("Authorization", "s3cret")],
+        body,
+    );
     basic.assert_error(401, "unauthorized");
-    let right = request(server.http, "POST", "/rooms/dev/messages", &[JSON, ("Authorization", "Bearer s3cret")], body);
+    let right = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[JSON, ("Authorization", "Bearer s3cret")],
+        body,
+    );
     assert_eq!(right.status, 202, "{right:?}");
     // Reading stays open.
     assert_eq!(get(server.http, "/rooms").status, 200);
@@ -91,12 +152,36 @@ fn the_api_key_is_needed_when_set() {
 #[test]
 fn messages_over_the_size_limit_are_413() {
     let server = TestServer::start_with(|c| c.max_message_bytes = 1000);
-    let at_limit = post_json(server.http, "/rooms/dev/messages", &json!({"text": "a".repeat(1000)}));
-    assert_eq!(at_limit.status, 202, "a message of exactly the limit is fine");
-    post_json(server.http, "/rooms/dev/messages", &json!({"text": "a".repeat(1001)})).assert_error(413, "too_large");
-    let text = request(server.http, "POST", "/rooms/dev/messages", &[TEXT], &[b'a'; 1001]);
+    let at_limit = post_json(
+        server.http,
+        "/rooms/dev/messages",
+        &json!({"text": "a".repeat(1000)}),
+    );
+    assert_eq!(
+        at_limit.status, 202,
+        "a message of exactly the limit is fine"
+    );
+    post_json(
+        server.http,
+        "/rooms/dev/messages",
+        &json!({"text": "a".repeat(1001)}),
+    )
+    .assert_error(413, "too_large");
+    let text = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[TEXT],
+        &[b'a'; 1001],
+    );
     text.assert_error(413, "too_large");
-    let huge = request(server.http, "POST", "/rooms/dev/messages", &[JSON], &vec![b' '; 100_000]);
+    let huge = request(
+        server.http,
+        "POST",
+        "/rooms/dev/messages",
+        &[JSON],
+        &vec![b' '; 100_000],
+    );
     huge.assert_error(413, "too_large");
 }
 
@@ -111,7 +196,8 @@ fn other_content_types_are_415() {
         b"text=hi",
     );
     form.assert_error(415, "unsupported");
-    request(server.http, "POST", "/rooms/dev/messages", &[], b"hi").assert_error(415, "unsupported");
+    request(server.http, "POST", "/rooms/dev/messages", &[], b"hi")
+        .assert_error(415, "unsupported");
 }
 
 #[test]
@@ -143,7 +229,11 @@ fn rooms_are_listed_and_described_with_members_and_transports() {
         .iter()
         .map(|r| (r["name"].clone(), r["members"].clone()))
         .collect();
-    assert_eq!(summary, vec![(json!("dev"), json!(2)), (json!("lobby"), json!(1))], "sorted by name");
+    assert_eq!(
+        summary,
+        vec![(json!("dev"), json!(2)), (json!("lobby"), json!(1))],
+        "sorted by name"
+    );
     assert!(rooms[0]["last_id"].as_u64().is_some_and(|id| id > 0));
 
     let dev = get(server.http, "/rooms/dev");
@@ -157,8 +247,16 @@ fn rooms_are_listed_and_described_with_members_and_transports() {
         .iter()
         .map(|m| (m["name"].clone(), m["transport"].clone()))
         .collect();
-    assert_eq!(members, vec![(json!("alice"), json!("ws")), (json!("carol"), json!("sse"))]);
-    assert!(dev["members"][0]["id"].as_str().is_some_and(|id| id.starts_with('c')));
+    assert_eq!(
+        members,
+        vec![
+            (json!("alice"), json!("ws")),
+            (json!("carol"), json!("sse"))
+        ]
+    );
+    assert!(dev["members"][0]["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with('c')));
 
     get(server.http, "/rooms/nowhere").assert_error(404, "not_found");
     get(server.http, "/rooms/bad%20room").assert_error(400, "bad_room");
@@ -169,7 +267,11 @@ fn history_pages_with_since_and_limit() {
     let server = TestServer::start();
     let ids: Vec<u64> = (0..5)
         .map(|n| {
-            let resp = post_json(server.http, "/rooms/log/messages", &json!({"text": format!("m{n}")}));
+            let resp = post_json(
+                server.http,
+                "/rooms/log/messages",
+                &json!({"text": format!("m{n}")}),
+            );
             resp.json()["id"].as_u64().expect("an id")
         })
         .collect();
@@ -187,10 +289,23 @@ fn history_pages_with_since_and_limit() {
             .collect()
     };
     assert_eq!(texts("/rooms/log/messages"), ["m0", "m1", "m2", "m3", "m4"]);
-    assert_eq!(texts("/rooms/log/messages?limit=2"), ["m3", "m4"], "the newest, oldest first");
-    assert_eq!(texts(&format!("/rooms/log/messages?since={}", ids[1])), ["m2", "m3", "m4"]);
-    assert_eq!(texts(&format!("/rooms/log/messages?since={}&limit=1", ids[1])), ["m2"]);
-    assert_eq!(texts(&format!("/rooms/log/messages?since={}", ids[4])), Vec::<String>::new());
+    assert_eq!(
+        texts("/rooms/log/messages?limit=2"),
+        ["m3", "m4"],
+        "the newest, oldest first"
+    );
+    assert_eq!(
+        texts(&format!("/rooms/log/messages?since={}", ids[1])),
+        ["m2", "m3", "m4"]
+    );
+    assert_eq!(
+        texts(&format!("/rooms/log/messages?since={}&limit=1", ids[1])),
+        ["m2"]
+    );
+    assert_eq!(
+        texts(&format!("/rooms/log/messages?since={}", ids[4])),
+        Vec::<String>::new()
+    );
     let full = get(server.http, "/rooms/log/messages?limit=1").json();
     assert_eq!(full[0]["id"], ids[4]);
     assert_eq!(full[0]["from_id"], "rest");
@@ -212,9 +327,15 @@ fn the_page_is_served_with_the_websocket_port_filled_in() {
     let server = TestServer::start();
     let resp = get(server.http, "/");
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
     assert!(resp.body.contains("<html"), "an HTML page");
-    assert!(!resp.body.contains("__WS_PORT__"), "the placeholder is replaced");
+    assert!(
+        !resp.body.contains("__WS_PORT__"),
+        "the placeholder is replaced"
+    );
     let port = server.ws.port().to_string();
     assert!(
         resp.body.contains(&format!("content=\"{port}\"")),

@@ -35,26 +35,39 @@ fn sse_stream_has_the_spec_headers_and_framing() {
     assert_eq!(sse.status, 200);
     assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
     assert_eq!(sse.header("Cache-Control"), Some("no-cache"));
-    assert!(sse.header("Content-Length").is_none(), "the body runs until the stream ends");
+    assert!(
+        sse.header("Content-Length").is_none(),
+        "the body runs until the stream ends"
+    );
 
     // The retry line comes first, then the welcome (no id: not a room event).
     assert!(matches!(sse.next(secs(5)), Some(Item::Retry(ms)) if ms > 0));
     let welcome = sse.next(secs(5)).expect("a welcome");
-    let Item::Event { id, event, data } = welcome else { panic!("not an event: {welcome:?}") };
+    let Item::Event { id, event, data } = welcome else {
+        panic!("not an event: {welcome:?}")
+    };
     assert_eq!((id, event.as_str()), (None, "welcome"));
     assert_eq!(data["name"], "carol");
     assert_eq!(data["rooms"], json!(["lobby"]));
 
     let joined = sse.next(secs(5)).expect("our own join notice");
-    let Item::Event { id, event, data } = joined else { panic!("not an event: {joined:?}") };
+    let Item::Event { id, event, data } = joined else {
+        panic!("not an event: {joined:?}")
+    };
     assert_eq!(event, "joined");
     assert_eq!(id, data["id"].as_u64(), "id: matches the event's id");
     assert_eq!(data["name"], "carol");
 
-    let published = post_json(server.http, "/rooms/lobby/messages", &json!({"text": "hi", "from": "dave"}));
+    let published = post_json(
+        server.http,
+        "/rooms/lobby/messages",
+        &json!({"text": "hi", "from": "dave"}),
+    );
     assert_eq!(published.status, 202, "{published:?}");
     let message = sse.next(secs(5)).expect("the message");
-    let Item::Event { id, event, data } = message else { panic!("not an event: {message:?}") };
+    let Item::Event { id, event, data } = message else {
+        panic!("not an event: {message:?}")
+    };
     assert_eq!(event, "message");
     assert_eq!(id, published.json()["id"].as_u64());
     assert_eq!(data["text"], "hi");
@@ -70,9 +83,13 @@ fn a_lone_small_event_arrives_promptly() {
     let mut sse = subscribe(&server, "room=quiet");
     let hub = server.server().hub();
     let sent = Instant::now();
-    hub.publish(room("quiet"), name("ann"), Arc::from("test"), "x".into()).expect("publish");
+    hub.publish(room("quiet"), name("ann"), Arc::from("test"), "x".into())
+        .expect("publish");
     // A response buffered until 8 KiB (or the stream's end) would miss this.
-    sse.wait_for_data(|d| d["type"] == "message" && d["text"] == "x", Duration::from_millis(1000));
+    sse.wait_for_data(
+        |d| d["type"] == "message" && d["text"] == "x",
+        Duration::from_millis(1000),
+    );
     assert!(sent.elapsed() < Duration::from_millis(1000));
 }
 
@@ -101,29 +118,60 @@ fn a_client_that_goes_away_is_noticed_within_a_ping_interval() {
     let mut watcher = server.client("room=gone&name=watcher");
     let mut sse = subscribe(&server, "room=gone&name=leaver");
     watcher.wait_for(|e| e["type"] == "joined" && e["name"] == "leaver", secs(5));
-    assert_eq!(get(server.http, "/rooms/gone").json()["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        get(server.http, "/rooms/gone").json()["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // Leave just after a heartbeat: the worst moment, as the next one is a
     // whole interval away and the first write to a closed peer succeeds.
     sse.wait_for(|i| matches!(i, Item::Comment(_)), interval * 3);
     drop(sse);
     let gone = Instant::now();
-    watcher.wait_for(|e| e["type"] == "left" && e["name"] == "leaver", interval * 3);
+    watcher.wait_for(
+        |e| e["type"] == "left" && e["name"] == "leaver",
+        interval * 3,
+    );
     let took = gone.elapsed();
-    assert!(took < interval + Duration::from_millis(400), "noticed after {took:?}");
+    assert!(
+        took < interval + Duration::from_millis(400),
+        "noticed after {took:?}"
+    );
     let members = get(server.http, "/rooms/gone").json()["members"].clone();
-    assert_eq!(members.as_array().map(Vec::len), Some(1), "presence forgot it: {members}");
+    assert_eq!(
+        members.as_array().map(Vec::len),
+        Some(1),
+        "presence forgot it: {members}"
+    );
 }
 
 /// Publishes `m0`, `m1`, ... into `room` until stopped, then `end`.
-fn publisher(server: &TestServer, room_name: &'static str, count: usize) -> std::thread::JoinHandle<()> {
+fn publisher(
+    server: &TestServer,
+    room_name: &'static str,
+    count: usize,
+) -> std::thread::JoinHandle<()> {
     let hub = server.server().hub();
     std::thread::spawn(move || {
         for n in 0..count {
-            hub.publish(room(room_name), name("pub"), Arc::from("rest"), format!("m{n}")).expect("publish");
+            hub.publish(
+                room(room_name),
+                name("pub"),
+                Arc::from("rest"),
+                format!("m{n}"),
+            )
+            .expect("publish");
             std::thread::sleep(Duration::from_millis(2)); // a steady stream, not one burst
         }
-        hub.publish(room(room_name), name("pub"), Arc::from("rest"), "end".into()).expect("publish");
+        hub.publish(
+            room(room_name),
+            name("pub"),
+            Arc::from("rest"),
+            "end".into(),
+        )
+        .expect("publish");
     })
 }
 
@@ -132,7 +180,10 @@ fn read_messages(sse: &mut Sse, stop: impl Fn(&[(u64, String)]) -> bool) -> Vec<
     let mut got = Vec::new();
     while !stop(&got) {
         let data = sse.wait_for_data(|d| d["type"] == "message" && d["from"] == "pub", secs(10));
-        got.push((data["id"].as_u64().expect("an id"), data["text"].as_str().expect("text").to_owned()));
+        got.push((
+            data["id"].as_u64().expect("an id"),
+            data["text"].as_str().expect("text").to_owned(),
+        ));
     }
     got
 }
@@ -148,15 +199,26 @@ fn replay_has_no_gap_and_no_duplicate(resume: impl Fn(&TestServer, u64) -> Sse) 
     // The publisher goes on while we are away; catch up from where we were.
     let mut second = resume(&server, last_seen);
     assert_eq!(second.status, 200);
-    got.extend(read_messages(&mut second, |got| got.last().is_some_and(|(_, t)| t == "end")));
+    got.extend(read_messages(&mut second, |got| {
+        got.last().is_some_and(|(_, t)| t == "end")
+    }));
     publishing.join().expect("the publisher finishes");
 
     let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
-    let expected: Vec<String> = (0..400).map(|n| format!("m{n}")).chain(["end".to_owned()]).collect();
-    assert_eq!(texts, expected, "every message once, in order, across the reconnect");
+    let expected: Vec<String> = (0..400)
+        .map(|n| format!("m{n}"))
+        .chain(["end".to_owned()])
+        .collect();
+    assert_eq!(
+        texts, expected,
+        "every message once, in order, across the reconnect"
+    );
     assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "ids only increase");
     assert!(
-        second.seen.iter().any(|i| i.data().is_some_and(|d| d["type"] == "joined")),
+        second
+            .seen
+            .iter()
+            .any(|i| i.data().is_some_and(|d| d["type"] == "joined")),
         "the second connection went live too (its own join): {:?}",
         second.seen
     );
@@ -165,14 +227,22 @@ fn replay_has_no_gap_and_no_duplicate(resume: impl Fn(&TestServer, u64) -> Sse) 
 #[test]
 fn last_event_id_header_replays_without_gap_or_duplicate_while_publishing() {
     replay_has_no_gap_and_no_duplicate(|server, last| {
-        Sse::connect(server.http, "/events?room=replay", &[("Last-Event-ID", &last.to_string())])
+        Sse::connect(
+            server.http,
+            "/events?room=replay",
+            &[("Last-Event-ID", &last.to_string())],
+        )
     });
 }
 
 #[test]
 fn last_event_id_query_replays_without_gap_or_duplicate_while_publishing() {
     replay_has_no_gap_and_no_duplicate(|server, last| {
-        Sse::connect(server.http, &format!("/events?room=replay&last_event_id={last}"), &[])
+        Sse::connect(
+            server.http,
+            &format!("/events?room=replay&last_event_id={last}"),
+            &[],
+        )
     });
 }
 
@@ -202,26 +272,48 @@ fn slow_sse_reader_is_dropped_while_a_healthy_one_keeps_every_event() {
     let big = "x".repeat(16 * 1024);
     let stalled_gone = || {
         let detail = get(server.http, "/rooms/flood").json();
-        !detail["members"].as_array().expect("members").iter().any(|m| m["name"] == "stalled")
+        !detail["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m["name"] == "stalled")
     };
     let mut sent = 0;
     let deadline = Instant::now() + secs(30);
     let mut dropped = false;
     while Instant::now() < deadline && !dropped {
         for _ in 0..BURST {
-            hub.publish(room("flood"), name("pub"), Arc::from("rest"), format!("{sent} {big}")).expect("publish");
+            hub.publish(
+                room("flood"),
+                name("pub"),
+                Arc::from("rest"),
+                format!("{sent} {big}"),
+            )
+            .expect("publish");
             sent += 1;
         }
         // Bursts stay below the queue: only a reader that stopped falls behind.
-        while seen.recv_timeout(secs(10)).expect("the healthy reader keeps up") < sent {}
+        while seen
+            .recv_timeout(secs(10))
+            .expect("the healthy reader keeps up")
+            < sent
+        {}
         dropped = stalled_gone();
     }
-    assert!(dropped, "the stalled reader was not dropped after {sent} messages");
-    hub.publish(room("flood"), name("pub"), Arc::from("rest"), "end".into()).expect("publish");
+    assert!(
+        dropped,
+        "the stalled reader was not dropped after {sent} messages"
+    );
+    hub.publish(room("flood"), name("pub"), Arc::from("rest"), "end".into())
+        .expect("publish");
 
     let texts = reader.join().expect("the healthy reader got everything");
     let expected: Vec<String> = (0..sent).map(|n| format!("{n} {big}")).collect();
-    assert!(texts == expected, "the healthy SSE reader missed or reordered messages ({} of {sent})", texts.len());
+    assert!(
+        texts == expected,
+        "the healthy SSE reader missed or reordered messages ({} of {sent})",
+        texts.len()
+    );
     let metrics = get(server.http, "/metrics").body;
     assert!(
         metrics.contains("switchboard_slow_consumers_dropped_total{transport=\"sse\"} 1"),
@@ -230,7 +322,10 @@ fn slow_sse_reader_is_dropped_while_a_healthy_one_keeps_every_event() {
     // Its thread, stuck writing to a peer that does not read, ends too (the
     // send timeout): shutdown finds every connection thread gone in time.
     let report = server.stop();
-    assert!(report.clean, "a connection thread outlived shutdown: {report:?}");
+    assert!(
+        report.clean,
+        "a connection thread outlived shutdown: {report:?}"
+    );
     drop(stalled);
 }
 
@@ -252,7 +347,13 @@ fn a_websocket_message_reaches_sse_and_an_sse_subscriber_is_listed_as_sse() {
         .iter()
         .map(|m| (m["name"].clone(), m["transport"].clone()))
         .collect();
-    assert_eq!(transports, vec![(json!("listener"), json!("sse")), (json!("alice"), json!("ws"))]);
+    assert_eq!(
+        transports,
+        vec![
+            (json!("listener"), json!("sse")),
+            (json!("alice"), json!("ws"))
+        ]
+    );
 }
 
 #[test]

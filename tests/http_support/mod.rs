@@ -45,9 +45,17 @@ impl Resp {
 }
 
 /// Sends one request (`Connection: close`) and reads the whole response.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut stream = TcpStream::connect(addr).expect("connect to the HTTP port");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -68,11 +76,18 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 pub fn post_json(addr: SocketAddr, path: &str, body: &Value) -> Resp {
-    request(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 fn parse_response(raw: &[u8]) -> Resp {
-    let split = find(raw, b"\r\n\r\n").unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let split = find(raw, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("a status line");
@@ -104,7 +119,11 @@ pub enum Item {
     /// `: text`
     Comment(String),
     /// An event block.
-    Event { id: Option<u64>, event: String, data: Value },
+    Event {
+        id: Option<u64>,
+        event: String,
+        data: Value,
+    },
 }
 
 impl Item {
@@ -137,12 +156,15 @@ impl Sse {
     /// `GET {path}` with extra header lines; returns once the head is read.
     pub fn connect(addr: SocketAddr, path: &str, extra_headers: &[(&str, &str)]) -> Sse {
         let stream = TcpStream::connect(addr).expect("connect to the HTTP port");
-        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        let mut head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
         for (name, value) in extra_headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        (&stream).write_all(head.as_bytes()).expect("send the request");
+        (&stream)
+            .write_all(head.as_bytes())
+            .expect("send the request");
         let mut sse = Sse {
             stream,
             status: 0,
@@ -159,13 +181,19 @@ impl Sse {
             if let Some(split) = find(&sse.raw, b"\r\n\r\n") {
                 break split;
             }
-            assert!(sse.fill(deadline), "no response head within 5 s: {:?}", String::from_utf8_lossy(&sse.raw));
+            assert!(
+                sse.fill(deadline),
+                "no response head within 5 s: {:?}",
+                String::from_utf8_lossy(&sse.raw)
+            );
         };
         let response = parse_response(&sse.raw[..split + 4]);
         sse.raw.drain(..split + 4);
         sse.status = response.status;
         sse.headers = response.headers;
-        sse.chunked = sse.header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        sse.chunked = sse
+            .header("Transfer-Encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         if sse.status != 200 {
             sse.body = std::mem::take(&mut sse.raw);
         }
@@ -251,7 +279,9 @@ impl Sse {
         }
         let mut moved = false;
         loop {
-            let Some(line_end) = find(&self.raw, b"\r\n") else { return moved };
+            let Some(line_end) = find(&self.raw, b"\r\n") else {
+                return moved;
+            };
             let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
             let size = usize::from_str_radix(size_text.trim(), 16)
                 .unwrap_or_else(|_| panic!("bad chunk size line {size_text:?}"));
@@ -259,8 +289,13 @@ impl Sse {
             if self.raw.len() < total {
                 return moved;
             }
-            assert_eq!(&self.raw[total - 2..total], b"\r\n", "a chunk ends with CRLF");
-            self.body.extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+            assert_eq!(
+                &self.raw[total - 2..total],
+                b"\r\n",
+                "a chunk ends with CRLF"
+            );
+            self.body
+                .extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
             self.raw.drain(..total);
             moved = true;
             if size == 0 {
@@ -281,7 +316,12 @@ impl Sse {
                     continue; // a blank line after a comment: nothing to dispatch
                 }
                 let fields = std::mem::take(&mut self.fields);
-                let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                let get = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                };
                 if let Some(retry) = get("retry") {
                     return Some(Item::Retry(retry.parse().expect("retry is a number")));
                 }
@@ -289,21 +329,28 @@ impl Sse {
                 return Some(Item::Event {
                     id: get("id").map(|id| id.parse().expect("ids are numbers")),
                     event: get("event").unwrap_or_else(|| "message".into()),
-                    data: serde_json::from_str(&data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}")),
+                    data: serde_json::from_str(&data)
+                        .unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}")),
                 });
             }
             if let Some(comment) = line.strip_prefix(':') {
                 return Some(Item::Comment(comment.trim().to_owned()));
             }
             let (name, value) = line.split_once(':').unwrap_or((&line, ""));
-            self.fields.push((name.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned()));
+            self.fields.push((
+                name.to_owned(),
+                value.strip_prefix(' ').unwrap_or(value).to_owned(),
+            ));
         }
     }
 }
 
+/// One Prometheus sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 /// Samples from Prometheus text: `(name, labels, value)`, with a check that
 /// every sample's family has a `# TYPE` line before it.
-pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut typed: Vec<String> = Vec::new();
     let mut samples = Vec::new();
     for line in text.lines() {
@@ -312,7 +359,17 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)>
             let family = parts.next().expect("a family name").to_owned();
             let kind = parts.next().expect("a type");
             assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset"].contains(&kind),
+                [
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "summary",
+                    "untyped",
+                    "unknown",
+                    "info",
+                    "stateset"
+                ]
+                .contains(&kind),
                 "unknown metric type in {line:?}"
             );
             typed.push(family);
@@ -321,18 +378,30 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)>
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => {
-                let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
                 let labels = inner
                     .split(',')
                     .filter(|l| !l.is_empty())
                     .map(|l| {
-                        let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                        let (k, v) = l
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("bad label in {line:?}"));
                         let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-                        (k.to_owned(), v.unwrap_or_else(|| panic!("unquoted label in {line:?}")).to_owned())
+                        (
+                            k.to_owned(),
+                            v.unwrap_or_else(|| panic!("unquoted label in {line:?}"))
+                                .to_owned(),
+                        )
                     })
                     .collect();
                 (name.to_owned(), labels)
@@ -340,11 +409,15 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)>
             None => (series.to_owned(), Vec::new()),
         };
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
         assert!(
-            typed.iter().any(|f| name == *f || name.strip_prefix(f.as_str()).is_some_and(|s| s.starts_with('_'))),
+            typed.iter().any(|f| name == *f
+                || name
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|s| s.starts_with('_'))),
             "sample {name} has no # TYPE line before it"
         );
         samples.push((name, labels, value));
@@ -353,11 +426,15 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)>
 }
 
 /// The value of one sample, by name and labels (all of them).
-pub fn sample(samples: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|(n, l, _)| {
-            n == name && l.len() == labels.len() && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            n == name
+                && l.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
         })
         .map(|(_, _, v)| *v)
 }

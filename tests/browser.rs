@@ -1,0 +1,373 @@
+//! The chat page in a real browser: headless Chromium (Debian's `chromium`),
+//! driven over the DevTools protocol on a WebSocket (tungstenite, no npm).
+//!
+//! Two pages, alice and bob, open the page in the same room; alice types a
+//! message and presses Enter; it must appear in bob's page and reach a
+//! WebSocket client; both pages' presence lists must show both names.
+//! Screenshots go to `target/chat-page.png` (desktop) and
+//! `target/chat-page-phone.png` (a phone-sized window) for people to look at.
+//!
+//! Chromium missing is a failure, not a skip: CI installs it
+//! (`scripts/test.sh`). For a local run without it, set
+//! `SWITCHBOARD_SKIP_BROWSER=1`. `SWITCHBOARD_CHROMIUM` names another binary.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{secs, TestServer};
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+#[test]
+fn two_pages_chat_with_each_other_and_with_a_websocket_client() {
+    if std::env::var("SWITCHBOARD_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("SWITCHBOARD_SKIP_BROWSER=1: the browser test did NOT run");
+        return;
+    }
+    let server = TestServer::start();
+    let mut watcher = server.client("room=lobby&name=watcher");
+    let chromium = Chromium::launch();
+    let mut cdp = Cdp::connect(&chromium.devtools_url());
+
+    let page_url = |name: &str| {
+        format!(
+            "http://{}/?name={name}&rooms=lobby&autoconnect=1",
+            server.http
+        )
+    };
+    let alice = cdp.open_page(&page_url("alice"), 1100, 720);
+    let bob = cdp.open_page(&page_url("bob"), 1100, 720);
+
+    // Presence: each page lists both names (and the watcher).
+    let presence =
+        "Array.from(document.querySelectorAll('#presence li')).map(li => li.textContent).join('|')";
+    for page in [&alice, &bob] {
+        cdp.wait_until(page, "presence lists alice and bob", presence, |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("alice") && s.contains("bob"))
+        });
+    }
+
+    // alice types and presses Enter, as a person would.
+    let text = "hello from a real browser";
+    cdp.call(
+        Some(&alice),
+        "Runtime.evaluate",
+        json!({"expression": "document.querySelector('#text').focus()"}),
+    );
+    cdp.call(Some(&alice), "Input.insertText", json!({"text": text}));
+    for kind in ["keyDown", "keyUp"] {
+        let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"});
+        cdp.call(Some(&alice), "Input.dispatchKeyEvent", key);
+    }
+
+    let shown = format!(
+        "Array.from(document.querySelectorAll('#messages .msg[data-id]')).some(m => m.textContent.includes({}))",
+        json!(text)
+    );
+    cdp.wait_until(&bob, "bob's page shows alice's message", &shown, |v| {
+        v == &json!(true)
+    });
+    cdp.wait_until(&alice, "alice's page shows her own message", &shown, |v| {
+        v == &json!(true)
+    });
+    let event = watcher.wait_for(|e| e["type"] == "message" && e["text"] == text, secs(10));
+    assert_eq!(event["from"], "alice");
+    assert_eq!(event["room"], "lobby");
+    let composer = cdp.eval(&alice, "document.querySelector('#text').value");
+    assert_eq!(
+        composer,
+        json!(""),
+        "Enter sent the message and cleared the box"
+    );
+
+    // A reply from the WebSocket client shows up in both pages.
+    watcher.say("lobby", "hi from a terminal");
+    let reply = "Array.from(document.querySelectorAll('#messages .msg')).some(m => m.textContent.includes('hi from a terminal'))";
+    for page in [&alice, &bob] {
+        cdp.wait_until(
+            page,
+            "the page shows the WebSocket client's reply",
+            reply,
+            |v| v == &json!(true),
+        );
+    }
+
+    let target = target_dir();
+    cdp.screenshot(&bob, &target.join("chat-page.png"));
+    let phone = cdp.open_page(&page_url("carol"), 390, 780);
+    cdp.wait_until(&phone, "the phone page shows the history", reply, |v| {
+        v == &json!(true)
+    });
+    cdp.screenshot(&phone, &target.join("chat-page-phone.png"));
+    drop(chromium); // killed by its PID
+}
+
+/// `target/`, where cargo builds (`CARGO_TARGET_DIR` if set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// A headless Chromium we started; killed by PID when dropped, on failure too.
+struct Chromium {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Chromium {
+    fn launch() -> Chromium {
+        let binary = std::env::var("SWITCHBOARD_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let profile = std::env::temp_dir().join(format!(
+            "switchboard-chromium-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&profile).expect("a fresh profile directory");
+        let child = Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {binary:?} ({e}). The browser test needs Debian's chromium \
+                     (`apt-get install -y chromium`; scripts/test.sh does it). \
+                     Set SWITCHBOARD_SKIP_BROWSER=1 to skip it on a machine without one."
+                )
+            });
+        Chromium { child, profile }
+    }
+
+    /// The browser's DevTools WebSocket URL, from the `DevToolsActivePort`
+    /// file Chromium writes once it listens (port 0: it picked one).
+    fn devtools_url(&self) -> String {
+        let file = self.profile.join("DevToolsActivePort");
+        let deadline = Instant::now() + secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    return format!("ws://127.0.0.1:{port}{path}");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not open its DevTools port within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling a file Chromium writes, with a deadline
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // our own child, by PID
+        let _ = self.child.wait();
+        // Its helper processes may still be closing files in the profile.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// One attached page: its DevTools session.
+struct Page {
+    session: String,
+}
+
+/// A DevTools protocol client over one WebSocket to the browser.
+struct Cdp {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Cdp {
+    fn connect(url: &str) -> Cdp {
+        let (ws, _) = tungstenite::connect(url)
+            .unwrap_or_else(|e| panic!("connect to DevTools at {url}: {e}"));
+        if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
+            stream
+                .set_read_timeout(Some(secs(30)))
+                .expect("a read timeout");
+        }
+        Cdp { ws, next_id: 0 }
+    }
+
+    /// Sends a command and waits for its answer (events in between are skipped).
+    fn call(&mut self, page: Option<&Page>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({"id": id, "method": method, "params": params});
+        if let Some(page) = page {
+            command["sessionId"] = json!(page.session);
+        }
+        self.ws
+            .send(Message::text(command.to_string()))
+            .expect("send a DevTools command");
+        loop {
+            let message = self
+                .ws
+                .read()
+                .unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(&text).expect("DevTools speaks JSON");
+            if answer["id"] != id {
+                continue; // an event, or someone else's answer
+            }
+            if let Some(error) = answer.get("error") {
+                panic!("{method} failed: {error}");
+            }
+            return answer["result"].clone();
+        }
+    }
+
+    /// Opens `url` in a new page of `width`×`height` and attaches to it.
+    fn open_page(&mut self, url: &str, width: u32, height: u32) -> Page {
+        let created = self.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+        let target = created["targetId"]
+            .as_str()
+            .expect("a target id")
+            .to_owned();
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({"targetId": target, "flatten": true}),
+        );
+        let page = Page {
+            session: attached["sessionId"]
+                .as_str()
+                .expect("a session id")
+                .to_owned(),
+        };
+        let mobile = width < 600;
+        let metrics =
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
+        self.call(Some(&page), "Emulation.setDeviceMetricsOverride", metrics);
+        self.call(Some(&page), "Page.enable", json!({}));
+        self.call(Some(&page), "Page.navigate", json!({"url": url}));
+        page
+    }
+
+    /// Evaluates `expression` in the page; returns its value.
+    fn eval(&mut self, page: &Page, expression: &str) -> Value {
+        let result = self.call(
+            Some(page),
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        if let Some(thrown) = result.get("exceptionDetails") {
+            return json!({ "exception": thrown });
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Evaluates `expression` until `want` holds; panics after 15 s with
+    /// the last value and the page's status line.
+    fn wait_until(
+        &mut self,
+        page: &Page,
+        what: &str,
+        expression: &str,
+        want: impl Fn(&Value) -> bool,
+    ) {
+        let deadline = Instant::now() + secs(15);
+        loop {
+            let value = self.eval(page, expression);
+            if want(&value) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let status = self.eval(page, "document.querySelector('#status')?.textContent");
+                let body = self.eval(
+                    page,
+                    "document.body ? document.body.innerText.slice(0, 2000) : ''",
+                );
+                panic!("{what}: not within 15 s; last value {value}; status {status}; page text: {body}");
+            }
+            std::thread::sleep(Duration::from_millis(50)); // polling the page's DOM, with a deadline
+        }
+    }
+
+    /// Writes a PNG of the page to `path`.
+    fn screenshot(&mut self, page: &Page, path: &Path) {
+        let shot = self.call(
+            Some(page),
+            "Page.captureScreenshot",
+            json!({"format": "png"}),
+        );
+        let png = base64_decode(shot["data"].as_str().expect("base64 image data"));
+        assert!(png.starts_with(b"\x89PNG"), "a PNG image");
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("create target/");
+        std::fs::write(path, png).expect("write the screenshot");
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+/// Standard base64 (what DevTools sends), without a dependency for it.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for group in bytes.chunks(4) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | value(c) << (18 - 6 * i));
+        let produced = group.len() - 1;
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + produced]);
+    }
+    out
+}
+
+#[test]
+fn base64_decodes_what_devtools_sends() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGk="), b"hi");
+    assert_eq!(base64_decode("YWJj"), b"abc");
+}
