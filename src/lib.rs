@@ -27,6 +27,8 @@
 //!    dropping a channel.
 
 pub mod config;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -57,6 +57,8 @@ impl Server {
             .to_ip()
             .ok_or_else(|| io::Error::other("the HTTP listener has no IP address"))?;
         let ws_addr = ws_listener.local_addr()?;
+        let grpc_listener = config.grpc_addr.map(TcpListener::bind).transpose()?;
+        let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = bounded::<()>(0);
@@ -73,16 +75,19 @@ impl Server {
             done,
         };
         let http = Arc::new(http);
-        let threads = vec![
+        let mut threads = vec![
             hub_thread,
             ws::spawn_listener(ws_listener, shared.clone())?,
             crate::http::spawn_listener(Arc::clone(&http), shared.clone(), ws_addr)?,
         ];
+        if let Some(listener) = grpc_listener {
+            threads.push(spawn_grpc(listener, shared.clone())?);
+        }
         info!("listening: http {http_addr}, ws {ws_addr}");
         Ok(Server {
             http_addr,
             ws_addr,
-            grpc_addr: None,
+            grpc_addr,
             shared,
             shutdown: Some(shutdown),
             done: done_rx,
@@ -132,6 +137,19 @@ impl Server {
             connections_left,
         }
     }
+}
+
+/// The gRPC front's thread: it owns the tokio runtime, stops it at shutdown,
+/// and is joined like the accept threads.
+#[cfg(feature = "grpc")]
+fn spawn_grpc(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()>> {
+    crate::grpc::spawn(listener, shared)
+}
+
+/// Without the feature `Config` refuses `--grpc`, so this is never reached.
+#[cfg(not(feature = "grpc"))]
+fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<()>> {
+    Err(io::Error::other("--grpc needs a binary built with `--features grpc`"))
 }
 
 impl Drop for Server {
