@@ -58,7 +58,10 @@ impl Server {
             .ok_or_else(|| io::Error::other("the HTTP listener has no IP address"))?;
         let ws_addr = ws_listener.local_addr()?;
         let grpc_listener = config.grpc_addr.map(TcpListener::bind).transpose()?;
-        let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let grpc_addr = grpc_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = bounded::<()>(0);
@@ -149,7 +152,9 @@ fn spawn_grpc(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()
 /// Without the feature `Config` refuses `--grpc`, so this is never reached.
 #[cfg(not(feature = "grpc"))]
 fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<()>> {
-    Err(io::Error::other("--grpc needs a binary built with `--features grpc`"))
+    Err(io::Error::other(
+        "--grpc needs a binary built with `--features grpc`",
+    ))
 }
 
 impl Drop for Server {
