@@ -260,7 +260,7 @@ EOF
 }
 
 saturate_args() { # SUBSCRIBERS START_RATE
-    echo saturate -s "$1" --start-rate "$2" --size 64 -d "$DUR" --warmup "$WARM" --precision "$PRECISION" --max-trials 14
+    echo saturate -s "$1" --start-rate "$2" --size 64 -d "$DUR" --warmup "$WARM" --precision "$PRECISION" --max-trials 16
 }
 
 servers_for() { # scenario -> servers to run it against

@@ -497,6 +497,8 @@ async fn publish_rest(
         if n > 0 {
             report.max_lag_us = report.max_lag_us.max(now.saturating_sub(first_due));
             let refs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+            // Sent when written; the answer's round trip is not the sender's lag.
+            report.last_send_us = token::now_us();
             match conn.publish(&refs).await {
                 Ok(outcome) => {
                     report.errors += outcome.rejected;
@@ -507,7 +509,6 @@ async fn publish_rest(
                     report.failure.get_or_insert_with(|| e.to_string());
                 }
             }
-            report.last_send_us = token::now_us();
             seq += n;
         }
         if (n as usize) < pipeline {
