@@ -108,6 +108,79 @@ fn two_pages_chat_with_each_other_and_with_a_websocket_client() {
     drop(chromium); // killed by its PID
 }
 
+#[test]
+fn the_page_reconnects_by_itself_after_a_server_restart() {
+    if std::env::var("SWITCHBOARD_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("SWITCHBOARD_SKIP_BROWSER=1: the browser test did NOT run");
+        return;
+    }
+    // The restarted server must come back on the same ports, as a real one would.
+    let (http, ws) = (free_port(), free_port());
+    let on_fixed_ports = |c: &mut switchboard::Config| {
+        c.http_addr = http;
+        c.ws_addr = ws;
+    };
+    let mut server = TestServer::start_with(on_fixed_ports);
+    let chromium = Chromium::launch();
+    let mut cdp = Cdp::connect(&chromium.devtools_url());
+    let page = cdp.open_page(
+        &format!("http://{http}/?name=dana&rooms=lobby&autoconnect=1"),
+        1000,
+        700,
+    );
+    let status = "document.querySelector('#status').textContent.trim()";
+    cdp.wait_until(&page, "the page connects", status, |v| {
+        v == &json!("connected")
+    });
+
+    let report = server.stop();
+    assert!(report.clean, "{report:?}");
+    cdp.wait_until(
+        &page,
+        "the page notices the server went away",
+        status,
+        |v| v != &json!("connected"),
+    );
+    let server = TestServer::start_with(on_fixed_ports);
+    cdp.wait_until(&page, "the page reconnects by itself", status, |v| {
+        v == &json!("connected")
+    });
+
+    let count = |text: &str| {
+        format!(
+            "Array.from(document.querySelectorAll('#messages .msg[data-id]')).filter(m => m.textContent.includes({})).length",
+            json!(text)
+        )
+    };
+    for text in ["after the restart", "marker"] {
+        let body = json!({"text": text, "from": "ops"}).to_string();
+        let resp = common::raw_http(
+            server.http,
+            &format!(
+                "POST /rooms/lobby/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    }
+    cdp.wait_until(&page, "the marker arrives", &count("marker"), |v| {
+        v == &json!(1)
+    });
+    let shown = cdp.eval(&page, &count("after the restart"));
+    assert_eq!(
+        shown,
+        json!(1),
+        "the message after the restart is shown exactly once"
+    );
+    drop(chromium);
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address")
+}
+
 /// `target/`, where cargo builds (`CARGO_TARGET_DIR` if set).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
