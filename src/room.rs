@@ -98,31 +98,6 @@ impl fmt::Debug for Name {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_names_follow_the_spec() {
-        for good in ["lobby", "a", "dev.ops_2-x", &"r".repeat(64)] {
-            assert!(RoomName::parse(good).is_ok(), "{good} should be a room");
-        }
-        for bad in ["", "has space", "émoji", "a/b", "#dev", &"r".repeat(65)] {
-            assert!(RoomName::parse(bad).is_err(), "{bad} should not be a room");
-        }
-    }
-
-    #[test]
-    fn names_are_one_to_32_printable_characters() {
-        for good in ["alice", "Zoë", "a b", &"é".repeat(32)] {
-            assert!(Name::parse(good).is_ok(), "{good} should be a name");
-        }
-        for bad in ["", "   ", "tab\there", "nl\n", &"x".repeat(33)] {
-            assert!(Name::parse(bad).is_err(), "{bad:?} should not be a name");
-        }
-    }
-}
-
 /// A room: who is in it and what was said lately. Plain data, owned by the hub.
 pub struct Room {
     /// Members in joining order, each with its queue, so fan-out needs no lookup.
@@ -193,5 +168,30 @@ impl Room {
 impl Default for Room {
     fn default() -> Room {
         Room::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_spec() {
+        for good in ["lobby", "a", "dev.ops_2-x", &"r".repeat(64)] {
+            assert!(RoomName::parse(good).is_ok(), "{good} should be a room");
+        }
+        for bad in ["", "has space", "émoji", "a/b", "#dev", &"r".repeat(65)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad} should not be a room");
+        }
+    }
+
+    #[test]
+    fn names_are_one_to_32_printable_characters() {
+        for good in ["alice", "Zoë", "a b", &"é".repeat(32)] {
+            assert!(Name::parse(good).is_ok(), "{good} should be a name");
+        }
+        for bad in ["", "   ", "tab\there", "nl\n", &"x".repeat(33)] {
+            assert!(Name::parse(bad).is_err(), "{bad:?} should not be a name");
+        }
     }
 }

@@ -156,7 +156,7 @@ fn text_format_sends_one_readable_line_per_event() {
 fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives() {
     let server = TestServer::start_with(|c| c.rate_limit = Some(20));
     let mut alice = server.client("name=alice");
-    let mut expect_error = |client: &mut Client, send: &str, code: &str| {
+    let expect_error = |client: &mut Client, send: &str, code: &str| {
         client.send_text(send);
         let error = client.wait_for(|e| e["type"] == "error", secs(5));
         let shown: String = send.chars().take(60).collect();

@@ -239,7 +239,7 @@ impl Client {
     /// publisher that must keep reading its own echoes to stay a healthy reader).
     pub fn discard_pending(&mut self) {
         set_timeout(&self.ws, Some(Duration::from_micros(100)));
-        while let Ok(_) = self.ws.read() {}
+        while self.ws.read().is_ok() {}
         set_timeout(&self.ws, Some(Duration::from_millis(200)));
     }
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need
+# (headless Chromium for the page test, Python grpcio for the gRPC interop
+# test), then checks formatting and lints, proves the default build has no
+# async runtime, runs every test with every feature, the Autobahn WebSocket
+# compliance suite against /echo, and a smoke run of the load generator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        sudo apt-get update -qq
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+fi
+echo "chromium: $(chromium --version 2>/dev/null || echo missing)"
+
+step "python packages (gRPC interop test)"
+python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -q -- -D warnings
+
+step "the default build pulls in no async runtime"
+if cargo tree -e normal --prefix none -p switchboard | grep -E '^(tokio|tonic|async-std|smol) '; then
+    echo "test.sh: the default build depends on an async runtime" >&2
+    exit 1
+fi
+echo "ok: no tokio, tonic, async-std or smol without --features grpc"
+
+step "build everything (load generator and benchmarks included)"
+cargo build --workspace --all-targets --all-features -q
+
+step "cargo test, every feature"
+cargo test --workspace --all-features
+
+step "Autobahn|Testsuite against /echo"
+if [ -d ../shared/autobahn ]; then
+    scripts/autobahn.sh
+else
+    echo "skipped: ../shared/autobahn is not beside the project"
+fi
+
+step "load generator smoke run"
+cargo build --release -q --bin switchboard -p loadgen
+out=$(mktemp -d)
+./target/release/switchboard --ws 127.0.0.1:0 --http 127.0.0.1:0 >"$out/stdout" 2>"$out/stderr" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    ws=$(sed -n 's/^listening ws //p' "$out/stdout")
+    [ -n "$ws" ] && break
+    sleep 0.1
+done
+LOADGEN=./target/release/loadgen scripts/loadgen-smoke.sh "$ws"
+kill "$pid"
+wait "$pid" || true
+trap - EXIT
+echo
+echo "test.sh: all passed"
