@@ -273,7 +273,7 @@ impl Event {
             }
             Body::Message {
                 room, from, text, ..
-            } => write!(line, "[{room}] {from}: {text}"),
+            } => write!(line, "[{room}] {from}: {}", one_line(text)),
             Body::Joined { room, name, .. } => write!(line, "[{room}] * {name} joined"),
             Body::Left { room, name, .. } => write!(line, "[{room}] * {name} left"),
             Body::Presence { room, members } => {
@@ -324,6 +324,15 @@ impl Event {
                 Bytes::from(block)
             })
             .clone()
+    }
+}
+
+/// Text mode is one event per line: a newline inside a message is shown as `\n`.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        text.replace('\r', "\\r").replace('\n', "\\n").into()
+    } else {
+        text.into()
     }
 }
 
@@ -467,7 +476,8 @@ pub fn parse_line(line: &str) -> Result<Request, ParseError> {
             _ => {} // any other line, slashes included, is a message (SPEC)
         }
     }
-    say(None, line)
+    // A terminal sends the line's end too; it is not part of the message.
+    say(None, line.trim_end_matches(['\r', '\n']))
 }
 
 /// Commands are flat objects; anything nested deeper than this is refused
@@ -563,6 +573,13 @@ mod tests {
         assert_eq!(parse_line("/join").unwrap_err().code(), "bad_request");
         assert_eq!(parse_line("/nick \u{7}").unwrap_err().code(), "bad_name");
         assert_eq!(parse_line("   ").unwrap_err().code(), "bad_request");
+        assert_eq!(
+            parse_line("typed at a terminal\r\n"),
+            Ok(Request::Say {
+                room: None,
+                text: "typed at a terminal".into()
+            })
+        );
     }
 
     #[test]
@@ -611,6 +628,15 @@ mod tests {
             r#"{"type":"message","room":"lobby","id":42,"from":"alice","from_id":"c3","text":"hi","ts":1764000000000}"#
         );
         assert_eq!(event.text_line(), "[lobby] alice: hi");
+        let two_lines = Event::new(Body::Message {
+            room: room("lobby"),
+            id: 43,
+            from: Name::parse("alice").expect("valid"),
+            from_id: "c3".into(),
+            text: "one\ntwo".into(),
+            ts: 0,
+        });
+        assert_eq!(two_lines.text_line(), "[lobby] alice: one\\ntwo");
         assert!(event
             .sse_block()
             .starts_with(b"id: 42\nevent: message\ndata: {"));
