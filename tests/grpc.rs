@@ -706,6 +706,15 @@ fn shutdown_ends_every_stream_cleanly() {
     chat.join("lobby");
     chat_events.wait_for(|e| e.r#type == "joined", secs(5));
     let mut websocket = server.client("name=ws");
+    // A Publish still open when the server stops: one message in, more to come.
+    let (more, outbound) = mpsc::channel(4);
+    more.try_send(message("lobby", "before the end"))
+        .expect("queue room");
+    let mut client = grpc.client.clone();
+    let publishing = grpc
+        .runtime
+        .spawn(async move { client.publish(ReceiverStream::new(outbound)).await });
+    subscription.wait_for(|e| e.text == "before the end", secs(5));
 
     let report = server.stop();
     assert!(report.clean, "{report:?}");
@@ -722,6 +731,14 @@ fn shutdown_ends_every_stream_cleanly() {
         websocket.wait_for_close(secs(5)),
         common::Got::Closed(_)
     ));
+    let published = grpc.block_on(publishing).expect("the publish task ran");
+    let status = published.expect_err("an unfinished Publish cannot succeed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("shutting down; 1 accepted"),
+        "{status:?}"
+    );
+    drop(more);
     // The listener is gone with the runtime.
     let again = grpc.subscribe(&["lobby"], "late", 0).map(|_| ());
     assert!(again.is_err(), "nothing serves gRPC after shutdown");
