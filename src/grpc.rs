@@ -140,7 +140,7 @@ fn serve(runtime: tokio::runtime::Runtime, listener: std::net::TcpListener, shar
             Ok(listener) => listener,
             Err(e) => return error!("grpc listener on {addr:?} failed: {e}"),
         };
-        info!("listening: grpc {addr:?}");
+        info!("listening: grpc {}", show(addr));
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (begin_drain, drain) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -785,7 +785,7 @@ fn invalid(e: ParseError, raw: &str) -> Status {
     } else {
         ""
     };
-    Status::invalid_argument(format!("{e}, not {shown:?}{more}"))
+    Status::invalid_argument(format!("{e} (got {shown:?}{more})"))
 }
 
 fn show(peer: Option<SocketAddr>) -> String {

@@ -8,6 +8,7 @@
 #![cfg(feature = "grpc")]
 
 mod common;
+mod http_support;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{secs, Client, TestServer};
+use http_support::Sse;
 use serde_json::json;
 use switchboard::grpc::proto::chat_request::Action;
 use switchboard::grpc::proto::switchboard_client::SwitchboardClient;
@@ -446,29 +448,79 @@ fn streams_over_max_connections_are_refused_with_unavailable() {
 // ---- Publish ----
 
 #[test]
-fn publish_of_100_reaches_websocket_members_all_in_order() {
+fn publish_of_100_reaches_websocket_sse_and_grpc_members_all_in_order() {
     let server = grpc_server(|_| {});
-    let mut members: Vec<Client> = (0..3)
-        .map(|n| server.client(&format!("room=feed&name=m{n}")))
+    let mut websockets: Vec<Client> = (0..2)
+        .map(|n| server.client(&format!("room=feed&name=ws{n}")))
+        .collect();
+    let mut sses: Vec<Sse> = (0..2)
+        .map(|n| {
+            let mut sse = Sse::connect(server.http, &format!("/events?room=feed&name=sse{n}"), &[]);
+            assert_eq!(sse.status, 200);
+            sse.wait_for_data(
+                |d| d["type"] == "joined" && d["name"] == format!("sse{n}"),
+                secs(5),
+            );
+            sse
+        })
         .collect();
     let mut grpc = Grpc::connect(&server);
+    let mut subscriber = grpc.subscriber(&["feed"], "grpc-member");
     let messages = (1..=100)
         .map(|n| message("feed", &format!("item {n}")))
         .collect();
     let summary = grpc.publish(messages).expect("publish");
     assert_eq!(summary.accepted, 100);
-    for member in &mut members {
-        let mut last_id = 0;
-        for n in 1..=100 {
-            let event = member.wait_for(|e| e["type"] == "message", secs(5));
-            assert_eq!(event["text"], format!("item {n}"));
-            assert_eq!(event["from"], "feed");
-            assert_eq!(event["from_id"], "grpc");
-            let id = event["id"].as_u64().expect("an id");
-            assert!(id > last_id, "ids increase");
-            last_id = id;
-        }
-        assert_eq!(last_id, summary.last_id);
+
+    // (id, text, from, from_id) of each message, as each member saw it.
+    type Seen = Vec<(u64, String, String, String)>;
+    let fields = |e: &serde_json::Value| {
+        let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
+        (
+            e["id"].as_u64().unwrap_or(0),
+            text("text"),
+            text("from"),
+            text("from_id"),
+        )
+    };
+    let mut everyone: Vec<(String, Seen)> = Vec::new();
+    for (n, member) in websockets.iter_mut().enumerate() {
+        let seen = (0..100)
+            .map(|_| fields(&member.wait_for(|e| e["type"] == "message", secs(5))))
+            .collect();
+        everyone.push((format!("ws{n}"), seen));
+    }
+    for (n, member) in sses.iter_mut().enumerate() {
+        let seen = (0..100)
+            .map(|_| fields(&member.wait_for_data(|d| d["type"] == "message", secs(5))))
+            .collect();
+        everyone.push((format!("sse{n}"), seen));
+    }
+    let seen = (0..100)
+        .map(|_| {
+            let e = subscriber.wait_for(|e| e.r#type == "message", secs(5));
+            (e.id, e.text, e.from, e.from_id)
+        })
+        .collect();
+    everyone.push(("grpc".into(), seen));
+
+    let expected: Vec<String> = (1..=100).map(|n| format!("item {n}")).collect();
+    for (who, seen) in everyone {
+        let texts: Vec<&str> = seen.iter().map(|(_, text, ..)| text.as_str()).collect();
+        assert_eq!(texts, expected, "{who}: all 100, in order");
+        assert!(
+            seen.windows(2).all(|w| w[0].0 < w[1].0),
+            "{who}: ids increase"
+        );
+        assert_eq!(seen.last().map(|m| m.0), Some(summary.last_id), "{who}");
+        let senders = seen
+            .iter()
+            .map(|(_, _, from, from_id)| (from.as_str(), from_id.as_str()));
+        assert!(
+            senders.clone().all(|s| s == ("feed", "grpc")),
+            "{who}: {:?}",
+            senders.collect::<Vec<_>>()
+        );
     }
 }
 
@@ -654,6 +706,15 @@ fn shutdown_ends_every_stream_cleanly() {
     chat.join("lobby");
     chat_events.wait_for(|e| e.r#type == "joined", secs(5));
     let mut websocket = server.client("name=ws");
+    // A Publish still open when the server stops: one message in, more to come.
+    let (more, outbound) = mpsc::channel(4);
+    more.try_send(message("lobby", "before the end"))
+        .expect("queue room");
+    let mut client = grpc.client.clone();
+    let publishing = grpc
+        .runtime
+        .spawn(async move { client.publish(ReceiverStream::new(outbound)).await });
+    subscription.wait_for(|e| e.text == "before the end", secs(5));
 
     let report = server.stop();
     assert!(report.clean, "{report:?}");
@@ -670,6 +731,14 @@ fn shutdown_ends_every_stream_cleanly() {
         websocket.wait_for_close(secs(5)),
         common::Got::Closed(_)
     ));
+    let published = grpc.block_on(publishing).expect("the publish task ran");
+    let status = published.expect_err("an unfinished Publish cannot succeed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("shutting down; 1 accepted"),
+        "{status:?}"
+    );
+    drop(more);
     // The listener is gone with the runtime.
     let again = grpc.subscribe(&["lobby"], "late", 0).map(|_| ());
     assert!(again.is_err(), "nothing serves gRPC after shutdown");
