@@ -82,6 +82,13 @@ impl ConnectionLimit {
 /// One connection's place under the limit.
 pub struct Permit(Arc<ConnectionLimit>);
 
+impl Permit {
+    /// How many connections are open now (this one included).
+    pub fn open_connections(&self) -> usize {
+        self.0.open()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
