@@ -50,12 +50,15 @@
 //!   an unfinished `Publish` gets `UNAVAILABLE`), tonic drains its connections
 //!   for up to the grace period, and the runtime stops.
 //!
-//! Every stream takes a `--max-connections` permit and is counted by the hub
-//! under `transport="grpc"`. Each event maps to the one flat proto `Event`:
-//! `from` is the sender (`message`) or the member (`joined`, `left`) or the
-//! client's own name (`welcome`, whose `from_id` is its connection id and
-//! whose `room` lists its rooms, comma-separated); an `error` event's `text` is
-//! `code: message`, as in text mode.
+//! Every stream, `Publish` included, takes a `--max-connections` permit;
+//! `Subscribe` and `Chat` streams are hub subscribers, so the hub counts them
+//! in `switchboard_connections{transport="grpc"}`.
+//!
+//! Each event maps to the one flat proto `Event`: `from` is the sender
+//! (`message`) or the member (`joined`, `left`) or the client's own name
+//! (`welcome`, whose `from_id` is its connection id and whose `room` lists
+//! its rooms, comma-separated); an `error` event's `text` is `code: message`,
+//! as in text mode.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -340,6 +340,12 @@ fn cancelled_subscription_leaves_its_rooms_and_others_are_told() {
         .expect("dev exists");
     let transports: Vec<_> = detail.members.iter().map(|m| json!(m.transport)).collect();
     assert!(transports.contains(&json!("grpc")), "{transports:?}");
+    let grpc_connections = "switchboard_connections{transport=\"grpc\"}";
+    let metrics = server.server().metrics().render();
+    assert!(
+        metrics.contains(&format!("{grpc_connections} 1")),
+        "{metrics}"
+    );
 
     drop(events); // the client cancels the stream
     let left = watcher.wait_for(|e| e["type"] == "left" && e["name"] == "quitter", secs(5));
@@ -352,6 +358,11 @@ fn cancelled_subscription_leaves_its_rooms_and_others_are_told() {
         .expect("dev exists")
         .members;
     assert_eq!(members.len(), 1, "only the watcher is left");
+    let metrics = server.server().metrics().render();
+    assert!(
+        metrics.contains(&format!("{grpc_connections} 0")),
+        "{metrics}"
+    );
 }
 
 #[test]
