@@ -33,7 +33,11 @@ fn fan_out(c: &mut Criterion) {
                 events: to_client,
                 hangup: Hangup::new(None),
             };
-            let connect = Command::Connect { subscriber, rooms: vec![room.clone()], since: None };
+            let connect = Command::Connect {
+                subscriber,
+                rooms: vec![room.clone()],
+                since: None,
+            };
             hub.send(connect).expect("hub runs");
             drainers.push(thread::spawn(move || events.iter().count()));
         }
@@ -41,7 +45,8 @@ fn fan_out(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
             b.iter(|| {
                 let from = Name::parse("bench").expect("valid");
-                hub.publish(room.clone(), from, "bench".into(), "x".repeat(64)).expect("hub runs")
+                hub.publish(room.clone(), from, "bench".into(), "x".repeat(64))
+                    .expect("hub runs")
             })
         });
         drop(stop);

@@ -30,8 +30,12 @@ fn main() {
             hangup: Hangup::new(None),
         };
         let rooms = vec![lobby.clone()];
-        hub.send(Command::Connect { subscriber, rooms, since: None })
-            .expect("the hub runs");
+        hub.send(Command::Connect {
+            subscriber,
+            rooms,
+            since: None,
+        })
+        .expect("the hub runs");
         queues.push(events);
     }
     let (reader, sleeper) = (&queues[0], &queues[1]);
