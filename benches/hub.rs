@@ -7,6 +7,8 @@
 //! through the hub, like REST publishing) while a drainer thread per member
 //! empties its queue, as writer threads would.
 
+#![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented functions
+
 use std::sync::Arc;
 use std::thread;
 
