@@ -17,7 +17,11 @@
 #                      fanout100 fanout1000 sse1000 latency idle5000 broadcast10k
 #   --servers LIST   comma-separated: switchboard,go (default: both)
 #   --no-install     do not apt-get install missing tools
+# Environment: SWITCHBOARD_BIN, LOADGEN_BIN use prebuilt binaries.
 #
+# A full run takes about 40 minutes on 2 cores, --quick about 10. Run it on an
+# otherwise idle machine: the server and the load generator each get one core,
+# and anything else running there shows up in the figures.
 # Traffic goes only to 127.0.0.1. Every load generator run is bounded in time.
 set -euo pipefail
 
@@ -38,7 +42,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift ;;
         --servers) SERVERS="$2"; shift ;;
         --no-install) INSTALL=0 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -71,12 +75,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- builds
-log "building switchboard and loadgen (release)"
-build_pkgs=(-p loadgen)
-has "$SERVERS" switchboard && build_pkgs+=(-p switchboard)
-cargo build --release --quiet "${build_pkgs[@]}"
-LOADGEN="$ROOT/target/release/loadgen"
-SWITCHBOARD="$ROOT/target/release/switchboard"
+# SWITCHBOARD_BIN / LOADGEN_BIN run prebuilt binaries instead (e.g. to compare
+# two builds of the server); by default both are built here.
+build_pkgs=()
+[ -n "${LOADGEN_BIN:-}" ] || build_pkgs+=(-p loadgen)
+has "$SERVERS" switchboard && [ -z "${SWITCHBOARD_BIN:-}" ] && build_pkgs+=(-p switchboard)
+if [ ${#build_pkgs[@]} -gt 0 ]; then
+    log "building ${build_pkgs[*]} (release)"
+    cargo build --release --quiet "${build_pkgs[@]}"
+fi
+LOADGEN=$(realpath "${LOADGEN_BIN:-$ROOT/target/release/loadgen}")
+SWITCHBOARD=$(realpath "${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}")
 
 GOHUB_DIR="$OUT/gohub"
 GOHUB_BIN="$GOHUB_DIR/chat"

@@ -422,6 +422,7 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
     let mut frames = Vec::with_capacity(MAX_BATCH * (schedule.size + 16));
     let mut text = Vec::with_capacity(schedule.size + 32);
     let mut seq = 0;
+    let deadline = tokio::time::Instant::from_std(token::instant_at(schedule.deadline_us));
     while seq < schedule.count {
         let now = token::now_us();
         if now > schedule.deadline_us {
@@ -438,9 +439,18 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
             frames.extend_from_slice(&pong);
         }
         if !frames.is_empty() {
-            if let Err(e) = conn.write.write_all(&frames).await {
-                report.failure = Some(format!("io:{:?}", e.kind()));
-                break;
+            // A server that stops reading must not hang the run: writes end at
+            // the publisher's deadline.
+            match tokio::time::timeout_at(deadline, conn.write.write_all(&frames)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    report.failure = Some(format!("io:{:?}", e.kind()));
+                    break;
+                }
+                Err(_) => {
+                    report.failure = Some("write stalled until the deadline".into());
+                    break;
+                }
             }
         }
         if n > 0 {
@@ -453,7 +463,7 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
             tokio::select! {
                 _ = schedule.wait_for(seq) => {}
                 Some(pong) = conn.pongs.recv() => {
-                    if conn.write.write_all(&pong).await.is_err() {
+                    if !matches!(tokio::time::timeout_at(deadline, conn.write.write_all(&pong)).await, Ok(Ok(()))) {
                         report.failure = Some("pong write".into());
                         break;
                     }
@@ -470,7 +480,7 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
     }
     let mut close = Vec::new();
     ws::encode_close(&mut close);
-    let _ = conn.write.write_all(&close).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write.write_all(&close)).await;
     report
 }
 

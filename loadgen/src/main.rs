@@ -515,6 +515,13 @@ async fn run_saturate(a: SaturateArgs) -> Outcome {
         let Some(p) = pool.as_ref() else { break };
         let result = fanout::run_trial(p, &publ, &a.load.load(rate), &limits, trial_id).await;
         let failures = result.failures();
+        let verdict = if failures.is_empty() {
+            "pass".to_string()
+        } else if result.endings.is_empty() {
+            format!("FAIL {}", failures.join(", "))
+        } else {
+            format!("FAIL {} {:?}", failures.join(", "), result.endings)
+        };
         eprintln!(
             "  trial {trial_id:>2}: {rate:>9.0} msg/s  sent {:>9.0}/s  delivered {:>11.0}/s  p99 {:>8.2} ms  lost {:>7}  disc {:>4}  {}",
             result.rate_sent,
@@ -522,7 +529,7 @@ async fn run_saturate(a: SaturateArgs) -> Outcome {
             if result.latency_us.is_empty() { f64::NAN } else { result.latency_ms(99.0) },
             result.lost,
             result.disconnects,
-            if failures.is_empty() { "pass".to_string() } else { format!("FAIL {}", failures.join(", ")) }
+            verdict
         );
         let passed = failures.is_empty();
         trials.push((rate, result.clone()));
@@ -589,6 +596,7 @@ async fn run_saturate(a: SaturateArgs) -> Outcome {
                 "p99_ms": if r.latency_us.is_empty() { Value::Null } else { json!(r.latency_ms(99.0)) },
                 "lost": r.lost,
                 "disconnects": r.disconnects,
+                "disconnect_reasons": r.endings,
                 "failures": r.failures(),
             })
         })
