@@ -51,7 +51,7 @@ else
 fi
 
 step "load generator smoke run"
-cargo build --release -q --bin switchboard -p loadgen
+cargo build --release -q -p switchboard -p loadgen
 out=$(mktemp -d)
 ./target/release/switchboard --ws 127.0.0.1:0 --http 127.0.0.1:0 >"$out/stdout" 2>"$out/stderr" &
 pid=$!

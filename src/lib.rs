@@ -23,8 +23,12 @@
 //! 2. [`room`]: names checked once at the edge; a room is members + history.
 //! 3. [`hub`]: the broadcaster thread — fan-out, slow consumers, replay.
 //! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
-//! 5. [`server`] and [`shutdown`]: starting everything, and ending it by
+//! 5. [`transport::sse`] and [`http`]: one writer thread per SSE stream; REST
+//!    as request/reply with the hub.
+//! 6. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
+//! 7. `grpc` (feature `grpc`): the one place with an async runtime, bridged
+//!    to the same hub.
 
 pub mod config;
 #[cfg(feature = "grpc")]
