@@ -293,8 +293,10 @@ for scenario in fanout100 fanout1000 sse1000 latency idle5000 broadcast10k; do
                     # shellcheck disable=SC2046
                     run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --url @WS@ ;;
                 sse1000)
+                    # Connects at a moderate pace: this figure is fan-out, the
+                    # connect storms are idle5000's and broadcast10k's.
                     # shellcheck disable=SC2046
-                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 \
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 --connect-concurrency 32 \
                         --http @HTTP@ --room bench ;;
                 latency)
                     # Half the Go hub's 1000-subscriber saturation rate: from this

@@ -98,7 +98,8 @@ pub struct TrialResult {
     pub lost: u64,
     /// Timed deliveries per second of the measured window.
     pub delivered_per_sec: f64,
-    /// Subscribers whose connection ended during the trial.
+    /// Subscribers of the pool whose connection has ended (during the trial or
+    /// before it started).
     pub disconnects: usize,
     /// How they ended.
     pub endings: BTreeMap<String, u64>,
@@ -645,7 +646,10 @@ pub async fn run_trial(
         lost += sent.saturating_sub(c.unique);
         counts.add(&c);
     }
-    let disconnected: Vec<_> = participants.iter().filter(|s| !s.is_alive()).collect();
+    // Every subscriber of the pool that has ended counts, including any that
+    // ended while the pool settled (they never took part, which is a failure
+    // too).
+    let disconnected: Vec<_> = pool.subs.iter().filter(|s| !s.is_alive()).collect();
     let mut endings = BTreeMap::new();
     for sub in &disconnected {
         let why = track::lock(&sub.state).ending.clone().unwrap_or_default();

@@ -47,7 +47,7 @@ pub async fn open_sse(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ConnectError::Timeout)?
+        .map_err(|_| ConnectError::HandshakeTimeout)?
 }
 
 fn is_chunked(headers: &[httparse::Header<'_>]) -> bool {
@@ -288,7 +288,7 @@ impl RestPublisher {
             }
             Err(_) => {
                 self.stream = None;
-                Err(ConnectError::Timeout)
+                Err(ConnectError::ResponseTimeout)
             }
         }
     }

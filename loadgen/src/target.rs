@@ -85,8 +85,12 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
 /// Why a connection attempt did not produce a usable stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectError {
-    /// TCP connect or handshake did not finish within the connect timeout.
+    /// TCP connect did not finish within the connect timeout.
     Timeout,
+    /// The server accepted but did not answer the handshake in time.
+    HandshakeTimeout,
+    /// A REST request got no answer in time.
+    ResponseTimeout,
     /// A socket error.
     Io(std::io::ErrorKind),
     /// The server answered the handshake with this HTTP status (503 when full).
@@ -98,7 +102,9 @@ pub enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Timeout => write!(f, "timeout"),
+            ConnectError::Timeout => write!(f, "connect_timeout"),
+            ConnectError::HandshakeTimeout => write!(f, "handshake_timeout"),
+            ConnectError::ResponseTimeout => write!(f, "response_timeout"),
             ConnectError::Io(kind) => write!(f, "io:{kind:?}"),
             ConnectError::Status(code) => write!(f, "http:{code}"),
             ConnectError::BadResponse => write!(f, "bad_response"),

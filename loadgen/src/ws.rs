@@ -61,7 +61,7 @@ pub async fn handshake(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ConnectError::Timeout)?
+        .map_err(|_| ConnectError::HandshakeTimeout)?
 }
 
 /// Reads an HTTP response head; returns its status and whatever followed it.
