@@ -73,6 +73,8 @@ pub struct Limits {
     pub settle_timeout: Duration,
     /// Longest wait for deliveries after the last message was sent.
     pub drain_timeout: Duration,
+    /// The drain also ends when nothing new arrived for this long.
+    pub drain_stall: Duration,
     /// A trial passes only with p99 at or below this.
     pub p99_limit: Duration,
     /// Connect options for the publishers.
@@ -418,7 +420,7 @@ async fn open_publisher(
     }
 }
 
-async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherReport {
+async fn publish_ws(conn: &mut WsPublisher, schedule: Schedule) -> PublisherReport {
     let mut report = PublisherReport::default();
     let mut frames = Vec::with_capacity(MAX_BATCH * (schedule.size + 16));
     let mut text = Vec::with_capacity(schedule.size + 32);
@@ -475,18 +477,12 @@ async fn publish_ws(mut conn: WsPublisher, schedule: Schedule) -> PublisherRepor
         }
     }
     report.unsent = schedule.count - report.sent;
-    report.errors = conn.errors.load(Ordering::Relaxed);
-    if report.failure.is_none() {
-        report.failure = track::lock(&conn.ended).clone();
-    }
-    let mut close = Vec::new();
-    ws::encode_close(&mut close);
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write.write_all(&close)).await;
+    // Error frames and the server's close are collected after the drain.
     report
 }
 
 async fn publish_rest(
-    mut conn: RestPublisher,
+    conn: &mut RestPublisher,
     pipeline: usize,
     schedule: Schedule,
 ) -> PublisherReport {
@@ -587,10 +583,12 @@ pub async fn run_trial(
             deadline_us,
         };
         tasks.push(tokio::spawn(async move {
-            match conn {
+            let mut conn = conn;
+            let report = match &mut conn {
                 PublisherConn::Ws(c) => publish_ws(c, schedule).await,
-                PublisherConn::Rest(c, pipeline) => publish_rest(c, pipeline, schedule).await,
-            }
+                PublisherConn::Rest(c, pipeline) => publish_rest(c, *pipeline, schedule).await,
+            };
+            (report, conn)
         }));
     }
     let mut sent = 0;
@@ -598,9 +596,14 @@ pub async fn run_trial(
     let mut max_lag_us = 0;
     let mut publisher_errors = 0;
     let mut last_send_us = t0_us;
+    // Publisher connections stay open (and keep being read) until the drain
+    // is over: closing one with broadcasts unread makes the kernel reset it,
+    // and a reset throws away whatever the server had not yet read of it.
+    let mut open_publishers = Vec::with_capacity(count);
     for task in tasks {
         match task.await {
-            Ok(r) => {
+            Ok((r, conn)) => {
+                open_publishers.push(conn);
                 sent += r.sent;
                 unsent += r.unsent;
                 max_lag_us = max_lag_us.max(r.max_lag_us);
@@ -628,7 +631,7 @@ pub async fn run_trial(
     let mut last_progress = Instant::now();
     while last < expected
         && drain_started.elapsed() < limits.drain_timeout
-        && last_progress.elapsed() < Duration::from_secs(2)
+        && last_progress.elapsed() < limits.drain_stall
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = unique();
@@ -638,6 +641,18 @@ pub async fn run_trial(
         }
     }
     let drain = drain_started.elapsed();
+    for conn in &mut open_publishers {
+        if let PublisherConn::Ws(c) = conn {
+            publisher_errors += c.errors.load(Ordering::Relaxed);
+            if let Some(why) = track::lock(&c.ended).clone() {
+                *publisher_failures.entry(why).or_default() += 1;
+            }
+            let mut close = Vec::new();
+            ws::encode_close(&mut close);
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.write.write_all(&close)).await;
+        }
+    }
+    drop(open_publishers);
 
     let mut counts = Counts::default();
     let mut lost = 0;

@@ -117,6 +117,9 @@ struct LoadArgs {
     /// Longest wait in seconds for deliveries after the last send.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// The drain also ends when nothing new arrived for this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    drain_stall: f64,
     /// p99 latency limit in milliseconds for the pass verdict.
     #[arg(long, default_value_t = 100.0)]
     p99_limit_ms: f64,
@@ -140,6 +143,7 @@ impl LoadArgs {
             settle_quiet: secs(self.settle_quiet),
             settle_timeout: secs(self.settle_timeout),
             drain_timeout: secs(self.drain_timeout),
+            drain_stall: secs(self.drain_stall),
             p99_limit: Duration::from_secs_f64(self.p99_limit_ms.max(0.0) / 1000.0),
             connect: self.connect.options(),
         }
