@@ -431,6 +431,38 @@ for i, r in enumerate(table):
     print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
     if i == 0:
         print("  ".join("-" * w for w in widths))
+print("(ratio = switchboard / Go hub, medians)")
+
+def med(scenario, server, get):
+    vs = values(scenario, server, get)
+    return statistics.median(vs) if vs else None
+
+def verdict(ok):
+    return "n/a (not measured)" if ok is None else ("met" if ok else "MISSED")
+
+def both(a, b, test):
+    return None if a is None or b is None else test(a, b)
+
+deliv = lambda d: d["saturation_delivered_per_sec"]
+sb1000, go1000 = med("fanout1000", "switchboard", deliv), med("fanout1000", "go", deliv)
+sb100, go100 = med("fanout100", "switchboard", deliv), med("fanout100", "go", deliv)
+sse1000 = med("sse1000", "switchboard", deliv)
+p99 = lambda d: d["latency_ms"]["p99"]
+lat_sb, lat_go = med("latency", "switchboard", p99), med("latency", "go", p99)
+rss_sb, rss_go = med("idle5000", "switchboard", rss_per_conn), med("idle5000", "go", rss_per_conn)
+b10k = [d for d in rows if d.get("scenario") == "broadcast10k" and d.get("server") == "switchboard"]
+b10k_ok = None
+if b10k:
+    b10k_ok = all(d.get("connect", {}).get("connected") == 10000 and d.get("connect", {}).get("failed") == 0
+                  and d.get("disconnects") == 0 and d.get("lost") == 0 and d.get("sent", 0) > 0 for d in b10k)
+print()
+print("targets (issue 6):")
+print(f"  fan-out to 1000 WS subs >= 1.5x the Go hub's delivered/s: {verdict(both(sb1000, go1000, lambda a, b: a >= 1.5 * b))}")
+print(f"  fan-out to 100 WS subs >= the Go hub's delivered/s:        {verdict(both(sb100, go100, lambda a, b: a >= b))}")
+print(f"  p99 at half the Go hub's 1000-sub rate <= the Go hub's:   {verdict(both(lat_sb, lat_go, lambda a, b: a <= b))}")
+print(f"  10,000 WS clients all receiving, none refused or dropped: {verdict(b10k_ok)}")
+print(f"  RSS per idle WS connection <= 1.5x the Go hub's:          {verdict(both(rss_sb, rss_go, lambda a, b: a <= 1.5 * b))}")
+print(f"  SSE fan-out to 1000 within 20 % of WS fan-out to 1000:    {verdict(both(sse1000, sb1000, lambda a, b: a >= 0.8 * b))}")
 print()
 print(f"JSON lines: {os.path.relpath(os.environ['RESULTS'])}")
 EOF
