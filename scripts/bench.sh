@@ -298,7 +298,7 @@ for scenario in fanout100 fanout1000 sse1000 latency idle5000 broadcast10k; do
                     # requests are pipelined deeply so the publishers' round
                     # trips do not bound the rate.
                     # shellcheck disable=SC2046
-                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 --pipeline 32 --connect-concurrency 32 \
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 --pipeline 128 --connect-concurrency 32 \
                         --http @HTTP@ --room bench ;;
                 latency)
                     # Half the Go hub's 1000-subscriber saturation rate: from this

@@ -37,14 +37,14 @@ const MAX_BATCH: usize = 256;
 pub enum PublishVia {
     /// WebSocket text frames on a connection to this URL.
     WebSocket(Target),
-    /// `POST` to this URL (`/rooms/{room}/messages`), up to `pipeline`
-    /// requests per write.
+    /// `POST` to this URL (`/rooms/{room}/messages`), at most `pipeline`
+    /// requests unanswered.
     Rest {
         /// Where to post.
         target: Target,
         /// Sent as `Authorization: Bearer KEY` when set.
         api_key: Option<String>,
-        /// Requests in flight per connection.
+        /// Unanswered requests allowed per connection.
         pipeline: usize,
     },
 }
@@ -348,7 +348,7 @@ impl Drop for WsPublisher {
 
 enum PublisherConn {
     Ws(WsPublisher),
-    Rest(RestPublisher, usize),
+    Rest(RestPublisher),
 }
 
 async fn open_publisher(
@@ -413,9 +413,10 @@ async fn open_publisher(
                 opts.timeout,
                 api_key.as_deref(),
                 format!("lg-p{index}"),
+                *pipeline,
             );
             publisher.connect().await?;
-            Ok(PublisherConn::Rest(publisher, (*pipeline).max(1)))
+            Ok(PublisherConn::Rest(publisher))
         }
     }
 }
@@ -481,14 +482,13 @@ async fn publish_ws(conn: &mut WsPublisher, schedule: Schedule) -> PublisherRepo
     report
 }
 
-async fn publish_rest(
-    conn: &mut RestPublisher,
-    pipeline: usize,
-    schedule: Schedule,
-) -> PublisherReport {
+async fn publish_rest(conn: &mut RestPublisher, schedule: Schedule) -> PublisherReport {
     let mut report = PublisherReport::default();
-    let mut texts: Vec<Vec<u8>> = Vec::with_capacity(pipeline);
+    let batch = conn.window().min(MAX_BATCH);
+    let mut texts: Vec<Vec<u8>> = Vec::with_capacity(batch);
+    let deadline = token::instant_at(schedule.deadline_us);
     let mut seq = 0;
+    let mut written = 0;
     while seq < schedule.count {
         let now = token::now_us();
         if now > schedule.deadline_us {
@@ -496,33 +496,38 @@ async fn publish_rest(
         }
         let first_due = schedule.due_at(seq);
         texts.clear();
-        let n = schedule.take_due(seq, now, pipeline, |marker| {
+        let n = schedule.take_due(seq, now, batch, |marker| {
             let mut text = Vec::with_capacity(schedule.size + 32);
             token::encode(&mut text, marker, schedule.size);
             texts.push(text);
         });
         if n > 0 {
-            report.max_lag_us = report.max_lag_us.max(now.saturating_sub(first_due));
             let refs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
-            // Sent when written; the answer's round trip is not the sender's lag.
-            report.last_send_us = token::now_us();
-            match conn.publish(&refs).await {
-                Ok(outcome) => {
-                    report.errors += outcome.rejected;
-                    report.sent += outcome.accepted;
-                }
-                Err(e) => {
-                    report.errors += n;
-                    report.failure.get_or_insert_with(|| e.to_string());
-                }
+            if let Err(e) = conn.send(&refs, deadline).await {
+                report.failure = Some(e);
+                break;
             }
+            // Lag counts from when the batch was written: waiting for room in
+            // the window is the server pushing back.
+            let written_at = token::now_us();
+            report.max_lag_us = report.max_lag_us.max(written_at.saturating_sub(first_due));
+            report.last_send_us = written_at;
             seq += n;
+            written += n;
         }
-        if (n as usize) < pipeline {
+        if (n as usize) < batch {
             schedule.wait_for(seq).await;
         }
     }
-    report.unsent = schedule.count - seq;
+    let outcome = conn.finish(Duration::from_secs(10)).await;
+    report.sent = outcome.accepted;
+    report.errors = outcome.rejected + outcome.unanswered;
+    report.unsent = schedule.count - written;
+    if report.failure.is_none()
+        && (outcome.unanswered > 0 || outcome.accepted + outcome.rejected < written)
+    {
+        report.failure = outcome.failure;
+    }
     report
 }
 
@@ -586,7 +591,7 @@ pub async fn run_trial(
             let mut conn = conn;
             let report = match &mut conn {
                 PublisherConn::Ws(c) => publish_ws(c, schedule).await,
-                PublisherConn::Rest(c, pipeline) => publish_rest(c, *pipeline, schedule).await,
+                PublisherConn::Rest(c) => publish_rest(c, schedule).await,
             };
             (report, conn)
         }));

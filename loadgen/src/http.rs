@@ -5,13 +5,19 @@
 //! ends an event), so a subscriber only needs the response head, the chunked
 //! transfer decoding a streaming server is likely to use, and complete lines to
 //! scan for markers. Publishing is `POST /rooms/{room}/messages` with a JSON
-//! body on a keep-alive connection; several requests may be pipelined per write
-//! so one publisher connection is not limited to one message per round trip.
+//! body on a keep-alive connection, pipelined (a window of unanswered
+//! requests) so one publisher connection is not limited to one message per
+//! round trip.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::target::{ConnectError, Target};
 use crate::ws::{read_response_head_with, Ending};
@@ -206,56 +212,108 @@ impl SseReader {
     }
 }
 
-/// A keep-alive connection that publishes messages with `POST`.
+/// A keep-alive connection that publishes messages with `POST`, pipelined:
+/// requests are written when due, a reader task takes the answers as they
+/// come, and at most `window` requests are unanswered at any time. So the
+/// publisher's rate is bounded by the server, not by one round trip per
+/// message.
 pub struct RestPublisher {
     target: Target,
     timeout: Duration,
     authorization: Option<String>,
     from: String,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
+    window: usize,
+    write: Option<OwnedWriteHalf>,
+    in_flight: Arc<Semaphore>,
+    answers: Arc<Answers>,
+    reader: Option<JoinHandle<()>>,
     request: Vec<u8>,
 }
 
-/// What one batch of REST publishes came to.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BatchOutcome {
+/// What the server answered so far.
+#[derive(Default)]
+struct Answers {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    ended: Mutex<Option<String>>,
+}
+
+/// What a publisher's requests came to in the end.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
     /// Requests answered with a 2xx status.
     pub accepted: u64,
     /// Requests answered with any other status.
     pub rejected: u64,
+    /// Requests never answered.
+    pub unanswered: u64,
+    /// How the connection ended early, if it did.
+    pub failure: Option<String>,
+}
+
+impl Drop for RestPublisher {
+    fn drop(&mut self) {
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+    }
 }
 
 impl RestPublisher {
-    /// A publisher for `target` (path `/rooms/{room}/messages`); connects
-    /// lazily and again after the server closes.
-    pub fn new(target: Target, timeout: Duration, api_key: Option<&str>, from: String) -> Self {
+    /// A publisher for `target` (path `/rooms/{room}/messages`) with at most
+    /// `window` requests in flight.
+    pub fn new(
+        target: Target,
+        timeout: Duration,
+        api_key: Option<&str>,
+        from: String,
+        window: usize,
+    ) -> Self {
+        let window = window.max(1);
         RestPublisher {
             target,
             timeout,
             authorization: api_key.map(|k| format!("Authorization: Bearer {k}\r\n")),
             from,
-            stream: None,
-            buf: Vec::with_capacity(4096),
+            window,
+            write: None,
+            in_flight: Arc::new(Semaphore::new(window)),
+            answers: Arc::new(Answers::default()),
+            reader: None,
             request: Vec::with_capacity(4096),
         }
     }
 
-    /// Connects now (so connection cost is not charged to the first message).
+    /// Requests allowed in flight.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Connects and starts reading answers.
     pub async fn connect(&mut self) -> Result<(), ConnectError> {
-        if self.stream.is_none() {
-            self.stream = Some(crate::target::connect(self.target.addr, self.timeout).await?);
-            self.buf.clear();
-        }
+        let stream = crate::target::connect(self.target.addr, self.timeout).await?;
+        let (mut read, write) = stream.into_split();
+        let answers = self.answers.clone();
+        let in_flight = self.in_flight.clone();
+        self.reader = Some(tokio::spawn(async move {
+            let ending = read_answers(&mut read, &answers, &in_flight).await;
+            *crate::track::lock(&answers.ended) = Some(ending);
+        }));
+        self.write = Some(write);
         Ok(())
     }
 
-    /// Sends every text in `texts` as one pipelined write and reads all the
-    /// answers.
-    pub async fn publish(&mut self, texts: &[&[u8]]) -> Result<BatchOutcome, ConnectError> {
-        self.connect().await?;
+    /// Writes one request per text once there is room in the window; gives up
+    /// at `deadline`.
+    pub async fn send(&mut self, texts: &[&[u8]], deadline: Instant) -> Result<(), String> {
+        let n = u32::try_from(texts.len().min(self.window)).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline.into(), self.in_flight.acquire_many(n)).await {
+            Ok(Ok(permits)) => permits.forget(),
+            Ok(Err(_)) => return Err("closed".into()),
+            Err(_) => return Err("no answers until the deadline".into()),
+        }
         self.request.clear();
-        for text in texts {
+        for text in &texts[..n as usize] {
             let body_len = br#"{"text":"","from":""}"#.len() + text.len() + self.from.len();
             self.request.extend_from_slice(
                 format!(
@@ -274,67 +332,78 @@ impl RestPublisher {
             self.request.extend_from_slice(self.from.as_bytes());
             self.request.extend_from_slice(br#""}"#);
         }
-        let result = tokio::time::timeout(self.timeout, self.exchange(texts.len())).await;
-        match result {
-            Ok(Ok((outcome, keep))) => {
-                if !keep {
-                    self.stream = None;
-                }
-                Ok(outcome)
-            }
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.stream = None;
-                Err(ConnectError::ResponseTimeout)
-            }
+        let write = self.write.as_mut().ok_or("not connected")?;
+        match tokio::time::timeout_at(deadline.into(), write.write_all(&self.request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("io:{:?}", e.kind())),
+            Err(_) => Err("write stalled until the deadline".into()),
         }
     }
 
-    async fn exchange(&mut self, expected: usize) -> Result<(BatchOutcome, bool), ConnectError> {
-        let stream = self.stream.as_mut().ok_or(ConnectError::BadResponse)?;
-        stream
-            .write_all(&self.request)
-            .await
-            .map_err(|e| ConnectError::Io(e.kind()))?;
-        let mut outcome = BatchOutcome::default();
-        let mut keep = true;
-        let mut chunk = [0u8; 4096];
-        while (outcome.accepted + outcome.rejected) < expected as u64 {
+    /// Waits up to `wait` for the answers still due and tallies them.
+    pub async fn finish(&mut self, wait: Duration) -> Outcome {
+        let window = u32::try_from(self.window).unwrap_or(u32::MAX);
+        let all_answered = tokio::time::timeout(wait, self.in_flight.acquire_many(window)).await;
+        let unanswered = match all_answered {
+            Ok(Ok(permits)) => {
+                drop(permits);
+                0
+            }
+            _ => (self.window - self.in_flight.available_permits().min(self.window)) as u64,
+        };
+        Outcome {
+            accepted: self.answers.accepted.load(Ordering::Relaxed),
+            rejected: self.answers.rejected.load(Ordering::Relaxed),
+            unanswered,
+            failure: crate::track::lock(&self.answers.ended).clone(),
+        }
+    }
+}
+
+/// Reads HTTP answers until the connection ends, freeing one window slot per
+/// answer; returns how it ended.
+async fn read_answers(
+    read: &mut OwnedReadHalf,
+    answers: &Answers,
+    in_flight: &Semaphore,
+) -> String {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
-            let parsed = response
-                .parse(&self.buf)
-                .map_err(|_| ConnectError::BadResponse)?;
-            if let httparse::Status::Complete(head_len) = parsed {
-                let status = response.code.ok_or(ConnectError::BadResponse)?;
-                if is_chunked(response.headers) {
-                    return Err(ConnectError::BadResponse); // not expected for a tiny JSON answer
-                }
-                let body_len = content_length(response.headers).unwrap_or(0);
-                keep &= !wants_close(response.headers);
-                if self.buf.len() >= head_len + body_len {
-                    self.buf.drain(..head_len + body_len);
-                    if (200..300).contains(&status) {
-                        outcome.accepted += 1;
-                    } else {
-                        outcome.rejected += 1;
-                    }
-                    continue;
-                }
+            let head_len = match response.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return "bad_response".into(),
+            };
+            if is_chunked(response.headers) {
+                return "chunked answer".into(); // not expected for a tiny JSON answer
             }
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| ConnectError::Io(e.kind()))?;
-            if n == 0 {
-                return Err(ConnectError::BadResponse);
+            let body_len = content_length(response.headers).unwrap_or(0);
+            if buf.len() < head_len + body_len {
+                break;
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            let status = response.code.unwrap_or(0);
+            let close = wants_close(response.headers);
+            buf.drain(..head_len + body_len);
+            let counter = if (200..300).contains(&status) {
+                &answers.accepted
+            } else {
+                &answers.rejected
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            in_flight.add_permits(1);
+            if close {
+                return "server closed the connection".into();
+            }
         }
-        Ok((outcome, keep))
+        match read.read(&mut chunk).await {
+            Ok(0) => return "eof".into(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return format!("io:{:?}", e.kind()),
+        }
     }
 }
 

@@ -168,8 +168,8 @@ struct SseArgs {
     /// Room to subscribe to and publish into.
     #[arg(long, default_value = "bench")]
     room: String,
-    /// REST requests pipelined per publisher connection.
-    #[arg(long, default_value_t = 8)]
+    /// REST requests allowed in flight (unanswered) per publisher connection.
+    #[arg(long, default_value_t = 64)]
     pipeline: usize,
     /// Bearer key for REST publishing (when the hub requires one).
     #[arg(long, env = "LOADGEN_API_KEY")]

@@ -89,8 +89,6 @@ pub enum ConnectError {
     Timeout,
     /// The server accepted but did not answer the handshake in time.
     HandshakeTimeout,
-    /// A REST request got no answer in time.
-    ResponseTimeout,
     /// A socket error.
     Io(std::io::ErrorKind),
     /// The server answered the handshake with this HTTP status (503 when full).
@@ -104,7 +102,6 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => write!(f, "connect_timeout"),
             ConnectError::HandshakeTimeout => write!(f, "handshake_timeout"),
-            ConnectError::ResponseTimeout => write!(f, "response_timeout"),
             ConnectError::Io(kind) => write!(f, "io:{kind:?}"),
             ConnectError::Status(code) => write!(f, "http:{code}"),
             ConnectError::BadResponse => write!(f, "bad_response"),
