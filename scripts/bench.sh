@@ -244,13 +244,34 @@ run_one() {
         a=${a//@WS@/$(ws_url "$server")}
         args+=("${a//@HTTP@/$HTTP_URL}")
     done
-    local line status=0
+    local status=0 lglog="$OUT/loadgen-$scenario-$server-$run.log" lgout="$OUT/loadgen-$scenario-$server-$run.json"
     log "$scenario / $server / run $run: loadgen ${args[*]}"
-    line=$(timeout 1200 taskset -c 1 "$LOADGEN" --label "$server" "${args[@]}" 2> "$OUT/loadgen-$scenario-$server-$run.log") || status=$?
+    timeout 1200 taskset -c 1 "$LOADGEN" --label "$server" "${args[@]}" > "$lgout" 2> "$lglog" &
+    local lgpid=$!
+    # Idle memory is read half-way through the hold, once every connection is
+    # open and the server is quiet (the peak may include transient queues).
+    local hold="" hold_rss="" hold_threads=""
+    if [ "${args[0]}" = idle ]; then
+        for _ in $(seq 1 1800); do
+            hold=$(sed -n 's/.*; holding for \([0-9.]*\) s.*/\1/p' "$lglog" 2>/dev/null)
+            [ -n "$hold" ] && break
+            kill -0 "$lgpid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ -n "$hold" ]; then
+            sleep "$(awk -v h="$hold" 'BEGIN { print h / 2 }')"
+            hold_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
+            hold_threads=$(awk '/^Threads:/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
+        fi
+    fi
+    wait "$lgpid" || status=$?
+    local line
+    line=$(cat "$lgout")
     stop_server
-    tail -n 3 "$OUT/loadgen-$scenario-$server-$run.log" | sed 's/^/    /' >&2 || true
+    tail -n 3 "$lglog" | sed 's/^/    /' >&2 || true
     [ -n "$line" ] || line='{"error":"loadgen produced no result"}'
-    SCENARIO=$scenario SERVER=$server RUN=$run BASE=$base STATUS=$status SAMPLES=$samples LINE=$line python3 - >> "$RESULTS" <<'EOF'
+    SCENARIO=$scenario SERVER=$server RUN=$run BASE=$base STATUS=$status SAMPLES=$samples LINE=$line \
+        HOLD_RSS=$hold_rss HOLD_THREADS=$hold_threads python3 - >> "$RESULTS" <<'EOF'
 import json, os
 try:
     d = json.loads(os.environ["LINE"])
@@ -264,6 +285,8 @@ for row in open(os.environ["SAMPLES"]):
 d.update(scenario=os.environ["SCENARIO"], server=os.environ["SERVER"], run=int(os.environ["RUN"]),
          loadgen_exit=int(os.environ["STATUS"]), server_rss_base_kb=int(os.environ["BASE"] or 0),
          server_rss_peak_kb=max(rss, default=0), server_threads_peak=max(thr, default=0))
+if os.environ.get("HOLD_RSS"):
+    d.update(server_rss_hold_kb=int(os.environ["HOLD_RSS"]), server_threads_hold=int(os.environ["HOLD_THREADS"] or 0))
 print(json.dumps(d, sort_keys=True))
 EOF
 }
@@ -378,7 +401,8 @@ def ratio(a, b):
 
 def rss_per_conn(d):
     held = d.get("held") or 0
-    return (d["server_rss_peak_kb"] - d["server_rss_base_kb"]) / held if held else None
+    rss = d.get("server_rss_hold_kb") or d["server_rss_peak_kb"]
+    return (rss - d["server_rss_base_kb"]) / held if held else None
 
 def complete(d):
     exp = d.get("expected_deliveries") or 0
@@ -400,7 +424,9 @@ metrics = [
     ("latency", "  lost + disconnects", lambda d: d["lost"] + d["disconnects"], "{:.0f}"),
     ("idle5000", "idle connections held (of 5000)", lambda d: d["held"], "{:.0f}"),
     ("idle5000", "  server RSS per connection (kB)", rss_per_conn, "{:.1f}"),
-    ("idle5000", "  server threads", lambda d: d["server_threads_peak"], "{:.0f}"),
+    ("idle5000", "  server RSS peak per connection (kB)",
+     lambda d: (d["server_rss_peak_kb"] - d["server_rss_base_kb"]) / d["held"] if d.get("held") else None, "{:.1f}"),
+    ("idle5000", "  server threads", lambda d: d.get("server_threads_hold") or d["server_threads_peak"], "{:.0f}"),
     ("idle5000", "  connects/s", lambda d: d["connect"]["per_sec"], "{:.0f}"),
     ("idle5000", "  handshake p99 ms", lambda d: d["connect"]["handshake_ms"]["p99"], "{:.1f}"),
     ("broadcast10k", "10k WS clients: connected", lambda d: d["connect"]["connected"], "{:.0f}"),
