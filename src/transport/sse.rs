@@ -296,7 +296,7 @@ fn append(batch: &mut Vec<u8>, item: Outbound) -> bool {
     let mut put = |event: &Event| batch.extend_from_slice(&event.sse_block());
     match item {
         Outbound::Event(event) => put(&event),
-        Outbound::Backlog(events) => events.iter().for_each(|e| put(e)),
+        Outbound::Backlog(events) => events.0.iter().for_each(|e| put(e)),
         Outbound::GoingAway => return true,
     }
     false
