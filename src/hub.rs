@@ -439,7 +439,11 @@ impl Hub {
                 .flat_map(|room| room.since(since).cloned())
                 .collect();
             backlog.sort_unstable_by_key(|e| e.id());
-            if !backlog.is_empty() && events.try_send(Outbound::Backlog(Box::new(Backlog(backlog)))).is_err() {
+            if !backlog.is_empty()
+                && events
+                    .try_send(Outbound::Backlog(Box::new(Backlog(backlog))))
+                    .is_err()
+            {
                 return;
             }
         }

@@ -49,7 +49,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{Permit, Shared};
+use crate::transport::{coalesce, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -63,26 +63,6 @@ const REPLY_QUEUE: usize = 8;
 const IDLE_BATCH_FRAMES: usize = 16;
 /// Frames written in one syscall at most (the kernel's `IOV_MAX` is 1024).
 const MAX_BATCH_FRAMES: usize = 256;
-/// Under load a writer writes at most once per coalescing window: an event that
-/// arrives sooner after the last write waits for the rest of the window and
-/// goes out with whatever else arrived meanwhile. A quiet connection pays
-/// nothing (its next event finds the window long past). A busy one trades a
-/// few milliseconds of latency for far fewer wake-ups: with a thousand writer
-/// threads on two cores, context switches, not bytes, are what runs out, and a
-/// sleeping writer is not parked on its queue, so the hub's `try_send` to it
-/// wakes nobody. The window grows with the number of connections so that all
-/// writers together wake about `WAKE_BUDGET` times a second at most.
-const WAKE_BUDGET_PER_SEC: u64 = 100_000;
-/// The window's bounds: below the minimum a sleep costs more than it saves;
-/// the maximum bounds the latency it adds.
-const COALESCE_MIN: Duration = Duration::from_micros(500);
-const COALESCE_MAX: Duration = Duration::from_millis(20);
-
-/// The coalescing window for a server with `connections` open.
-fn coalescing_window(connections: usize) -> Duration {
-    let micros = connections as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC;
-    Duration::from_micros(micros).clamp(COALESCE_MIN, COALESCE_MAX)
-}
 /// The reader's buffer: small, because ten thousand idle connections each have one.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Refused connections waiting for their 503 before they are simply closed.
@@ -794,7 +774,7 @@ impl Writer {
         let mut replies = self.replies.clone();
         let mut reader_gone = false;
         let mut next_ping = Instant::now() + self.ping_interval;
-        let mut last_write = Instant::now() - COALESCE_MAX;
+        let mut last_write = Instant::now() - Duration::from_secs(1);
         let mut batch = Batch::default();
         loop {
             select! {
@@ -816,10 +796,8 @@ impl Writer {
             }
             // Under load, wait out the rest of the coalescing window so that one
             // wake-up and one syscall carry many events (see `COALESCE`).
-            let window = coalescing_window(self.permit.open_connections());
-            let since_last = last_write.elapsed();
-            if since_last < window && batch.close.is_none() {
-                std::thread::sleep(window - since_last);
+            if batch.close.is_none() {
+                coalesce(last_write, &self.permit);
             }
             // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
@@ -945,13 +923,6 @@ mod tests {
             "ws.example.com"
         ));
         assert!(origin_allowed(&Origins::Any, "null", "x"));
-    }
-
-    #[test]
-    fn the_coalescing_window_grows_with_connections_within_bounds() {
-        assert_eq!(coalescing_window(1), COALESCE_MIN);
-        assert_eq!(coalescing_window(1000), Duration::from_millis(10));
-        assert_eq!(coalescing_window(10_000), COALESCE_MAX);
     }
 
     #[test]
