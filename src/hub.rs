@@ -737,6 +737,10 @@ impl Hub {
     }
 }
 
+fn not_member(message: impl Into<String>) -> Event {
+    Event::error("not_member", message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,8 +750,4 @@ mod tests {
         // Every subscriber's queue allocates --send-buffer slots up front.
         assert!(std::mem::size_of::<Outbound>() <= 16);
     }
-}
-
-fn not_member(message: impl Into<String>) -> Event {
-    Event::error("not_member", message)
 }
