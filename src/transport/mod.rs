@@ -7,15 +7,15 @@
 //! (`shutdown`: disconnected when the server stops; `done`: a clone held by
 //! every connection thread, so the server can tell when they have all ended).
 //!
-//! Writers share one more idea, `coalesce`: under load each waits a few
-//! milliseconds after waking so that one wake-up carries many events.
+//! Writers share one more idea, `linger_window`: while busy, each sleeps a few
+//! milliseconds between writes so that one wake-up carries many events.
 
 pub mod sse;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -99,45 +99,37 @@ impl Drop for Permit {
     }
 }
 
-/// Under load a writer writes at most once per coalescing window: an event that
-/// arrives sooner after the last write waits for the rest of the window and
-/// goes out with whatever else arrived meanwhile. A quiet connection pays
-/// nothing (its next event finds the window long past). A busy one trades a
-/// few milliseconds of latency for far fewer wake-ups: with a thousand writer
-/// threads on two cores, context switches, not bytes, are what runs out, and a
-/// sleeping writer is not parked on its queue, so the hub's `try_send` to it
-/// wakes nobody. The window grows with the number of connections so that all
-/// writers together wake about `WAKE_BUDGET_PER_SEC` times a second at most.
-const WAKE_BUDGET_PER_SEC: u64 = 100_000;
-/// The window's bounds: below the minimum a sleep costs more than it saves;
-/// the maximum bounds the latency it adds.
-const COALESCE_MIN: Duration = Duration::from_micros(500);
-const COALESCE_MAX: Duration = Duration::from_millis(20);
-
-/// The coalescing window for a server with `connections` open.
-fn coalescing_window(connections: usize) -> Duration {
+/// How long a busy writer lingers after a write before it looks at its queue
+/// again. Events that arrive meanwhile wake nobody (the writer is asleep, not
+/// parked on the channel, so the hub's `try_send` makes no syscall), and the
+/// next write carries them all in one `writev`. With a thousand writer threads
+/// on two cores, wake-ups and context switches, not bytes, are what runs out.
+///
+/// The window grows with the number of connections, so that all writers
+/// together wake about `WAKE_BUDGET_PER_SEC` times a second at most, within
+/// bounds: below the minimum a sleep costs more than it saves; the maximum is
+/// the most latency it may add. A quiet connection pays one extra wake-up per
+/// burst (the linger that finds its queue empty), and no latency.
+pub fn linger_window(connections: usize) -> Duration {
     let micros = connections as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC;
-    Duration::from_micros(micros).clamp(COALESCE_MIN, COALESCE_MAX)
+    Duration::from_micros(micros).clamp(LINGER_MIN, LINGER_MAX)
 }
 
-/// Sleeps out the rest of the coalescing window begun by the last write.
-/// Writers call it after waking for an event and before draining their queue.
-pub fn coalesce(last_write: Instant, permit: &Permit) {
-    let window = coalescing_window(permit.open_connections());
-    let since_last = last_write.elapsed();
-    if since_last < window {
-        std::thread::sleep(window - since_last);
-    }
-}
+/// What all writers together may spend on wake-ups, roughly.
+const WAKE_BUDGET_PER_SEC: u64 = 100_000;
+/// The shortest linger worth a sleep.
+const LINGER_MIN: Duration = Duration::from_micros(500);
+/// The longest, which bounds the latency lingering adds.
+const LINGER_MAX: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_coalescing_window_grows_with_connections_within_bounds() {
-        assert_eq!(coalescing_window(1), COALESCE_MIN);
-        assert_eq!(coalescing_window(1000), Duration::from_millis(10));
-        assert_eq!(coalescing_window(10_000), COALESCE_MAX);
+    fn the_linger_window_grows_with_connections_within_bounds() {
+        assert_eq!(linger_window(1), LINGER_MIN);
+        assert_eq!(linger_window(1000), Duration::from_millis(10));
+        assert_eq!(linger_window(10_000), LINGER_MAX);
     }
 }

@@ -44,7 +44,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, Event, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
-use crate::transport::{coalesce, Permit, Shared};
+use crate::transport::{linger_window, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
 /// as the stream's first line).
@@ -247,14 +247,12 @@ impl SseStream {
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
         let mut batch: Vec<u8> = Vec::with_capacity(IDLE_BATCH_BYTES);
-        let mut last_write = std::time::Instant::now() - Duration::from_secs(1);
         loop {
             select! {
                 recv(events) -> first => {
                     let Ok(first) = first else {
                         return if hangup.is_too_slow() { End::TooSlow } else { End::GoingAway };
                     };
-                    coalesce(last_write, &self.permit);
                     batch.clear();
                     let mut going_away = append(&mut batch, first);
                     // Batch whatever else is queued: one write, one syscall.
@@ -272,8 +270,9 @@ impl SseStream {
                         if self.wire.write(&batch).is_err() {
                             return End::PeerGone;
                         }
-                        last_write = std::time::Instant::now();
                         batch.shrink_to(IDLE_BATCH_BYTES);
+                        // Linger: what arrives meanwhile goes out in one write.
+                        std::thread::sleep(linger_window(self.permit.open_connections()));
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {

@@ -49,7 +49,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{coalesce, Permit, Shared};
+use crate::transport::{linger_window, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -768,13 +768,16 @@ impl Batch {
 }
 
 impl Writer {
+    /// Waits on the queues and the ping clock, writes everything queued in one
+    /// go, and, after a write, lingers (see `transport::linger_window`): events
+    /// that arrive meanwhile wake nobody and go out together in the next write.
+    /// A quiet connection finds its queues empty after the linger and parks.
     fn run(self) {
         let id = self.id;
         let mut events = self.events.clone();
         let mut replies = self.replies.clone();
         let mut reader_gone = false;
         let mut next_ping = Instant::now() + self.ping_interval;
-        let mut last_write = Instant::now() - Duration::from_secs(1);
         let mut batch = Batch::default();
         loop {
             select! {
@@ -793,11 +796,6 @@ impl Writer {
                     batch.frames.push(encode_frame(Frame::ping(Bytes::new())));
                     next_ping = Instant::now() + self.ping_interval;
                 }
-            }
-            // Under load, wait out the rest of the coalescing window so that one
-            // wake-up and one syscall carry many events (see `COALESCE`).
-            if batch.close.is_none() {
-                coalesce(last_write, &self.permit);
             }
             // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
@@ -824,7 +822,6 @@ impl Writer {
             }
             if !batch.frames.is_empty() {
                 trace!("{id} writes {} frames", batch.frames.len());
-                last_write = Instant::now();
                 if let Err(e) = write_frames(&self.socket, &batch.frames) {
                     debug!("{id} write failed: {e}");
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
@@ -834,6 +831,9 @@ impl Writer {
                 // A burst (a replay, a join storm) must not pin its peak for good:
                 // ten thousand idle connections each keep what they hold here.
                 batch.frames.shrink_to(IDLE_BATCH_FRAMES);
+                if !reader_gone {
+                    std::thread::sleep(linger_window(self.permit.open_connections()));
+                }
             }
             if reader_gone {
                 // The peer's side ended without a close frame: nothing to say.
