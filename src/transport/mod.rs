@@ -116,11 +116,11 @@ pub fn linger_window(connections: usize) -> Duration {
 }
 
 /// What all writers together may spend on wake-ups, roughly.
-const WAKE_BUDGET_PER_SEC: u64 = 100_000;
+const WAKE_BUDGET_PER_SEC: u64 = 25_000;
 /// The shortest linger worth a sleep.
 const LINGER_MIN: Duration = Duration::from_micros(500);
 /// The longest, which bounds the latency lingering adds.
-const LINGER_MAX: Duration = Duration::from_millis(20);
+const LINGER_MAX: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
