@@ -450,7 +450,7 @@ impl Stream for EventStream {
             }
             match this.events.try_recv() {
                 Ok(Outbound::Event(event)) => return this.send(&event),
-                Ok(Outbound::Backlog(events)) => this.backlog.extend(events),
+                Ok(Outbound::Backlog(events)) => this.backlog.extend(events.0),
                 Ok(Outbound::GoingAway) => {
                     debug!("{} grpc stream ends: server shutting down", this.id);
                     return this.end(None);

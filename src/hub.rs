@@ -48,10 +48,15 @@ pub enum Outbound {
     Event(Arc<Event>),
     /// Replayed history, in id order: one queue slot however long it is, so a
     /// replay larger than `--send-buffer` does not count as a slow consumer.
-    Backlog(Vec<Arc<Event>>),
+    /// Boxed, so that `Outbound`, and with it every queue slot, stays at 16 bytes.
+    Backlog(Box<Backlog>),
     /// The server is shutting down: say goodbye (WebSocket close 1001) and end.
     GoingAway,
 }
+
+/// Replayed events, oldest first.
+#[derive(Debug)]
+pub struct Backlog(pub Vec<Arc<Event>>);
 
 /// How the hub reaches a connection beyond its queue: to mark it too slow and
 /// wake its threads, or to cut it when even a goodbye will not fit.
@@ -434,7 +439,11 @@ impl Hub {
                 .flat_map(|room| room.since(since).cloned())
                 .collect();
             backlog.sort_unstable_by_key(|e| e.id());
-            if !backlog.is_empty() && events.try_send(Outbound::Backlog(backlog)).is_err() {
+            if !backlog.is_empty()
+                && events
+                    .try_send(Outbound::Backlog(Box::new(Backlog(backlog))))
+                    .is_err()
+            {
                 return;
             }
         }
@@ -730,4 +739,15 @@ impl Hub {
 
 fn not_member(message: impl Into<String>) -> Event {
     Event::error("not_member", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_slot_is_small() {
+        // Every subscriber's queue allocates --send-buffer slots up front.
+        assert!(std::mem::size_of::<Outbound>() <= 16);
+    }
 }

@@ -6,12 +6,16 @@
 //! the metrics, the connection limit, and the two channels of shutdown
 //! (`shutdown`: disconnected when the server stops; `done`: a clone held by
 //! every connection thread, so the server can tell when they have all ended).
+//!
+//! Writers share one more idea, `linger_window`: while busy, each sleeps a few
+//! milliseconds between writes so that one wake-up carries many events.
 
 pub mod sse;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -92,5 +96,40 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long a busy writer lingers after a write before it looks at its queue
+/// again. Events that arrive meanwhile wake nobody (the writer is asleep, not
+/// parked on the channel, so the hub's `try_send` makes no syscall), and the
+/// next write carries them all in one `writev`. With a thousand writer threads
+/// on two cores, wake-ups and context switches, not bytes, are what runs out.
+///
+/// The window grows with the number of connections, so that all writers
+/// together wake about `WAKE_BUDGET_PER_SEC` times a second at most, within
+/// bounds: below the minimum a sleep costs more than it saves; the maximum is
+/// the most latency it may add. A quiet connection pays one extra wake-up per
+/// burst (the linger that finds its queue empty), and no latency.
+pub fn linger_window(connections: usize) -> Duration {
+    let micros = connections as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC;
+    Duration::from_micros(micros).clamp(LINGER_MIN, LINGER_MAX)
+}
+
+/// What all writers together may spend on wake-ups, roughly.
+const WAKE_BUDGET_PER_SEC: u64 = 25_000;
+/// The shortest linger worth a sleep.
+const LINGER_MIN: Duration = Duration::from_micros(500);
+/// The longest, which bounds the latency lingering adds.
+const LINGER_MAX: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linger_window_grows_with_connections_within_bounds() {
+        assert_eq!(linger_window(1), LINGER_MIN);
+        assert_eq!(linger_window(1000), Duration::from_millis(10));
+        assert_eq!(linger_window(10_000), LINGER_MAX);
     }
 }

@@ -44,7 +44,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, Event, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
-use crate::transport::{Permit, Shared};
+use crate::transport::{linger_window, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
 /// as the stream's first line).
@@ -52,6 +52,8 @@ pub const RETRY_MS: u64 = 2000;
 /// The pause between the two halves of a heartbeat: long enough for a
 /// peer's reset to come back over a real network.
 const PROBE_GAP: Duration = Duration::from_millis(250);
+/// Batch bytes a stream keeps between bursts.
+const IDLE_BATCH_BYTES: usize = 4096;
 /// Events written in one go at most; the rest wait for the next write.
 const MAX_BATCH_EVENTS: usize = 256;
 
@@ -173,7 +175,7 @@ struct SseStream {
     query: Option<SseQuery>,
     shared: Shared,
     /// Held for the life of the stream: its place under `--max-connections`.
-    _permit: Permit,
+    permit: Permit,
     /// Held for the life of the stream: shutdown waits for every clone to go.
     _done: crossbeam_channel::Sender<()>,
 }
@@ -194,7 +196,7 @@ impl SseStream {
             query: Some(query),
             _done: shared.done.clone(),
             shared,
-            _permit: permit,
+            permit,
         }
     }
 
@@ -244,7 +246,7 @@ impl SseStream {
         let heartbeat = tick(self.shared.config.ping_interval);
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
-        let mut batch: Vec<u8> = Vec::with_capacity(4096);
+        let mut batch: Vec<u8> = Vec::with_capacity(IDLE_BATCH_BYTES);
         loop {
             select! {
                 recv(events) -> first => {
@@ -268,6 +270,9 @@ impl SseStream {
                         if self.wire.write(&batch).is_err() {
                             return End::PeerGone;
                         }
+                        batch.shrink_to(IDLE_BATCH_BYTES);
+                        // Linger: what arrives meanwhile goes out in one write.
+                        std::thread::sleep(linger_window(self.permit.open_connections()));
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {
@@ -296,7 +301,7 @@ fn append(batch: &mut Vec<u8>, item: Outbound) -> bool {
     let mut put = |event: &Event| batch.extend_from_slice(&event.sse_block());
     match item {
         Outbound::Event(event) => put(&event),
-        Outbound::Backlog(events) => events.iter().for_each(|e| put(e)),
+        Outbound::Backlog(events) => events.0.iter().for_each(|e| put(e)),
         Outbound::GoingAway => return true,
     }
     false

@@ -49,7 +49,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{Permit, Shared};
+use crate::transport::{linger_window, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -58,29 +58,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the peer's side of a close before cutting.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Replies the reader may queue for the writer before it waits.
-const REPLY_QUEUE: usize = 64;
+const REPLY_QUEUE: usize = 8;
+/// Frame slots a writer keeps between bursts.
+const IDLE_BATCH_FRAMES: usize = 16;
 /// Frames written in one syscall at most (the kernel's `IOV_MAX` is 1024).
 const MAX_BATCH_FRAMES: usize = 256;
-/// Under load a writer writes at most once per coalescing window: an event that
-/// arrives sooner after the last write waits for the rest of the window and
-/// goes out with whatever else arrived meanwhile. A quiet connection pays
-/// nothing (its next event finds the window long past). A busy one trades a
-/// few milliseconds of latency for far fewer wake-ups: with a thousand writer
-/// threads on two cores, context switches, not bytes, are what runs out, and a
-/// sleeping writer is not parked on its queue, so the hub's `try_send` to it
-/// wakes nobody. The window grows with the number of connections so that all
-/// writers together wake about `WAKE_BUDGET` times a second at most.
-const WAKE_BUDGET_PER_SEC: u64 = 100_000;
-/// The window's bounds: below the minimum a sleep costs more than it saves;
-/// the maximum bounds the latency it adds.
-const COALESCE_MIN: Duration = Duration::from_micros(500);
-const COALESCE_MAX: Duration = Duration::from_millis(20);
-
-/// The coalescing window for a server with `connections` open.
-fn coalescing_window(connections: usize) -> Duration {
-    let micros = connections as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC;
-    Duration::from_micros(micros).clamp(COALESCE_MIN, COALESCE_MAX)
-}
 /// The reader's buffer: small, because ten thousand idle connections each have one.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Refused connections waiting for their 503 before they are simply closed.
@@ -742,7 +724,7 @@ impl Batch {
             Outbound::Event(event) => self.frames.push(event.ws_frame(format)),
             Outbound::Backlog(events) => self
                 .frames
-                .extend(events.iter().map(|e| e.ws_frame(format))),
+                .extend(events.0.iter().map(|e| e.ws_frame(format))),
             Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
         }
     }
@@ -786,13 +768,16 @@ impl Batch {
 }
 
 impl Writer {
+    /// Waits on the queues and the ping clock, writes everything queued in one
+    /// go, and, after a write, lingers (see `transport::linger_window`): events
+    /// that arrive meanwhile wake nobody and go out together in the next write.
+    /// A quiet connection finds its queues empty after the linger and parks.
     fn run(self) {
         let id = self.id;
         let mut events = self.events.clone();
         let mut replies = self.replies.clone();
         let mut reader_gone = false;
         let mut next_ping = Instant::now() + self.ping_interval;
-        let mut last_write = Instant::now() - COALESCE_MAX;
         let mut batch = Batch::default();
         loop {
             select! {
@@ -811,13 +796,6 @@ impl Writer {
                     batch.frames.push(encode_frame(Frame::ping(Bytes::new())));
                     next_ping = Instant::now() + self.ping_interval;
                 }
-            }
-            // Under load, wait out the rest of the coalescing window so that one
-            // wake-up and one syscall carry many events (see `COALESCE`).
-            let window = coalescing_window(self.permit.open_connections());
-            let since_last = last_write.elapsed();
-            if since_last < window && batch.close.is_none() {
-                std::thread::sleep(window - since_last);
             }
             // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
@@ -844,13 +822,18 @@ impl Writer {
             }
             if !batch.frames.is_empty() {
                 trace!("{id} writes {} frames", batch.frames.len());
-                last_write = Instant::now();
                 if let Err(e) = write_frames(&self.socket, &batch.frames) {
                     debug!("{id} write failed: {e}");
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
                     return;
                 }
                 batch.frames.clear();
+                // A burst (a replay, a join storm) must not pin its peak for good:
+                // ten thousand idle connections each keep what they hold here.
+                batch.frames.shrink_to(IDLE_BATCH_FRAMES);
+                if !reader_gone {
+                    std::thread::sleep(linger_window(self.permit.open_connections()));
+                }
             }
             if reader_gone {
                 // The peer's side ended without a close frame: nothing to say.
@@ -870,16 +853,23 @@ impl Writer {
     }
 }
 
-/// Writes every frame with as few `writev` calls as the kernel allows.
+/// Writes every frame, 64 to a `writev`.
 fn write_frames(socket: &TcpStream, frames: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-    let mut remaining = &mut slices[..];
-    while !remaining.is_empty() {
-        match (&*socket).write_vectored(remaining) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut remaining, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    // Up to 64 frames per `writev`, their slices on the stack: the write path
+    // allocates nothing, however busy the connection.
+    for group in frames.chunks(64) {
+        let mut slices = [IoSlice::new(&[]); 64];
+        for (slice, frame) in slices.iter_mut().zip(group) {
+            *slice = IoSlice::new(frame);
+        }
+        let mut remaining = &mut slices[..group.len()];
+        while !remaining.is_empty() {
+            match (&*socket).write_vectored(remaining) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut remaining, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -933,13 +923,6 @@ mod tests {
             "ws.example.com"
         ));
         assert!(origin_allowed(&Origins::Any, "null", "x"));
-    }
-
-    #[test]
-    fn the_coalescing_window_grows_with_connections_within_bounds() {
-        assert_eq!(coalescing_window(1), COALESCE_MIN);
-        assert_eq!(coalescing_window(1000), Duration::from_millis(10));
-        assert_eq!(coalescing_window(10_000), COALESCE_MAX);
     }
 
     #[test]
