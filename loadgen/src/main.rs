@@ -158,6 +158,10 @@ struct WsArgs {
     /// WebSocket URL publishers connect to (default: --url).
     #[arg(long)]
     pub_url: Option<String>,
+    /// Text frame every connection sends right after its handshake, for
+    /// servers that subscribe by message (e.g. '{"type":"join","room":"bench"}').
+    #[arg(long)]
+    join_message: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -300,11 +304,13 @@ fn main() -> ExitCode {
 type Outcome = Result<(Value, bool), String>;
 
 fn ws_targets(ws: &WsArgs) -> Result<(SubscribeVia, PublishVia), String> {
-    let sub = Target::parse(&ws.url, &["ws"])?;
-    let publ = match &ws.pub_url {
+    let mut sub = Target::parse(&ws.url, &["ws"])?;
+    sub.join_message = ws.join_message.clone();
+    let mut publ = match &ws.pub_url {
         Some(u) => Target::parse(u, &["ws"])?,
         None => sub.clone(),
     };
+    publ.join_message = ws.join_message.clone();
     Ok((SubscribeVia::WebSocket(sub), PublishVia::WebSocket(publ)))
 }
 

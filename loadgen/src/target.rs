@@ -19,6 +19,9 @@ pub struct Target {
     pub host_header: String,
     /// Path and query, e.g. `/ws?room=bench`.
     pub path: String,
+    /// A text frame to send right after a WebSocket handshake, for servers
+    /// where a client subscribes by message rather than by URL.
+    pub join_message: Option<String>,
 }
 
 impl Target {
@@ -56,6 +59,7 @@ impl Target {
             addr,
             host_header: authority.to_string(),
             path,
+            join_message: None,
         })
     }
 

@@ -34,9 +34,9 @@ mod opcode {
     pub const PONG: u8 = 0xA;
 }
 
-/// Performs the opening handshake on `stream`. On success returns the bytes the
-/// server sent after its response (often a first frame), to be fed to a
-/// [`FrameReader`].
+/// Performs the opening handshake on `stream` (and sends the target's join
+/// message, if any). On success returns the bytes the server sent after its
+/// response (often a first frame), to be fed to a [`FrameReader`].
 pub async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
@@ -53,11 +53,18 @@ pub async fn handshake(
             .await
             .map_err(|e| ConnectError::Io(e.kind()))?;
         let (status, leftover) = read_response_head(stream).await?;
-        if status == 101 {
-            Ok(leftover)
-        } else {
-            Err(ConnectError::Status(status))
+        if status != 101 {
+            return Err(ConnectError::Status(status));
         }
+        if let Some(join) = &target.join_message {
+            let mut frame = Vec::with_capacity(join.len() + 14);
+            encode_text(&mut frame, join.as_bytes());
+            stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| ConnectError::Io(e.kind()))?;
+        }
+        Ok(leftover)
     };
     tokio::time::timeout(timeout, exchange)
         .await
