@@ -74,6 +74,19 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# ---------------------------------------------------------------- kernel limits
+# Each switchboard connection is two threads and each thread four memory maps,
+# so the default vm.max_map_count (65530) caps a node near 8000 connections
+# (the server refuses more with 503 rather than fail). broadcast10k needs more:
+# raise the limit for the run, as a deployment would, and put it back after.
+MAPS_BEFORE=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
+restore_maps() { :; }
+if [ "$MAPS_BEFORE" -lt 262144 ] && [ "$(id -u)" = 0 ]; then
+    sysctl -q -w vm.max_map_count=262144 && log "vm.max_map_count raised to 262144 for this run"
+    restore_maps() { sysctl -q -w vm.max_map_count="$MAPS_BEFORE" || true; }
+    trap restore_maps EXIT
+fi
+
 # ---------------------------------------------------------------- builds
 # SWITCHBOARD_BIN / LOADGEN_BIN run prebuilt binaries instead (e.g. to compare
 # two builds of the server); by default both are built here.
@@ -151,7 +164,7 @@ stop_server() {
         SERVER_PID=""
     fi
 }
-trap stop_server EXIT
+trap 'stop_server; restore_maps' EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

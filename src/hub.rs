@@ -22,8 +22,8 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use log::{debug, warn};
@@ -63,6 +63,9 @@ pub struct Backlog(pub Vec<Arc<Event>>);
 pub struct Hangup {
     too_slow: AtomicBool,
     socket: Option<Arc<TcpStream>>,
+    /// The writer thread, once it has said so: the hub nudges it awake when
+    /// its queue passes half full while it lingers (`transport::linger`).
+    writer: OnceLock<Thread>,
 }
 
 impl Hangup {
@@ -72,7 +75,22 @@ impl Hangup {
         Arc::new(Hangup {
             too_slow: AtomicBool::new(false),
             socket,
+            writer: OnceLock::new(),
         })
+    }
+
+    /// Called by the connection's writer thread: lets the hub cut its linger
+    /// short when its queue fills (see `nudge`).
+    pub fn writer_is_current_thread(&self) {
+        let _ = self.writer.set(std::thread::current()); // set once; later calls change nothing
+    }
+
+    /// Wakes a lingering writer early. Cheap when it is not parked: `unpark`
+    /// then only marks a token, with no system call.
+    fn nudge(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
     }
 
     /// Whether the hub dropped this connection as a slow consumer.
@@ -552,6 +570,7 @@ impl Hub {
             .push(RoomMember {
                 client: id,
                 queue: client.events.clone(),
+                hangup: Arc::clone(&client.hangup),
             });
         self.broadcast(&room, |id, ts| Body::Joined {
             room: room.clone(),
@@ -605,7 +624,12 @@ impl Hub {
         let mut delivered = 0;
         for member in &target.members {
             match member.queue.try_send(Outbound::Event(Arc::clone(&event))) {
-                Ok(()) => delivered += 1,
+                Ok(()) => {
+                    delivered += 1;
+                    if past_half(&member.queue) {
+                        member.hangup.nudge();
+                    }
+                }
                 Err(TrySendError::Full(_)) => self.leaving.push((member.client, Leave::TooSlow)),
                 Err(TrySendError::Disconnected(_)) => {
                     self.leaving.push((member.client, Leave::Gone))
@@ -625,6 +649,7 @@ impl Hub {
             return;
         };
         match client.events.try_send(Outbound::Event(Arc::new(event))) {
+            Ok(()) if past_half(&client.events) => client.hangup.nudge(),
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.leaving.push((id, Leave::TooSlow)),
             Err(TrySendError::Disconnected(_)) => self.leaving.push((id, Leave::Gone)),
@@ -735,6 +760,13 @@ impl Hub {
         }
         self.rooms.clear();
     }
+}
+
+/// Whether a queue is more than half full: its writer must not linger now.
+fn past_half(queue: &Sender<Outbound>) -> bool {
+    queue
+        .capacity()
+        .is_some_and(|capacity| queue.len() * 2 > capacity)
 }
 
 fn not_member(message: impl Into<String>) -> Event {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 
-use crate::hub::Outbound;
+use crate::hub::{Hangup, Outbound};
 use crate::protocol::{ClientId, Event, ParseError};
 
 /// The longest room name, in characters.
@@ -112,6 +112,8 @@ pub struct RoomMember {
     pub client: ClientId,
     /// A clone of the member's queue sender (one per room it is in).
     pub queue: Sender<Outbound>,
+    /// The member's hangup, to nudge its writer when the queue fills.
+    pub hangup: Arc<Hangup>,
 }
 
 impl Room {

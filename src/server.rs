@@ -73,7 +73,7 @@ impl Server {
             config: Arc::clone(&config),
             metrics,
             ids: Arc::new(ClientIds::default()),
-            limit: ConnectionLimit::new(config.max_connections),
+            limit: ConnectionLimit::new(connection_limit(&config)),
             shutdown: shutdown_rx,
             done,
         };
@@ -155,6 +155,23 @@ fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<
     Err(io::Error::other(
         "--grpc needs a binary built with `--features grpc`",
     ))
+}
+
+/// `--max-connections`, lowered to what the kernel's limits allow: refusing a
+/// connection with 503 beats a thread that cannot start.
+fn connection_limit(config: &Config) -> usize {
+    match crate::threads::connection_ceiling() {
+        Some(ceiling) if ceiling < config.max_connections => {
+            warn!(
+                "--max-connections {} is past what this kernel allows (about {ceiling}: each \
+                 connection is two threads, each thread four memory maps); using {ceiling}. \
+                 Raise it with: sysctl -w vm.max_map_count=262144",
+                config.max_connections
+            );
+            ceiling
+        }
+        _ => config.max_connections,
+    }
 }
 
 impl Drop for Server {

@@ -39,3 +39,33 @@ where
         .stack_size(stack_bytes)
         .spawn(body)
 }
+
+/// Memory mappings one thread costs: its stack and guard page, and the signal
+/// stack and guard page Rust's runtime gives every thread.
+const MAPS_PER_THREAD: usize = 4;
+/// Threads one connection costs (a reader and a writer; an SSE stream and the
+/// HTTP library's connection thread).
+const THREADS_PER_CONNECTION: usize = 2;
+/// Maps and threads kept for everything else (libraries, listeners, the hub).
+const RESERVE: usize = 1000;
+
+/// How many connections the kernel's limits leave room for, if they can be
+/// read: `vm.max_map_count` (65530 by default, so about 8000 connections),
+/// `kernel.threads-max` and `kernel.pid_max`. Past them a thread cannot start,
+/// or worse, starts and then cannot map its signal stack, which aborts the
+/// process; the server refuses connections before that point instead.
+pub fn connection_ceiling() -> Option<usize> {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let by_maps = read("/proc/sys/vm/max_map_count")
+        .map(|maps| maps.saturating_sub(RESERVE) / (MAPS_PER_THREAD * THREADS_PER_CONNECTION));
+    let by_threads = [
+        read("/proc/sys/kernel/threads-max"),
+        read("/proc/sys/kernel/pid_max"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map(|threads| threads.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
+    [by_maps, by_threads].into_iter().flatten().min()
+}

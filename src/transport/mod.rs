@@ -115,6 +115,18 @@ pub fn linger_window(connections: usize) -> Duration {
     Duration::from_micros(micros).clamp(LINGER_MIN, LINGER_MAX)
 }
 
+/// Lingers after a write of `written` queue items, unless the queue is filling
+/// fast: a quarter of it in one batch means events come in quicker than the
+/// window drains them, and lingering then would only bring the slow-consumer
+/// rule closer (a room of a thousand joining at once, say).
+/// The writer parks rather than sleeps, and calls `Hangup::writer_is_current_thread`
+/// first, so the hub can wake it the moment its queue passes half full.
+pub fn linger(permit: &Permit, written: usize, queue_capacity: usize) {
+    if written.saturating_mul(4) < queue_capacity {
+        std::thread::park_timeout(linger_window(permit.open_connections()));
+    }
+}
+
 /// What all writers together may spend on wake-ups, roughly.
 const WAKE_BUDGET_PER_SEC: u64 = 25_000;
 /// The shortest linger worth a sleep.
@@ -129,7 +141,7 @@ mod tests {
     #[test]
     fn the_linger_window_grows_with_connections_within_bounds() {
         assert_eq!(linger_window(1), LINGER_MIN);
-        assert_eq!(linger_window(1000), Duration::from_millis(10));
+        assert_eq!(linger_window(1000), Duration::from_millis(40));
         assert_eq!(linger_window(10_000), LINGER_MAX);
     }
 }

@@ -44,7 +44,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, Event, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
-use crate::transport::{linger_window, Permit, Shared};
+use crate::transport::{linger, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
 /// as the stream's first line).
@@ -243,6 +243,7 @@ impl SseStream {
 
     /// Moves events from the queue to the socket until the stream ends.
     fn pump(&mut self, events: &Receiver<Outbound>, hangup: &Hangup) -> End {
+        hangup.writer_is_current_thread();
         let heartbeat = tick(self.shared.config.ping_interval);
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
@@ -272,7 +273,7 @@ impl SseStream {
                         }
                         batch.shrink_to(IDLE_BATCH_BYTES);
                         // Linger: what arrives meanwhile goes out in one write.
-                        std::thread::sleep(linger_window(self.permit.open_connections()));
+                        linger(&self.permit, taken, self.shared.config.send_buffer);
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {

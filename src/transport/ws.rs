@@ -49,7 +49,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{linger_window, Permit, Shared};
+use crate::transport::{linger, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -205,6 +205,10 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
         format: match &route {
             Route::Chat { format, .. } => *format,
             Route::Echo => Format::Json,
+        },
+        queue_capacity: match route {
+            Route::Chat { .. } => config.send_buffer,
+            Route::Echo => REPLY_QUEUE,
         },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
@@ -704,6 +708,8 @@ struct Writer {
     events: Receiver<Outbound>,
     replies: Receiver<Reply>,
     format: Format,
+    /// How many events the queue holds: a writer that lingers too long risks it.
+    queue_capacity: usize,
     hangup: Arc<Hangup>,
     ping_interval: Duration,
     permit: Arc<Permit>,
@@ -774,6 +780,7 @@ impl Writer {
     /// A quiet connection finds its queues empty after the linger and parks.
     fn run(self) {
         let id = self.id;
+        self.hangup.writer_is_current_thread();
         let mut events = self.events.clone();
         let mut replies = self.replies.clone();
         let mut reader_gone = false;
@@ -827,12 +834,13 @@ impl Writer {
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
                     return;
                 }
+                let written = batch.frames.len();
                 batch.frames.clear();
                 // A burst (a replay, a join storm) must not pin its peak for good:
                 // ten thousand idle connections each keep what they hold here.
                 batch.frames.shrink_to(IDLE_BATCH_FRAMES);
                 if !reader_gone {
-                    std::thread::sleep(linger_window(self.permit.open_connections()));
+                    linger(&self.permit, written, self.queue_capacity);
                 }
             }
             if reader_gone {
