@@ -52,6 +52,8 @@ pub const RETRY_MS: u64 = 2000;
 /// The pause between the two halves of a heartbeat: long enough for a
 /// peer's reset to come back over a real network.
 const PROBE_GAP: Duration = Duration::from_millis(250);
+/// The most written between two checks for "dropped as slow".
+const WRITE_PIECE_BYTES: usize = 16 * 1024;
 /// Batch bytes a stream keeps between bursts.
 const IDLE_BATCH_BYTES: usize = 4096;
 /// Events written in one go at most; the rest wait for the next write.
@@ -234,8 +236,9 @@ impl SseStream {
             End::TooSlow => warn!("{id} {} sse dropped: slow consumer", self.peer),
             End::GoingAway => {}
         }
-        if end != End::PeerGone {
+        if end == End::GoingAway {
             // Best effort: a peer that stopped reading makes this time out.
+            // A slow consumer is not waited for: it is why the stream ends.
             let _ = self.wire.finish();
         }
         debug!("{id} sse closed: {end:?}");
@@ -268,8 +271,8 @@ impl SseStream {
                     }
                     if !batch.is_empty() {
                         trace!("{} sse writes {taken} events, {} bytes", self.id, batch.len());
-                        if self.wire.write(&batch).is_err() {
-                            return End::PeerGone;
+                        if self.wire.write(&batch, hangup).is_err() {
+                            return if hangup.is_too_slow() { End::TooSlow } else { End::PeerGone };
                         }
                         batch.shrink_to(IDLE_BATCH_BYTES);
                         // Linger: what arrives meanwhile goes out in one write.
@@ -281,14 +284,14 @@ impl SseStream {
                     }
                 }
                 recv(heartbeat) -> _ => {
-                    if self.wire.write(b": ping\n").is_err() {
+                    if self.wire.write(b": ping\n", hangup).is_err() {
                         return End::PeerGone;
                     }
                     probe = after(PROBE_GAP);
                 }
                 recv(probe) -> _ => {
                     probe = never();
-                    if self.wire.write(b"\n").is_err() {
+                    if self.wire.write(b"\n", hangup).is_err() {
                         return End::PeerGone;
                     }
                 }
@@ -343,14 +346,24 @@ impl Wire {
         self.out.flush()
     }
 
-    /// Writes `payload` as one chunk and flushes it onto the socket.
-    fn write(&mut self, payload: &[u8]) -> io::Result<()> {
-        if self.chunked {
-            let mut chunk = Vec::with_capacity(payload.len() + 16);
+    /// Writes `payload` as one chunk and flushes it onto the socket, in
+    /// pieces, giving up between two pieces once `hangup` says the hub has
+    /// dropped this stream: a peer that reads a trickle would otherwise keep
+    /// a dropped stream's thread writing, each piece inside the send timeout.
+    fn write(&mut self, payload: &[u8], hangup: &Hangup) -> io::Result<()> {
+        let mut chunk;
+        let bytes = if self.chunked {
+            chunk = Vec::with_capacity(payload.len() + 16);
             self.frame(&mut chunk, payload);
-            self.out.write_all(&chunk)?;
+            &chunk[..]
         } else {
-            self.out.write_all(payload)?;
+            payload
+        };
+        for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+            if hangup.is_too_slow() {
+                return Err(io::Error::other("dropped as a slow consumer"));
+            }
+            self.out.write_all(piece)?;
         }
         self.out.flush()
     }

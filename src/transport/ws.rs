@@ -821,7 +821,7 @@ impl Writer {
             }
             if let Some(close) = batch.close.take() {
                 batch.frames.push(close);
-                if let Err(e) = write_frames(&self.socket, &batch.frames) {
+                if let Err(e) = write_frames(&self.socket, &batch.frames, None) {
                     debug!("{id} could not send close: {e}");
                 }
                 self.finish_after_close(replies);
@@ -829,7 +829,7 @@ impl Writer {
             }
             if !batch.frames.is_empty() {
                 trace!("{id} writes {} frames", batch.frames.len());
-                if let Err(e) = write_frames(&self.socket, &batch.frames) {
+                if let Err(e) = write_frames(&self.socket, &batch.frames, Some(&self.hangup)) {
                     debug!("{id} write failed: {e}");
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
                     return;
@@ -861,8 +861,12 @@ impl Writer {
     }
 }
 
-/// Writes every frame, 64 to a `writev`.
-fn write_frames(socket: &TcpStream, frames: &[Bytes]) -> io::Result<()> {
+/// Writes every frame, 64 to a `writev`, giving up between two calls once
+/// `hangup` (if given: not for the close frame itself) says the hub dropped
+/// this connection: a peer that reads a trickle
+/// would otherwise keep a dropped connection's writer busy, each call inside
+/// the send timeout. (Giving up mid-frame leaves nothing but cutting the socket.)
+fn write_frames(socket: &TcpStream, frames: &[Bytes], hangup: Option<&Hangup>) -> io::Result<()> {
     // Up to 64 frames per `writev`, their slices on the stack: the write path
     // allocates nothing, however busy the connection.
     for group in frames.chunks(64) {
@@ -872,6 +876,9 @@ fn write_frames(socket: &TcpStream, frames: &[Bytes]) -> io::Result<()> {
         }
         let mut remaining = &mut slices[..group.len()];
         while !remaining.is_empty() {
+            if hangup.is_some_and(|h| h.is_too_slow()) {
+                return Err(io::Error::other("dropped as a slow consumer"));
+            }
             match (&*socket).write_vectored(remaining) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => IoSlice::advance_slices(&mut remaining, n),
