@@ -12,19 +12,11 @@ if [ ! -x "$suite/run.sh" ]; then
     exit 2
 fi
 cargo build --release -q --bin switchboard
-out=$(mktemp -d)
-./target/release/switchboard --ws 127.0.0.1:0 --http 127.0.0.1:0 --max-message-size 20000000 \
-    >"$out/stdout" 2>"$out/stderr" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    ws=$(sed -n 's/^listening ws //p' "$out/stdout")
-    [ -n "$ws" ] && break
-    sleep 0.1
-done
-[ -n "$ws" ] || { echo "autobahn.sh: the server did not start" >&2; cat "$out/stderr" >&2; exit 1; }
-"$suite/run.sh" "ws://$ws/echo"
-if grep -q panicked "$out/stderr"; then
+source scripts/server.sh
+trap stop_server EXIT
+start_server --max-message-size 20000000
+"$suite/run.sh" "ws://$SERVER_WS/echo"
+if grep -q panicked "$SERVER_ERR"; then
     echo "autobahn.sh: the server panicked" >&2
     exit 1
 fi

@@ -52,18 +52,11 @@ fi
 
 step "load generator smoke run"
 cargo build --release -q -p switchboard -p loadgen
-out=$(mktemp -d)
-./target/release/switchboard --ws 127.0.0.1:0 --http 127.0.0.1:0 >"$out/stdout" 2>"$out/stderr" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    ws=$(sed -n 's/^listening ws //p' "$out/stdout")
-    [ -n "$ws" ] && break
-    sleep 0.1
-done
-LOADGEN=./target/release/loadgen scripts/loadgen-smoke.sh "$ws"
-kill "$pid"
-wait "$pid" || true
+source scripts/server.sh
+trap stop_server EXIT
+start_server
+LOADGEN=./target/release/loadgen scripts/loadgen-smoke.sh "$SERVER_WS"
+stop_server
 trap - EXIT
 echo
 echo "test.sh: all passed"
