@@ -3,7 +3,7 @@
 //! codegen: both build dependencies are optional and enabled by the feature).
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, a binary shipped inside a
-//! crates.io package, so a fresh machine builds with nothing installed by hand.
+//! Rust package, so a fresh machine builds with nothing installed by hand.
 //! A `PROTOC` already set in the environment wins, for platforms the crate
 //! does not cover.
 
