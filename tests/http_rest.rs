@@ -5,7 +5,7 @@ mod common;
 mod http_support;
 
 use common::{secs, TestServer};
-use http_support::{get, post_json, request, Sse};
+use http_support::{get, members_by_transport, post_json, request, Sse};
 use serde_json::{json, Value};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -241,12 +241,7 @@ fn rooms_are_listed_and_described_with_members_and_transports() {
     let dev = dev.json();
     assert_eq!(dev["name"], "dev");
     assert_eq!(dev["last_id"], rooms[0]["last_id"]);
-    let members: Vec<(Value, Value)> = dev["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| (m["name"].clone(), m["transport"].clone()))
-        .collect();
+    let members = members_by_transport(&dev);
     assert_eq!(
         members,
         vec![

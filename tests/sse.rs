@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{secs, TestServer};
-use http_support::{get, post_json, Item, Sse};
-use serde_json::{json, Value};
+use http_support::{get, members_by_transport, post_json, Item, Sse};
+use serde_json::json;
 use switchboard::room::{Name, RoomName};
 
 fn room(name: &str) -> RoomName {
@@ -341,12 +341,7 @@ fn a_websocket_message_reaches_sse_and_an_sse_subscriber_is_listed_as_sse() {
     assert_eq!(data["room"], "mix");
 
     let detail = get(server.http, "/rooms/mix").json();
-    let transports: Vec<(Value, Value)> = detail["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| (m["name"].clone(), m["transport"].clone()))
-        .collect();
+    let transports = members_by_transport(&detail);
     assert_eq!(
         transports,
         vec![

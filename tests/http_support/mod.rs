@@ -75,6 +75,16 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"")
 }
 
+/// `(name, transport)` of each member in a `GET /rooms/{room}` answer.
+pub fn members_by_transport(detail: &Value) -> Vec<(Value, Value)> {
+    detail["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["name"].clone(), m["transport"].clone()))
+        .collect()
+}
+
 pub fn post_json(addr: SocketAddr, path: &str, body: &Value) -> Resp {
     request(
         addr,
