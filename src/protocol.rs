@@ -300,6 +300,11 @@ impl Event {
     /// The event as a complete WebSocket text frame in `format` (cached): every
     /// member's writer sends these same bytes, because server frames are unmasked.
     pub fn ws_frame(&self, format: Format) -> Bytes {
+        self.ws_frame_ref(format).clone()
+    }
+
+    /// `ws_frame`, borrowed: what a writer holding the event hands to `writev`.
+    pub fn ws_frame_ref(&self, format: Format) -> &Bytes {
         let cell = match format {
             Format::Json => &self.ws_json,
             Format::Text => &self.ws_text,
@@ -308,7 +313,6 @@ impl Event {
             Format::Json => text_frame(self.json().to_owned()),
             Format::Text => text_frame(self.text_line()),
         })
-        .clone()
     }
 
     /// The event as a Server-Sent Events block (cached): `id:` (room events

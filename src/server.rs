@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::hub::{ClientIds, Hub, HubHandle};
@@ -63,6 +63,11 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
 
+        let limit = connection_limit(&config);
+        match crate::threads::size_futex_table(limit) {
+            Some(slots) => debug!("futex hash table: {slots} slots"),
+            None => debug!("futex hash table: the kernel's own"),
+        }
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = bounded::<()>(0);
         let (done, done_rx) = done_channel();
@@ -73,7 +78,7 @@ impl Server {
             config: Arc::clone(&config),
             metrics,
             ids: Arc::new(ClientIds::default()),
-            limit: ConnectionLimit::new(connection_limit(&config)),
+            limit: ConnectionLimit::new(limit),
             shutdown: shutdown_rx,
             done,
         };

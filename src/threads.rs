@@ -8,8 +8,13 @@
 //!
 //! Spawning can fail (the thread limit, memory): that is an `io::Error` the
 //! caller turns into a refused connection, never a panic.
+//!
+//! Parked threads cost the kernel something too: every thread that waits on a
+//! channel waits on a futex, and `size_futex_table` makes sure the kernel's
+//! table of them is sized for thousands of waiters, not for the CPU count.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{Builder, JoinHandle};
 
 /// Stack for threads that parse what peers send (serde_json recurses up to 128
@@ -68,4 +73,95 @@ pub fn connection_ceiling() -> Option<usize> {
     .min()
     .map(|threads| threads.saturating_sub(RESERVE) / THREADS_PER_CONNECTION);
     [by_maps, by_threads].into_iter().flatten().min()
+}
+
+/// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, n)` (Linux 6.16 and later).
+/// `prctl(PR_FUTEX_HASH, ...)` (Linux 6.16 and later) and its two operations.
+#[cfg(target_os = "linux")]
+const PR_FUTEX_HASH: libc::c_int = 78;
+#[cfg(target_os = "linux")]
+const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
+#[cfg(target_os = "linux")]
+const PR_FUTEX_HASH_GET_SLOTS: libc::c_ulong = 2;
+/// Futex hash slots per connection: its reader and writer may both be parked.
+const FUTEX_SLOTS_PER_CONNECTION: usize = 2;
+/// The largest table asked for: 64 Ki slots of one cache line each, 4 MiB of
+/// kernel memory.
+const MAX_FUTEX_SLOTS: usize = 1 << 16;
+/// The slots this process has asked for so far (it only ever asks for more).
+static FUTEX_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sizes this process's futex hash table for `connections` connections and
+/// returns its slots, or `None` on kernels without the knob (before 6.16,
+/// where every process shares the kernel's global table).
+///
+/// Since Linux 6.16 a threaded process gets a private futex hash of
+/// `4 × min(threads, CPUs)` slots, at least 16. On a 2-core machine that is 16
+/// slots for ten thousand writer threads parked on their channels, and every
+/// wake-up (an `unpark`, a channel's `notify`) walks a chain of hundreds of
+/// waiters: at 10,000 connections the hub thread spent 70 % of its core inside
+/// the kernel's `futex_wake`. A slot per parked thread keeps chains short.
+pub fn size_futex_table(connections: usize) -> Option<usize> {
+    let slots = connections
+        .saturating_mul(FUTEX_SLOTS_PER_CONNECTION)
+        .clamp(16, MAX_FUTEX_SLOTS)
+        .next_power_of_two();
+    let had = FUTEX_SLOTS.fetch_max(slots, Ordering::AcqRel);
+    if had >= slots {
+        return futex_table_slots();
+    }
+    (futex_hash_prctl(PR_FUTEX_HASH_SET_SLOTS, slots) == Some(0)).then_some(slots)
+}
+
+/// The slots of this process's private futex table, if it has one.
+pub fn futex_table_slots() -> Option<usize> {
+    futex_hash_prctl(PR_FUTEX_HASH_GET_SLOTS, 0)
+        .and_then(|slots| usize::try_from(slots).ok())
+        .filter(|&slots| slots > 0)
+}
+
+/// The one `unsafe` call in switchboard; `None` where the kernel refuses it.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn futex_hash_prctl(operation: libc::c_ulong, slots: usize) -> Option<libc::c_int> {
+    // SAFETY: this prctl takes integers only and reads or writes no memory of
+    // ours; a kernel that does not know it answers EINVAL and changes nothing.
+    let answer = unsafe {
+        libc::prctl(
+            PR_FUTEX_HASH,
+            operation,
+            slots as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    (answer >= 0).then_some(answer)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn futex_hash_prctl(_operation: u64, _slots: usize) -> Option<i32> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+#[cfg(not(target_os = "linux"))]
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_futex_table_grows_to_a_slot_per_parked_thread() {
+        let Some(slots) = size_futex_table(5000) else {
+            // A kernel before 6.16: there is no private table to size.
+            assert_eq!(futex_table_slots(), None);
+            return;
+        };
+        assert!(slots >= 16_384, "{slots} slots for 5000 connections");
+        assert!(futex_table_slots().is_some_and(|now| now >= 10_000));
+        // Asking for less never shrinks it.
+        assert!(size_futex_table(10).is_some_and(|now| now >= 10_000));
+    }
 }

@@ -719,43 +719,55 @@ struct Writer {
 /// What one pass of the writer found to send.
 #[derive(Default)]
 struct Batch {
-    frames: Vec<Bytes>,
+    frames: Vec<Piece>,
     /// A close frame ends the batch and the connection.
     close: Option<Bytes>,
 }
 
+/// One frame of a batch: an event, whose frame it shares with every other
+/// member (held by its `Arc`, borrowed for the `writev`), or bytes of our own.
+enum Piece {
+    Event(Arc<Event>),
+    Own(Bytes),
+}
+
+impl Piece {
+    fn bytes(&self, format: Format) -> &[u8] {
+        match self {
+            Piece::Event(event) => event.ws_frame_ref(format),
+            Piece::Own(bytes) => bytes,
+        }
+    }
+}
+
 impl Batch {
-    fn add_outbound(&mut self, item: Outbound, format: Format) {
+    fn add_outbound(&mut self, item: Outbound) {
         match item {
-            Outbound::Event(event) => self.frames.push(event.ws_frame(format)),
-            Outbound::Backlog(events) => self
-                .frames
-                .extend(events.0.iter().map(|e| e.ws_frame(format))),
+            Outbound::Event(event) => self.frames.push(Piece::Event(event)),
+            Outbound::Backlog(events) => self.frames.extend(events.0.into_iter().map(Piece::Event)),
             Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
         }
     }
 
-    fn add_reply(&mut self, reply: Reply, format: Format) {
-        match reply {
-            Reply::Pong(payload) => self.frames.push(encode_frame(Frame::pong(payload))),
-            Reply::Echo(Message::Text(text)) => self.frames.push(encode_frame(Frame::message(
-                text,
-                OpCode::Data(Data::Text),
-                true,
-            ))),
-            Reply::Echo(Message::Binary(data)) => self.frames.push(encode_frame(Frame::message(
-                data,
-                OpCode::Data(Data::Binary),
-                true,
-            ))),
-            Reply::Echo(_) => {}
-            Reply::Event(event) => self.frames.push(event.ws_frame(format)),
+    fn add_reply(&mut self, reply: Reply) {
+        let frame = match reply {
+            Reply::Pong(payload) => encode_frame(Frame::pong(payload)),
+            Reply::Echo(Message::Text(text)) => {
+                encode_frame(Frame::message(text, OpCode::Data(Data::Text), true))
+            }
+            Reply::Echo(Message::Binary(data)) => {
+                encode_frame(Frame::message(data, OpCode::Data(Data::Binary), true))
+            }
+            Reply::Echo(_) => return,
+            Reply::Event(event) => return self.frames.push(Piece::Event(event)),
             Reply::Close(frame) => {
                 if self.close.is_none() {
                     self.close = Some(encode_frame(Frame::close(frame)));
                 }
+                return;
             }
-        }
+        };
+        self.frames.push(Piece::Own(frame));
     }
 
     fn close_with(&mut self, code: CloseCode, reason: &'static str) {
@@ -787,29 +799,35 @@ impl Writer {
         let mut next_ping = Instant::now() + self.ping_interval;
         let mut batch = Batch::default();
         loop {
+            if events.is_empty() && batch.frames.capacity() > IDLE_BATCH_FRAMES {
+                // Gone quiet (even after a linger). A burst (a replay, a join
+                // storm) must not pin its peak for good: ten thousand idle
+                // connections each keep what they hold here.
+                batch.frames.shrink_to(IDLE_BATCH_FRAMES);
+            }
             select! {
                 recv(events) -> item => match item {
-                    Ok(item) => batch.add_outbound(item, self.format),
+                    Ok(item) => batch.add_outbound(item),
                     Err(_) => events = never(), // the hub let go: see `hangup` below
                 },
                 recv(replies) -> reply => match reply {
-                    Ok(reply) => batch.add_reply(reply, self.format),
+                    Ok(reply) => batch.add_reply(reply),
                     Err(_) => {
                         replies = never();
                         reader_gone = true;
                     }
                 },
                 default(next_ping.saturating_duration_since(Instant::now())) => {
-                    batch.frames.push(encode_frame(Frame::ping(Bytes::new())));
+                    batch.frames.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
                     next_ping = Instant::now() + self.ping_interval;
                 }
             }
             // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
                 if let Ok(reply) = replies.try_recv() {
-                    batch.add_reply(reply, self.format);
+                    batch.add_reply(reply);
                 } else if let Ok(item) = events.try_recv() {
-                    batch.add_outbound(item, self.format);
+                    batch.add_outbound(item);
                 } else {
                     break;
                 }
@@ -820,8 +838,8 @@ impl Writer {
                 batch.close_with(CloseCode::Policy, "slow consumer");
             }
             if let Some(close) = batch.close.take() {
-                batch.frames.push(close);
-                if let Err(e) = write_frames(&self.socket, &batch.frames, None) {
+                batch.frames.push(Piece::Own(close));
+                if let Err(e) = write_frames(&self.socket, &batch.frames, self.format, None) {
                     debug!("{id} could not send close: {e}");
                 }
                 self.finish_after_close(replies);
@@ -829,16 +847,15 @@ impl Writer {
             }
             if !batch.frames.is_empty() {
                 trace!("{id} writes {} frames", batch.frames.len());
-                if let Err(e) = write_frames(&self.socket, &batch.frames, Some(&self.hangup)) {
+                if let Err(e) =
+                    write_frames(&self.socket, &batch.frames, self.format, Some(&self.hangup))
+                {
                     debug!("{id} write failed: {e}");
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
                     return;
                 }
                 let written = batch.frames.len();
                 batch.frames.clear();
-                // A burst (a replay, a join storm) must not pin its peak for good:
-                // ten thousand idle connections each keep what they hold here.
-                batch.frames.shrink_to(IDLE_BATCH_FRAMES);
                 if !reader_gone {
                     linger(&self.permit, written, self.queue_capacity);
                 }
@@ -866,13 +883,18 @@ impl Writer {
 /// this connection: a peer that reads a trickle
 /// would otherwise keep a dropped connection's writer busy, each call inside
 /// the send timeout. (Giving up mid-frame leaves nothing but cutting the socket.)
-fn write_frames(socket: &TcpStream, frames: &[Bytes], hangup: Option<&Hangup>) -> io::Result<()> {
+fn write_frames(
+    socket: &TcpStream,
+    frames: &[Piece],
+    format: Format,
+    hangup: Option<&Hangup>,
+) -> io::Result<()> {
     // Up to 64 frames per `writev`, their slices on the stack: the write path
     // allocates nothing, however busy the connection.
     for group in frames.chunks(64) {
         let mut slices = [IoSlice::new(&[]); 64];
         for (slice, frame) in slices.iter_mut().zip(group) {
-            *slice = IoSlice::new(frame);
+            *slice = IoSlice::new(frame.bytes(format));
         }
         let mut remaining = &mut slices[..group.len()];
         while !remaining.is_empty() {
