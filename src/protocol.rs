@@ -299,12 +299,8 @@ impl Event {
 
     /// The event as a complete WebSocket text frame in `format` (cached): every
     /// member's writer sends these same bytes, because server frames are unmasked.
-    pub fn ws_frame(&self, format: Format) -> Bytes {
-        self.ws_frame_ref(format).clone()
-    }
-
-    /// `ws_frame`, borrowed: what a writer holding the event hands to `writev`.
-    pub fn ws_frame_ref(&self, format: Format) -> &Bytes {
+    /// Borrowed: a writer holding the event hands these bytes to `writev`.
+    pub fn ws_frame(&self, format: Format) -> &Bytes {
         let cell = match format {
             Format::Json => &self.ws_json,
             Format::Text => &self.ws_text,

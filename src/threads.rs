@@ -77,12 +77,10 @@ pub fn connection_ceiling() -> Option<usize> {
 
 /// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, n)` (Linux 6.16 and later).
 /// `prctl(PR_FUTEX_HASH, ...)` (Linux 6.16 and later) and its two operations.
-#[cfg(target_os = "linux")]
-const PR_FUTEX_HASH: libc::c_int = 78;
-#[cfg(target_os = "linux")]
-const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
-#[cfg(target_os = "linux")]
-const PR_FUTEX_HASH_GET_SLOTS: libc::c_ulong = 2;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const PR_FUTEX_HASH: i32 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 /// Futex hash slots per connection: its reader and writer may both be parked.
 const FUTEX_SLOTS_PER_CONNECTION: usize = 2;
 /// The largest table asked for: 64 Ki slots of one cache line each, 4 MiB of
@@ -123,13 +121,13 @@ pub fn futex_table_slots() -> Option<usize> {
 /// The one `unsafe` call in switchboard; `None` where the kernel refuses it.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn futex_hash_prctl(operation: libc::c_ulong, slots: usize) -> Option<libc::c_int> {
+fn futex_hash_prctl(operation: u64, slots: usize) -> Option<i32> {
     // SAFETY: this prctl takes integers only and reads or writes no memory of
     // ours; a kernel that does not know it answers EINVAL and changes nothing.
     let answer = unsafe {
         libc::prctl(
             PR_FUTEX_HASH,
-            operation,
+            operation as libc::c_ulong,
             slots as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,
@@ -142,11 +140,6 @@ fn futex_hash_prctl(operation: libc::c_ulong, slots: usize) -> Option<libc::c_in
 fn futex_hash_prctl(_operation: u64, _slots: usize) -> Option<i32> {
     None
 }
-
-#[cfg(not(target_os = "linux"))]
-const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
-#[cfg(not(target_os = "linux"))]
-const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 
 #[cfg(test)]
 mod tests {

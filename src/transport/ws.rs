@@ -734,7 +734,7 @@ enum Piece {
 impl Piece {
     fn bytes(&self, format: Format) -> &[u8] {
         match self {
-            Piece::Event(event) => event.ws_frame_ref(format),
+            Piece::Event(event) => event.ws_frame(format),
             Piece::Own(bytes) => bytes,
         }
     }
