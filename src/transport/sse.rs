@@ -276,7 +276,7 @@ impl SseStream {
                         }
                         batch.shrink_to(IDLE_BATCH_BYTES);
                         // Linger: what arrives meanwhile goes out in one write.
-                        linger(&self.permit, taken, self.shared.config.send_buffer);
+                        linger(&self.permit);
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {

@@ -206,10 +206,6 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
             Route::Chat { format, .. } => *format,
             Route::Echo => Format::Json,
         },
-        queue_capacity: match route {
-            Route::Chat { .. } => config.send_buffer,
-            Route::Echo => REPLY_QUEUE,
-        },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
         permit: Arc::clone(&permit),
@@ -708,8 +704,6 @@ struct Writer {
     events: Receiver<Outbound>,
     replies: Receiver<Reply>,
     format: Format,
-    /// How many events the queue holds: a writer that lingers too long risks it.
-    queue_capacity: usize,
     hangup: Arc<Hangup>,
     ping_interval: Duration,
     permit: Arc<Permit>,
@@ -854,10 +848,9 @@ impl Writer {
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
                     return;
                 }
-                let written = batch.frames.len();
                 batch.frames.clear();
                 if !reader_gone {
-                    linger(&self.permit, written, self.queue_capacity);
+                    linger(&self.permit);
                 }
             }
             if reader_gone {
@@ -878,7 +871,7 @@ impl Writer {
     }
 }
 
-/// Writes every frame, 64 to a `writev`, giving up between two calls once
+/// Writes every frame, 128 to a `writev`, giving up between two calls once
 /// `hangup` (if given: not for the close frame itself) says the hub dropped
 /// this connection: a peer that reads a trickle
 /// would otherwise keep a dropped connection's writer busy, each call inside
@@ -889,10 +882,10 @@ fn write_frames(
     format: Format,
     hangup: Option<&Hangup>,
 ) -> io::Result<()> {
-    // Up to 64 frames per `writev`, their slices on the stack: the write path
+    // Up to 128 frames per `writev`, their slices on the stack: the write path
     // allocates nothing, however busy the connection.
-    for group in frames.chunks(64) {
-        let mut slices = [IoSlice::new(&[]); 64];
+    for group in frames.chunks(128) {
+        let mut slices = [IoSlice::new(&[]); 128];
         for (slice, frame) in slices.iter_mut().zip(group) {
             *slice = IoSlice::new(frame.bytes(format));
         }
