@@ -199,7 +199,7 @@ pub struct Event {
     json: OnceLock<String>,
     ws_json: OnceLock<Bytes>,
     ws_text: OnceLock<Bytes>,
-    sse: OnceLock<Bytes>,
+    sse: OnceLock<String>,
 }
 
 impl fmt::Debug for Event {
@@ -313,7 +313,7 @@ impl Event {
 
     /// The event as a Server-Sent Events block (cached): `id:` (room events
     /// only), `event:` and `data:` lines and the blank line that ends it.
-    pub fn sse_block(&self) -> Bytes {
+    pub fn sse_block(&self) -> &[u8] {
         self.sse
             .get_or_init(|| {
                 let mut block = String::with_capacity(self.json().len() + 40);
@@ -321,9 +321,9 @@ impl Event {
                     let _ = writeln!(block, "id: {id}");
                 }
                 let _ = write!(block, "event: {}\ndata: {}\n\n", self.kind(), self.json());
-                Bytes::from(block)
+                block
             })
-            .clone()
+            .as_bytes()
     }
 }
 

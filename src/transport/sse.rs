@@ -250,31 +250,33 @@ impl SseStream {
         let heartbeat = tick(self.shared.config.ping_interval);
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
-        let mut batch: Vec<u8> = Vec::with_capacity(IDLE_BATCH_BYTES);
+        let mut chunk = Chunk::with_capacity(IDLE_BATCH_BYTES);
         loop {
+            if events.is_empty() {
+                // Gone quiet: a burst must not pin its peak for good.
+                chunk.shrink_to(IDLE_BATCH_BYTES);
+            }
             select! {
                 recv(events) -> first => {
                     let Ok(first) = first else {
                         return if hangup.is_too_slow() { End::TooSlow } else { End::GoingAway };
                     };
-                    batch.clear();
-                    let mut going_away = append(&mut batch, first);
+                    let mut going_away = append(&mut chunk, first);
                     // Batch whatever else is queued: one write, one syscall.
                     let mut taken = 1;
                     while !going_away && taken < MAX_BATCH_EVENTS {
                         let Ok(next) = events.try_recv() else { break };
-                        going_away = append(&mut batch, next);
+                        going_away = append(&mut chunk, next);
                         taken += 1;
                     }
                     if hangup.is_too_slow() {
                         return End::TooSlow; // no point writing what the hub gave up on
                     }
-                    if !batch.is_empty() {
-                        trace!("{} sse writes {taken} events, {} bytes", self.id, batch.len());
-                        if self.wire.write(&batch, hangup).is_err() {
+                    if !chunk.is_empty() {
+                        trace!("{} sse writes {taken} events, {} bytes", self.id, chunk.payload().len());
+                        if self.wire.send(&mut chunk, hangup).is_err() {
                             return if hangup.is_too_slow() { End::TooSlow } else { End::PeerGone };
                         }
-                        batch.shrink_to(IDLE_BATCH_BYTES);
                         // Linger: what arrives meanwhile goes out in one write.
                         linger(&self.permit);
                         probe = never(); // this write probed the peer as well
@@ -284,14 +286,16 @@ impl SseStream {
                     }
                 }
                 recv(heartbeat) -> _ => {
-                    if self.wire.write(b": ping\n", hangup).is_err() {
+                    chunk.push(b": ping\n");
+                    if self.wire.send(&mut chunk, hangup).is_err() {
                         return End::PeerGone;
                     }
                     probe = after(PROBE_GAP);
                 }
                 recv(probe) -> _ => {
                     probe = never();
-                    if self.wire.write(b"\n", hangup).is_err() {
+                    chunk.push(b"\n");
+                    if self.wire.send(&mut chunk, hangup).is_err() {
                         return End::PeerGone;
                     }
                 }
@@ -301,8 +305,8 @@ impl SseStream {
 }
 
 /// Appends one queue item's SSE blocks; returns whether it was `GoingAway`.
-fn append(batch: &mut Vec<u8>, item: Outbound) -> bool {
-    let mut put = |event: &Event| batch.extend_from_slice(&event.sse_block());
+fn append(chunk: &mut Chunk, item: Outbound) -> bool {
+    let mut put = |event: &Event| chunk.push(event.sse_block());
     match item {
         Outbound::Event(event) => put(&event),
         Outbound::Backlog(events) => events.0.iter().for_each(|e| put(e)),
@@ -314,6 +318,62 @@ fn append(batch: &mut Vec<u8>, item: Outbound) -> bool {
 fn event_id(raw: &str) -> Result<u64, ParseError> {
     raw.parse::<u64>()
         .map_err(|_| ParseError::BadRequest(format!("an event id is a number, not {raw:?}")))
+}
+
+/// What goes out in one write: the body bytes of one HTTP chunk, with room
+/// kept in front for the chunk's size line. A batch of events is framed where
+/// it lies and written with one call: no copy, and no allocation once the
+/// buffer has grown to the stream's usual batch.
+struct Chunk {
+    buf: Vec<u8>,
+}
+
+impl Chunk {
+    /// Room for the size line, `{len:x}\r\n`: eight hex digits cover 4 GiB.
+    const HEAD_ROOM: usize = 10;
+
+    fn with_capacity(payload_bytes: usize) -> Chunk {
+        let mut buf = Vec::with_capacity(Chunk::HEAD_ROOM + payload_bytes + 2);
+        buf.resize(Chunk::HEAD_ROOM, 0);
+        Chunk { buf }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.buf[Chunk::HEAD_ROOM..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.payload().is_empty()
+    }
+
+    /// Empties it for the next write.
+    fn clear(&mut self) {
+        self.buf.truncate(Chunk::HEAD_ROOM);
+    }
+
+    /// Gives memory back down to `payload_bytes` (a quiet stream keeps little).
+    fn shrink_to(&mut self, payload_bytes: usize) {
+        self.buf.shrink_to(Chunk::HEAD_ROOM + payload_bytes + 2);
+    }
+
+    /// The bytes to write: the payload as one HTTP/1.1 chunk, or as it is.
+    fn framed(&mut self, chunked: bool) -> &[u8] {
+        if !chunked {
+            return &self.buf[Chunk::HEAD_ROOM..];
+        }
+        let mut head = [0u8; Chunk::HEAD_ROOM];
+        let mut cursor = io::Cursor::new(&mut head[..]);
+        write!(cursor, "{:x}\r\n", self.payload().len()).expect("a size line fits its room");
+        let head_len = cursor.position() as usize;
+        let start = Chunk::HEAD_ROOM - head_len;
+        self.buf[start..Chunk::HEAD_ROOM].copy_from_slice(&head[..head_len]);
+        self.buf.extend_from_slice(b"\r\n");
+        &self.buf[start..]
+    }
 }
 
 /// The response body on the raw connection: every write is one HTTP chunk
@@ -331,34 +391,32 @@ impl Wire {
         } else {
             ""
         };
-        let mut head = format!(
+        let head = format!(
             "HTTP/1.1 200 OK\r\n\
              Content-Type: text/event-stream\r\n\
              Cache-Control: no-cache\r\n\
              Connection: close\r\n\
              X-Accel-Buffering: no\r\n\
              {framing}\r\n"
-        )
-        .into_bytes();
-        let retry = format!("retry: {RETRY_MS}\n\n");
-        self.frame(&mut head, retry.as_bytes());
-        self.out.write_all(&head)?;
+        );
+        let mut retry = Chunk::with_capacity(32);
+        retry.push(format!("retry: {RETRY_MS}\n\n").as_bytes());
+        self.out.write_all(head.as_bytes())?; // buffered: goes out with the retry line
+        self.out.write_all(retry.framed(self.chunked))?;
         self.out.flush()
     }
 
-    /// Writes `payload` as one chunk and flushes it onto the socket, in
-    /// pieces, giving up between two pieces once `hangup` says the hub has
-    /// dropped this stream: a peer that reads a trickle would otherwise keep
-    /// a dropped stream's thread writing, each piece inside the send timeout.
-    fn write(&mut self, payload: &[u8], hangup: &Hangup) -> io::Result<()> {
-        let mut chunk;
-        let bytes = if self.chunked {
-            chunk = Vec::with_capacity(payload.len() + 16);
-            self.frame(&mut chunk, payload);
-            &chunk[..]
-        } else {
-            payload
-        };
+    /// Sends `chunk` and empties it. The bytes reach the socket in pieces,
+    /// giving up between two pieces once `hangup` says the hub has dropped
+    /// this stream: a peer that reads a trickle would otherwise keep a
+    /// dropped stream's thread writing, each piece inside the send timeout.
+    fn send(&mut self, chunk: &mut Chunk, hangup: &Hangup) -> io::Result<()> {
+        let sent = self.write_pieces(chunk.framed(self.chunked), hangup);
+        chunk.clear();
+        sent
+    }
+
+    fn write_pieces(&mut self, bytes: &[u8], hangup: &Hangup) -> io::Result<()> {
         for piece in bytes.chunks(WRITE_PIECE_BYTES) {
             if hangup.is_too_slow() {
                 return Err(io::Error::other("dropped as a slow consumer"));
@@ -375,21 +433,27 @@ impl Wire {
         }
         self.out.flush()
     }
-
-    fn frame(&self, into: &mut Vec<u8>, payload: &[u8]) {
-        if self.chunked {
-            into.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
-            into.extend_from_slice(payload);
-            into.extend_from_slice(b"\r\n");
-        } else {
-            into.extend_from_slice(payload);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_is_framed_in_place_and_reused() {
+        let mut chunk = Chunk::with_capacity(4);
+        assert!(chunk.is_empty());
+        chunk.push(b"data: x\n\n");
+        assert_eq!(chunk.framed(false), b"data: x\n\n");
+        assert_eq!(chunk.framed(true), b"9\r\ndata: x\n\n\r\n");
+        chunk.clear();
+        let long = vec![b'a'; 300];
+        chunk.push(&long);
+        let framed = chunk.framed(true).to_vec();
+        assert!(framed.starts_with(b"12c\r\naaa"), "{:?}", &framed[..8]);
+        assert!(framed.ends_with(b"aaa\r\n"));
+        assert_eq!(framed.len(), 5 + 300 + 2);
+    }
 
     #[test]
     fn query_defaults_to_the_lobby() {
