@@ -59,12 +59,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Replies the reader may queue for the writer before it waits.
 const REPLY_QUEUE: usize = 8;
-/// Frame slots a writer keeps between bursts.
-const IDLE_BATCH_FRAMES: usize = 16;
-/// Frames written in one syscall at most (the kernel's `IOV_MAX` is 1024).
+/// Frames in one batch, and in one `writev`, at most (the kernel's `IOV_MAX`
+/// is 1024).
 const MAX_BATCH_FRAMES: usize = 256;
 /// The reader's buffer: small, because ten thousand idle connections each have one.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Refused connections waiting for their 503 before they are simply closed.
 const REFUSE_QUEUE: usize = 64;
 
@@ -155,15 +154,28 @@ impl Refusal {
     }
 }
 
-/// The reader thread's body: handshake, then the read loop.
+/// A handshake accepted: where to, the client's key, and any bytes read past
+/// the request head.
+struct Accepted {
+    route: Route,
+    key: String,
+    tail: Vec<u8>,
+}
+
+/// The reader thread's body: the handshake, then the connection.
+///
+/// The two halves are functions of their own, never inlined into this one:
+/// a thread keeps every stack page it has ever touched, so the handshake's
+/// buffers must not sit on the stack under the read loop for the life of the
+/// connection (this took the reader from 16 to 12 KiB of stack).
 fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let _done = shared.done.clone();
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let socket = Arc::new(stream);
-    let (route, key, tail) = match handshake(&socket, &shared) {
-        Ok(accepted) => accepted,
+    match handshake(&socket, &shared) {
+        Ok(accepted) => open(socket, id, permit, &shared, &peer, accepted),
         Err(refusal) => {
             debug!(
                 "{id} {peer} ws handshake refused: {} {}",
@@ -178,9 +190,22 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
                 &refusal.message,
             );
             linger_then_close(&socket);
-            return;
         }
-    };
+    }
+}
+
+/// Starts the writer, completes the handshake, joins the hub (for `/ws`) and
+/// runs the read loop until the connection ends.
+#[inline(never)]
+fn open(
+    socket: Arc<TcpStream>,
+    id: ClientId,
+    permit: Permit,
+    shared: &Shared,
+    peer: &str,
+    accepted: Accepted,
+) {
+    let Accepted { route, key, tail } = accepted;
     let config = &shared.config;
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
     let _ = socket.set_write_timeout(Some(config.write_timeout));
@@ -277,18 +302,21 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
 
 /// Reads and checks the handshake request; on success returns the route, the
 /// client's key and any bytes read past the request head.
-fn handshake(socket: &TcpStream, shared: &Shared) -> Result<(Route, String, Vec<u8>), Refusal> {
+#[inline(never)]
+fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
     let bad = |message: &str| Refusal::new(400, "Bad Request", "bad_request", message);
     let _ = socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    // Read straight into `head`, not through a buffer on the stack (see `serve`).
     let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
     let head_len = loop {
-        let n = match (&*socket).read(&mut chunk) {
+        let searched_from = head.len().saturating_sub(3);
+        let filled = head.len();
+        head.resize(filled + 1024, 0);
+        let n = match (&*socket).read(&mut head[filled..]) {
             Ok(0) | Err(_) => return Err(bad("the connection ended before a full request")),
             Ok(n) => n,
         };
-        let searched_from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
+        head.truncate(filled + n);
         if let Some(at) = find(&head[searched_from..], b"\r\n\r\n") {
             break searched_from + at + 4;
         }
@@ -374,7 +402,11 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<(Route, String, Vec<
     } else {
         parse_chat_query(query).map_err(|e| bad(&e.to_string()))?
     };
-    Ok((route, key.to_owned(), head[head_len..].to_vec()))
+    Ok(Accepted {
+        route,
+        key: key.to_owned(),
+        tail: head[head_len..].to_vec(),
+    })
 }
 
 /// `room=R` (repeatable, default `lobby`), `name=N`, `format=json|text`, `since=ID`.
@@ -520,6 +552,7 @@ struct Reader {
 }
 
 impl Reader {
+    #[inline(never)] // its frame is not `open`'s (see `serve`)
     fn run(mut self) {
         let ending = loop {
             let message = self.context.read(&mut ReadHalf(&self.socket));
@@ -574,6 +607,9 @@ impl Reader {
     }
 
     /// Handles one line of chat; returns a reply for the peer, if any.
+    /// Not inlined: parsing needs stack that a connection that never talks
+    /// should not touch (see `serve`).
+    #[inline(never)]
     fn chat_line(&mut self, line: &str) -> Option<Reply> {
         let shared = self.chat.as_ref().expect("chat_line runs on /ws only");
         if let Some(rate) = &mut self.rate {
@@ -633,6 +669,7 @@ impl Reader {
 
     /// After a close frame has been queued: read until the peer closes its
     /// side, so the socket closes without a reset. Bounded in time and bytes.
+    #[inline(never)] // its 4 KiB sink is stack only a closing connection touches
     fn drain(&self) {
         let _ = self.socket.set_read_timeout(Some(CLOSE_GRACE));
         let mut sink = [0u8; 4096];
@@ -793,11 +830,12 @@ impl Writer {
         let mut next_ping = Instant::now() + self.ping_interval;
         let mut batch = Batch::default();
         loop {
-            if events.is_empty() && batch.frames.capacity() > IDLE_BATCH_FRAMES {
-                // Gone quiet (even after a linger). A burst (a replay, a join
-                // storm) must not pin its peak for good: ten thousand idle
-                // connections each keep what they hold here.
-                batch.frames.shrink_to(IDLE_BATCH_FRAMES);
+            if events.is_empty() && batch.frames.capacity() > 0 {
+                // Gone quiet (even after a linger): hand the batch's memory
+                // back. Ten thousand idle connections would each keep it, and
+                // a batch that grew by doubling would leave its smaller
+                // buffers stranded in this thread's malloc cache for good.
+                batch.frames = Vec::new();
             }
             select! {
                 recv(events) -> item => match item {
@@ -816,7 +854,10 @@ impl Writer {
                     next_ping = Instant::now() + self.ping_interval;
                 }
             }
-            // Whatever else is queued goes out in the same syscall.
+            // Whatever else is queued goes out in the same syscall. The batch
+            // gets its full size at once (one allocation, too big for the
+            // per-thread cache), not by doubling.
+            batch.frames.reserve(MAX_BATCH_FRAMES);
             while !batch.is_full() {
                 if let Ok(reply) = replies.try_recv() {
                     batch.add_reply(reply);
@@ -871,7 +912,7 @@ impl Writer {
     }
 }
 
-/// Writes every frame, 128 to a `writev`, giving up between two calls once
+/// Writes every frame, a batch to a `writev`, giving up between two calls once
 /// `hangup` (if given: not for the close frame itself) says the hub dropped
 /// this connection: a peer that reads a trickle
 /// would otherwise keep a dropped connection's writer busy, each call inside
@@ -882,14 +923,15 @@ fn write_frames(
     format: Format,
     hangup: Option<&Hangup>,
 ) -> io::Result<()> {
-    // Up to 128 frames per `writev`, their slices on the stack: the write path
-    // allocates nothing, however busy the connection.
-    for group in frames.chunks(128) {
-        let mut slices = [IoSlice::new(&[]); 128];
-        for (slice, frame) in slices.iter_mut().zip(group) {
-            *slice = IoSlice::new(frame.bytes(format));
-        }
-        let mut remaining = &mut slices[..group.len()];
+    // The slices live on the heap, not the stack: every writer thread keeps
+    // the stack pages it has ever touched, and a few KiB of slices would be
+    // a page more for each of ten thousand connections.
+    for group in frames.chunks(MAX_BATCH_FRAMES) {
+        let mut slices: Vec<IoSlice> = group
+            .iter()
+            .map(|f| IoSlice::new(f.bytes(format)))
+            .collect();
+        let mut remaining = &mut slices[..];
         while !remaining.is_empty() {
             if hangup.is_some_and(|h| h.is_too_slow()) {
                 return Err(io::Error::other("dropped as a slow consumer"));
