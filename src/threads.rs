@@ -75,7 +75,6 @@ pub fn connection_ceiling() -> Option<usize> {
     [by_maps, by_threads].into_iter().flatten().min()
 }
 
-/// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, n)` (Linux 6.16 and later).
 /// `prctl(PR_FUTEX_HASH, ...)` (Linux 6.16 and later) and its two operations.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const PR_FUTEX_HASH: i32 = 78;
