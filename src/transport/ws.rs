@@ -774,8 +774,11 @@ impl Piece {
 impl Batch {
     fn add_outbound(&mut self, item: Outbound) {
         match item {
-            Outbound::Event(event) => self.frames.push(Piece::Event(event)),
-            Outbound::Backlog(events) => self.frames.extend(events.0.into_iter().map(Piece::Event)),
+            Outbound::Event(event) => self.push(Piece::Event(event)),
+            Outbound::Backlog(events) => events
+                .0
+                .into_iter()
+                .for_each(|e| self.push(Piece::Event(e))),
             Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
         }
     }
@@ -790,7 +793,7 @@ impl Batch {
                 encode_frame(Frame::message(data, OpCode::Data(Data::Binary), true))
             }
             Reply::Echo(_) => return,
-            Reply::Event(event) => return self.frames.push(Piece::Event(event)),
+            Reply::Event(event) => return self.push(Piece::Event(event)),
             Reply::Close(frame) => {
                 if self.close.is_none() {
                     self.close = Some(encode_frame(Frame::close(frame)));
@@ -798,7 +801,24 @@ impl Batch {
                 return;
             }
         };
-        self.frames.push(Piece::Own(frame));
+        self.push(Piece::Own(frame));
+    }
+
+    /// Adds a frame. The first frame after a quiet spell gets the batch its
+    /// full size at once: one allocation, too big for the per-thread malloc
+    /// cache, where a batch that grew by doubling would leave its smaller
+    /// buffers stranded for good.
+    fn push(&mut self, piece: Piece) {
+        if self.frames.capacity() == 0 {
+            self.frames.reserve_exact(MAX_BATCH_FRAMES);
+        }
+        self.frames.push(piece);
+    }
+
+    /// Hands the batch's memory back (the writer has gone quiet): ten
+    /// thousand idle connections would each keep it otherwise.
+    fn release(&mut self) {
+        self.frames = Vec::new();
     }
 
     fn close_with(&mut self, code: CloseCode, reason: &'static str) {
@@ -830,12 +850,8 @@ impl Writer {
         let mut next_ping = Instant::now() + self.ping_interval;
         let mut batch = Batch::default();
         loop {
-            if events.is_empty() && batch.frames.capacity() > 0 {
-                // Gone quiet (even after a linger): hand the batch's memory
-                // back. Ten thousand idle connections would each keep it, and
-                // a batch that grew by doubling would leave its smaller
-                // buffers stranded in this thread's malloc cache for good.
-                batch.frames = Vec::new();
+            if events.is_empty() {
+                batch.release(); // gone quiet, even after a linger
             }
             select! {
                 recv(events) -> item => match item {
@@ -850,14 +866,11 @@ impl Writer {
                     }
                 },
                 default(next_ping.saturating_duration_since(Instant::now())) => {
-                    batch.frames.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
+                    batch.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
                     next_ping = Instant::now() + self.ping_interval;
                 }
             }
-            // Whatever else is queued goes out in the same syscall. The batch
-            // gets its full size at once (one allocation, too big for the
-            // per-thread cache), not by doubling.
-            batch.frames.reserve(MAX_BATCH_FRAMES);
+            // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
                 if let Ok(reply) = replies.try_recv() {
                     batch.add_reply(reply);
@@ -873,7 +886,7 @@ impl Writer {
                 batch.close_with(CloseCode::Policy, "slow consumer");
             }
             if let Some(close) = batch.close.take() {
-                batch.frames.push(Piece::Own(close));
+                batch.push(Piece::Own(close));
                 if let Err(e) = write_frames(&self.socket, &batch.frames, self.format, None) {
                     debug!("{id} could not send close: {e}");
                 }
