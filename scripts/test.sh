@@ -42,6 +42,9 @@ cargo build --workspace --all-targets --all-features -q
 
 step "cargo test, every feature"
 cargo test --workspace --all-features
+# The patched tiny_http's own unit tests, with the fix's regression test
+# (vendor/tiny_http/PATCHES.md).
+cargo test -p tiny_http --lib
 
 step "Autobahn|Testsuite against /echo"
 if [ -d ../shared/autobahn ]; then

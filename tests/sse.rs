@@ -378,3 +378,39 @@ fn shutdown_ends_sse_streams() {
     }
     assert!(sse.ended, "the stream ended with the server");
 }
+
+/// Many subscribers connecting at once, each sending its request the moment
+/// it connects (as a page full of `EventSource`s does): every one gets its
+/// response head. tiny_http 0.12's connection pool could lose a wake-up when
+/// connections arrived back to back, leaving a connection queued with no
+/// thread until another connection closed (see `vendor/tiny_http`).
+#[test]
+fn a_burst_of_subscribers_all_get_their_stream() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    const SUBSCRIBERS: usize = 300;
+    let server = TestServer::start();
+    let streams: Vec<TcpStream> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.http).expect("connect");
+            stream
+                .write_all(b"GET /events?room=burst HTTP/1.1\r\nHost: test\r\n\r\n")
+                .expect("send the request");
+            stream
+        })
+        .collect();
+    let deadline = Instant::now() + secs(10);
+    let mut answered = 0;
+    for mut stream in streams {
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("set a read timeout");
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200" {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, SUBSCRIBERS, "subscribers that got a 200 head");
+}

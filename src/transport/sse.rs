@@ -6,8 +6,10 @@
 //!                            +-------------------------------------------> [hub]
 //! ```
 //!
-//! An SSE subscriber only listens, so one thread is enough: it waits on its
-//! queue and on the heartbeat clock, and writes. tiny_http parses the request;
+//! An SSE subscriber only listens, so one thread of ours is enough: it waits
+//! on its queue and on the heartbeat clock, and writes. (tiny_http's pool
+//! thread for the connection stays too, blocked reading until the peer
+//! closes: `vendor/tiny_http/PATCHES.md`.) tiny_http parses the request;
 //! `Request::into_writer` then hands over the raw connection, and this module
 //! writes the response head and every event itself, one flush per batch.
 //! tiny_http's own chunked responses buffer 8 KiB before sending anything, so
