@@ -53,6 +53,8 @@ use crate::transport::{linger, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// The most header lines a handshake may have.
+const MAX_HEADERS: usize = 64;
 /// How long a client may take to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the peer's side of a close before cutting.
@@ -162,108 +164,161 @@ struct Accepted {
     tail: Vec<u8>,
 }
 
-/// The reader thread's body: the handshake, then the connection.
+/// The reader thread's body: the handshake, the writer, the opening, then
+/// the read loop.
 ///
-/// The two halves are functions of their own, never inlined into this one:
-/// a thread keeps every stack page it has ever touched, so the handshake's
-/// buffers must not sit on the stack under the read loop for the life of the
-/// connection (this took the reader from 16 to 12 KiB of stack).
+/// Each step is a function of its own, never inlined into this one, and
+/// returns before the next starts: a thread keeps every stack page it has
+/// ever touched, so one step's frame must not sit on the stack under the next
+/// (the read loop lasts as long as the connection). Keeping the handshake out
+/// took the reader from 16 to 12 KiB of stack; starting the writer and
+/// running the read loop from here, not from inside `open`, from 12 to 8
+/// (the deepest touched byte of each stack, read from `/proc/PID/mem`).
 fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let _done = shared.done.clone();
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer = peer_name(&stream);
     let socket = Arc::new(stream);
-    match handshake(&socket, &shared) {
-        Ok(accepted) => open(socket, id, permit, &shared, &peer, accepted),
+    // Held here for as long as the reader runs, and by the writer.
+    let permit = Arc::new(permit);
+    let accepted = match handshake(&socket, &shared) {
+        Ok(accepted) => accepted,
         Err(refusal) => {
             debug!(
                 "{id} {peer} ws handshake refused: {} {}",
                 refusal.status, refusal.message
             );
             shared.metrics.refused(refusal.metric);
-            respond(
-                &socket,
-                refusal.status,
-                refusal.reason,
-                &[],
-                &refusal.message,
-            );
-            linger_then_close(&socket);
+            return refuse(&socket, &refusal);
         }
+    };
+    // The writer starts before the upgrade, so a thread that cannot start is
+    // still a 503.
+    let link = match start_writer(&socket, id, &permit, &shared, &accepted.route) {
+        Ok(link) => link,
+        Err(e) => {
+            warn!("{id} refused: cannot start a thread: {e}");
+            shared.metrics.refused("threads");
+            let busy = Refusal::new(
+                503,
+                "Service Unavailable",
+                "threads",
+                "the server cannot take more connections",
+            );
+            return refuse(&socket, &busy);
+        }
+    };
+    if let Some(reader) = open(socket, id, &shared, &peer, accepted, link) {
+        reader.run();
+        debug!("{id} {peer} ws closed");
     }
 }
 
-/// Starts the writer, completes the handshake, joins the hub (for `/ws`) and
-/// runs the read loop until the connection ends.
+/// The peer's address, for the logs (its formatting in a frame of its own).
 #[inline(never)]
-fn open(
-    socket: Arc<TcpStream>,
+fn peer_name(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string())
+}
+
+/// Answers a handshake with an HTTP error and closes.
+#[inline(never)]
+fn refuse(socket: &TcpStream, refusal: &Refusal) {
+    respond(
+        socket,
+        refusal.status,
+        refusal.reason,
+        &[],
+        &refusal.message,
+    );
+    linger_then_close(socket);
+}
+
+/// The writer's end of a connection, as the reader and the hub hold it.
+struct WriterLink {
+    /// What the protocol owes the peer (pong, close, errors, echo).
+    replies: Sender<Reply>,
+    /// The connection's queue, for the hub (`/ws` only).
+    events: Sender<Outbound>,
+    hangup: Arc<Hangup>,
+}
+
+/// Starts the connection's writer thread.
+#[inline(never)]
+fn start_writer(
+    socket: &Arc<TcpStream>,
     id: ClientId,
-    permit: Permit,
+    permit: &Arc<Permit>,
     shared: &Shared,
-    peer: &str,
-    accepted: Accepted,
-) {
-    let Accepted { route, key, tail } = accepted;
+    route: &Route,
+) -> io::Result<WriterLink> {
     let config = &shared.config;
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
     let _ = socket.set_write_timeout(Some(config.write_timeout));
-
-    // The writer starts first, so a thread that cannot start is still a 503.
     let (replies, replies_rx) = bounded(REPLY_QUEUE);
-    let (to_client, events) = match route {
+    let (events, events_rx) = match route {
         Route::Chat { .. } => bounded(config.send_buffer),
         Route::Echo => bounded(0),
     };
-    let hangup = Hangup::new(Some(Arc::clone(&socket)));
-    let permit = Arc::new(permit);
+    let hangup = Hangup::new(Some(Arc::clone(socket)));
     let writer = Writer {
         id,
-        socket: Arc::clone(&socket),
-        events: if matches!(route, Route::Chat { .. }) {
-            events
-        } else {
-            never()
+        socket: Arc::clone(socket),
+        events: match route {
+            Route::Chat { .. } => events_rx,
+            Route::Echo => never(),
         },
         replies: replies_rx,
-        format: match &route {
+        format: match route {
             Route::Chat { format, .. } => *format,
             Route::Echo => Format::Json,
         },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
-        permit: Arc::clone(&permit),
+        permit: Arc::clone(permit),
         _done: shared.done.clone(),
     };
-    if let Err(e) = spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
+    spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
         writer.run()
-    }) {
-        warn!("{id} refused: cannot start a thread: {e}");
-        shared.metrics.refused("threads");
-        respond(
-            &socket,
-            503,
-            "Service Unavailable",
-            &[],
-            "the server cannot take more connections",
-        );
-        linger_then_close(&socket);
-        return;
-    }
+    })?;
+    Ok(WriterLink {
+        replies,
+        events,
+        hangup,
+    })
+}
+
+/// Completes the handshake and joins the hub (for `/ws`); returns the reader
+/// for the read loop, or `None` if the connection is already over.
+#[inline(never)]
+fn open(
+    socket: Arc<TcpStream>,
+    id: ClientId,
+    shared: &Shared,
+    peer: &str,
+    accepted: Accepted,
+    link: WriterLink,
+) -> Option<Box<Reader>> {
+    let Accepted { route, key, tail } = accepted;
+    let WriterLink {
+        replies,
+        events: to_client,
+        hangup,
+    } = link;
+    let config = &shared.config;
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     if (&*socket).write_all(upgrade.as_bytes()).is_err() {
-        return; // dropping `replies` lets the writer end too
+        return None; // dropping `replies` lets the writer end too
     }
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
-    let mut reader = Reader {
+    let mut reader = Box::new(Reader {
         id,
         socket,
         context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
@@ -271,7 +326,7 @@ fn open(
         chat: None,
         rate: config.rate_limit.map(RateLimit::new),
         max_message_bytes: config.max_message_bytes,
-    };
+    });
     match route {
         Route::Echo => debug!("{id} {peer} ws echo open"),
         Route::Chat {
@@ -291,13 +346,12 @@ fn open(
                 since,
             };
             if shared.hub.send(connect).is_err() {
-                return; // shutting down
+                return None; // shutting down
             }
             reader.chat = Some(shared.clone());
         }
     }
-    reader.run();
-    debug!("{id} {peer} ws closed");
+    Some(reader)
 }
 
 /// Reads and checks the handshake request; on success returns the route, the
@@ -329,7 +383,9 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
             ));
         }
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    // On the heap, not the stack (see `serve`), and too big for glibc's
+    // per-thread cache of small freed blocks, which would keep it.
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(&head[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -938,12 +994,13 @@ fn write_frames(
 ) -> io::Result<()> {
     // The slices live on the heap, not the stack: every writer thread keeps
     // the stack pages it has ever touched, and a few KiB of slices would be
-    // a page more for each of ten thousand connections.
+    // a page more for each of ten thousand connections. They always take a
+    // full batch's room (see `Batch::push`): a vector sized to each batch
+    // would be freed in every size up to glibc's per-thread cache limit, and
+    // that cache keeps what it is given.
     for group in frames.chunks(MAX_BATCH_FRAMES) {
-        let mut slices: Vec<IoSlice> = group
-            .iter()
-            .map(|f| IoSlice::new(f.bytes(format)))
-            .collect();
+        let mut slices: Vec<IoSlice> = Vec::with_capacity(MAX_BATCH_FRAMES);
+        slices.extend(group.iter().map(|f| IoSlice::new(f.bytes(format))));
         let mut remaining = &mut slices[..];
         while !remaining.is_empty() {
             if hangup.is_some_and(|h| h.is_too_slow()) {
