@@ -24,11 +24,13 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use log::{debug, warn};
 use serde::Serialize;
 
+use crate::memory::Housekeeping;
 use crate::metrics::Metrics;
 use crate::protocol::{
     now_millis, Body, ClientId, Event, Member, Request, RoomCount, Transport, HELP,
@@ -339,6 +341,8 @@ pub struct Hub {
     history_events: usize,
     /// Subscribers found slow or gone during fan-out, removed after it.
     leaving: Vec<(ClientId, Leave)>,
+    /// When to hand freed memory back.
+    housekeeping: Housekeeping,
 }
 
 impl Hub {
@@ -360,6 +364,7 @@ impl Hub {
             last_id: 0,
             history_events: 0,
             leaving: Vec::new(),
+            housekeeping: Housekeeping::default(),
         };
         let thread = spawn_named("hub".into(), WRITER_STACK_BYTES, move || hub.run())?;
         Ok((HubHandle { to_hub }, thread))
@@ -367,12 +372,19 @@ impl Hub {
 
     fn run(mut self) {
         loop {
+            // After heavy traffic, a quiet spell is the time to hand freed
+            // memory back (`memory`); otherwise wait as long as it takes.
+            let quiet = self
+                .housekeeping
+                .trim_after_quiet()
+                .unwrap_or(Duration::MAX);
             select! {
                 recv(self.commands) -> command => match command {
                     Ok(command) => self.apply(command),
                     Err(_) => break, // every sender is gone: nothing can reach the hub any more
                 },
                 recv(self.shutdown) -> _ => break,
+                default(quiet) => self.housekeeping.trim(),
             }
         }
         self.say_goodbye();
@@ -640,6 +652,7 @@ impl Hub {
         target.record(event, self.history_cap);
         self.history_events = self.history_events + target.history.len() - kept_before;
         self.metrics.delivered(delivered);
+        self.housekeeping.delivered(delivered);
         self.last_id
     }
 

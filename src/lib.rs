@@ -35,6 +35,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod room;
