@@ -117,7 +117,8 @@ pub fn futex_table_slots() -> Option<usize> {
         .filter(|&slots| slots > 0)
 }
 
-/// The one `unsafe` call in switchboard; `None` where the kernel refuses it.
+/// One of switchboard's two `unsafe` calls (the other is `memory::release_free_pages`);
+/// `None` where the kernel refuses it.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn futex_hash_prctl(operation: u64, slots: usize) -> Option<i32> {
