@@ -20,7 +20,7 @@ use std::time::Duration;
 const DELIVERIES_WORTH_A_TRIM: u64 = 100_000;
 /// How long the hub must have had nothing to do before it trims: long enough
 /// that the burst is over and writers have freed what they held.
-pub const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
 /// Decides when the hub hands memory back: after heavy traffic, once quiet.
 #[derive(Debug, Default)]

@@ -187,8 +187,7 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
                 "{id} {peer} ws handshake refused: {} {}",
                 refusal.status, refusal.message
             );
-            shared.metrics.refused(refusal.metric);
-            return refuse(&socket, &refusal);
+            return refuse(&socket, &shared, &refusal);
         }
     };
     // The writer starts before the upgrade, so a thread that cannot start is
@@ -197,14 +196,13 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
         Ok(link) => link,
         Err(e) => {
             warn!("{id} refused: cannot start a thread: {e}");
-            shared.metrics.refused("threads");
             let busy = Refusal::new(
                 503,
                 "Service Unavailable",
                 "threads",
                 "the server cannot take more connections",
             );
-            return refuse(&socket, &busy);
+            return refuse(&socket, &shared, &busy);
         }
     };
     if let Some(reader) = open(socket, id, &shared, &peer, accepted, link) {
@@ -221,9 +219,10 @@ fn peer_name(stream: &TcpStream) -> String {
         .map_or_else(|_| "?".to_string(), |a| a.to_string())
 }
 
-/// Answers a handshake with an HTTP error and closes.
+/// Counts a refused handshake, answers it with its HTTP error and closes.
 #[inline(never)]
-fn refuse(socket: &TcpStream, refusal: &Refusal) {
+fn refuse(socket: &TcpStream, shared: &Shared, refusal: &Refusal) {
+    shared.metrics.refused(refusal.metric);
     respond(
         socket,
         refusal.status,
@@ -318,6 +317,8 @@ fn open(
         .write_buffer_size(0)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
+    // Boxed: `serve` holds it under the read loop, and a pointer there
+    // takes less of the reader's stack than the whole protocol state.
     let mut reader = Box::new(Reader {
         id,
         socket,
@@ -998,8 +999,9 @@ fn write_frames(
     // full batch's room (see `Batch::push`): a vector sized to each batch
     // would be freed in every size up to glibc's per-thread cache limit, and
     // that cache keeps what it is given.
+    let mut slices: Vec<IoSlice> = Vec::with_capacity(MAX_BATCH_FRAMES);
     for group in frames.chunks(MAX_BATCH_FRAMES) {
-        let mut slices: Vec<IoSlice> = Vec::with_capacity(MAX_BATCH_FRAMES);
+        slices.clear();
         slices.extend(group.iter().map(|f| IoSlice::new(f.bytes(format))));
         let mut remaining = &mut slices[..];
         while !remaining.is_empty() {
