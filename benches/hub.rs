@@ -23,17 +23,19 @@ fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("hub_fan_out");
     for members in [1usize, 100, 1000] {
         let (stop, shutdown) = bounded::<()>(0);
-        let (hub, hub_thread) = Hub::spawn(1000, Arc::new(Metrics::new()), shutdown).expect("hub");
+        let (hub, hub_thread) =
+            Hub::spawn(1000, 4096, Arc::new(Metrics::new()), shutdown).expect("hub");
         let room = RoomName::parse("bench").expect("valid");
         let mut drainers = Vec::new();
         for n in 0..members {
             let (to_client, events) = bounded(4096);
+            let hangup = Hangup::new(None);
             let subscriber = Subscriber {
                 id: ClientId(n as u64 + 1),
                 name: Name::guest(n as u64 + 1),
                 transport: Transport::Ws,
                 events: to_client,
-                hangup: Hangup::new(None),
+                hangup: Arc::clone(&hangup),
             };
             let connect = Command::Connect {
                 subscriber,
@@ -41,7 +43,9 @@ fn fan_out(c: &mut Criterion) {
                 since: None,
             };
             hub.send(connect).expect("hub runs");
-            drainers.push(thread::spawn(move || events.iter().count()));
+            drainers.push(thread::spawn(move || {
+                events.iter().for_each(|item| hangup.took(&item));
+            }));
         }
         group.throughput(Throughput::Elements(members as u64));
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {

@@ -3,31 +3,36 @@
 //! Two subscribers join `#lobby`: one reads its queue, one never does. The hub
 //! `try_send`s every event; when the idle subscriber's small queue is full, the
 //! hub drops it at once and keeps serving the other. Nobody waits for anybody.
+//! Whoever reads a queue tells the hub what it took (`Hangup::took`): that is
+//! how the hub counts the events waiting, since one queue item can carry
+//! several (a run of events published together).
 //!
 //!     cargo run --example 01_hub_in_miniature
 
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use switchboard::hub::{Command, Hangup, Hub, Outbound, Subscriber};
+use switchboard::hub::{Command, Hangup, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
 use switchboard::room::{Name, RoomName};
 
 fn main() {
     let (_stop, shutdown) = bounded::<()>(0); // dropping `_stop` would stop the hub
-    let (hub, _thread) = Hub::spawn(100, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+    let (hub, _thread) =
+        Hub::spawn(100, 64, Arc::new(Metrics::new()), shutdown).expect("hub starts");
     let lobby = RoomName::parse("lobby").expect("a valid room");
 
     let mut queues = Vec::new();
     for (n, name, capacity) in [(1, "reader", 64), (2, "sleeper", 4)] {
         let (to_client, events) = bounded(capacity);
+        let hangup = Hangup::new(None);
         let subscriber = Subscriber {
             id: ClientId(n),
             name: Name::parse(name).expect("a valid name"),
             transport: Transport::Ws,
             events: to_client,
-            hangup: Hangup::new(None),
+            hangup: Arc::clone(&hangup),
         };
         let rooms = vec![lobby.clone()];
         hub.send(Command::Connect {
@@ -36,20 +41,23 @@ fn main() {
             since: None,
         })
         .expect("the hub runs");
-        queues.push(events);
+        queues.push((events, hangup));
     }
-    let (reader, sleeper) = (&queues[0], &queues[1]);
+    let ((reader, reader_hangup), (sleeper, _)) = (&queues[0], &queues[1]);
 
     for n in 0..10 {
         let from = Name::parse("api").expect("a valid name");
         hub.publish(lobby.clone(), from, "api".into(), format!("message {n}"))
             .expect("the hub runs");
         // The reader drains its queue as it goes; the sleeper never does.
-        while let Ok(Outbound::Event(event)) = reader.try_recv() {
-            println!("reader got  {}", event.json());
+        while let Ok(item) = reader.try_recv() {
+            reader_hangup.took(&item);
+            for event in item.events() {
+                println!("reader got  {}", event.json());
+            }
         }
     }
-    let kept = sleeper.try_iter().count();
+    let kept: usize = sleeper.try_iter().map(|item| item.events().len()).sum();
     println!("the sleeper's queue held {kept} events; then the hub dropped it");
     println!("its queue is disconnected now: {}", sleeper.recv().is_err());
 }

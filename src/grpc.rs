@@ -382,7 +382,8 @@ impl Front {
 pub struct EventStream {
     id: ClientId,
     events: Receiver<Outbound>,
-    /// Replayed history not yet sent (arrives as one `Outbound::Backlog`).
+    /// Events taken from the queue but not yet sent: a replay or a run
+    /// arrives as one item.
     backlog: VecDeque<Arc<Event>>,
     hangup: Arc<Hangup>,
     bell: Arc<Notify>,
@@ -449,11 +450,16 @@ impl Stream for EventStream {
                 return this.send(&event);
             }
             match this.events.try_recv() {
-                Ok(Outbound::Event(event)) => return this.send(&event),
-                Ok(Outbound::Backlog(events)) => this.backlog.extend(events.0),
-                Ok(Outbound::GoingAway) => {
-                    debug!("{} grpc stream ends: server shutting down", this.id);
-                    return this.end(None);
+                Ok(item) => {
+                    this.hangup.took(&item);
+                    match item {
+                        Outbound::Event(event) => return this.send(&event),
+                        Outbound::GoingAway => {
+                            debug!("{} grpc stream ends: server shutting down", this.id);
+                            return this.end(None);
+                        }
+                        _ => this.backlog.extend(item.events().iter().cloned()),
+                    }
                 }
                 Err(TryRecvError::Disconnected) if this.hangup.is_too_slow() => {
                     return this.too_slow()

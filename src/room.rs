@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 
-use crate::hub::{Hangup, Outbound};
+use crate::hub::{Hangup, Outbound, RunPosition};
 use crate::protocol::{ClientId, Event, ParseError};
 
 /// The longest room name, in characters.
@@ -114,6 +114,8 @@ pub struct RoomMember {
     pub queue: Sender<Outbound>,
     /// The member's hangup, to nudge its writer when the queue fills.
     pub hangup: Arc<Hangup>,
+    /// Where in the hub's runs it joined.
+    pub joined_at: RunPosition,
 }
 
 impl Room {

@@ -71,8 +71,12 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = bounded::<()>(0);
         let (done, done_rx) = done_channel();
-        let (hub, hub_thread) =
-            Hub::spawn(config.history, Arc::clone(&metrics), shutdown_rx.clone())?;
+        let (hub, hub_thread) = Hub::spawn(
+            config.history,
+            config.send_buffer,
+            Arc::clone(&metrics),
+            shutdown_rx.clone(),
+        )?;
         let shared = Shared {
             hub,
             config: Arc::clone(&config),

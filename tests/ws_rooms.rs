@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::{Arc, Barrier};
+use std::thread;
+
 use common::{secs, Client, Got, TestServer};
 use serde_json::{json, Value};
 
@@ -88,6 +91,69 @@ fn one_connection_can_be_in_several_rooms() {
     assert_eq!(in_c["room"], "c");
     only_a.say("a", "marker");
     assert!(!only_a.seen.iter().any(|e| e["text"] == "plain line"));
+}
+
+#[test]
+fn a_crowd_joining_at_once_each_sees_its_own_join_and_every_later_one_once_in_order() {
+    // Joins that arrive together reach the room together (one run per round
+    // of the hub): each member must still get exactly the notices from its
+    // own on, none from before it joined.
+    const CROWD: usize = 200;
+    let server = TestServer::start();
+    let start = Arc::new(Barrier::new(CROWD));
+    let url = server.ws_url("/ws?room=crowd");
+    let crowd: Vec<(Client, String)> = (0..CROWD)
+        .map(|_| {
+            let (start, url) = (Arc::clone(&start), url.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut client = Client::connect(&url);
+                let welcome = client.wait_for(|e| e["type"] == "welcome", secs(20));
+                let id = welcome["id"].as_str().expect("an id").to_owned();
+                (client, id)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("a member connects"))
+        .collect();
+
+    // Everyone is in (a welcome comes with the join): a message now follows
+    // every notice, so reading up to it reads them all.
+    let mut fence = server.client("room=crowd&name=fence");
+    fence.say("crowd", "fence");
+    let seen: Vec<(String, Vec<(u64, String)>)> = crowd
+        .into_iter()
+        .map(|(mut client, id)| {
+            client.wait_for(is_message("fence"), secs(30));
+            let joins = client
+                .seen
+                .iter()
+                .filter(|e| e["type"] == "joined")
+                .map(|e| (e["id"].as_u64().expect("id"), e["from_id"].to_string()))
+                .collect();
+            (id, joins)
+        })
+        .collect();
+
+    let mut every_join: Vec<(u64, String)> = seen.iter().flat_map(|(_, j)| j.clone()).collect();
+    every_join.sort();
+    every_join.dedup();
+    assert_eq!(
+        every_join.len(),
+        CROWD + 1,
+        "one notice per member and the fence"
+    );
+    for (id, joins) in &seen {
+        let own = joins.first().expect("its own join first");
+        assert_eq!(own.1, format!("{id:?}"), "{id}: its own join comes first");
+        let expected: Vec<(u64, String)> = every_join
+            .iter()
+            .filter(|j| j.0 >= own.0)
+            .cloned()
+            .collect();
+        assert_eq!(joins, &expected, "{id}: every later join, once, in order");
+    }
 }
 
 #[test]

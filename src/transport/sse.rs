@@ -43,7 +43,7 @@ use tiny_http::Request;
 
 use crate::http::{respond, ApiError};
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
-use crate::protocol::{ClientId, Event, ParseError, Transport};
+use crate::protocol::{ClientId, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 use crate::transport::{linger, Permit, Shared};
@@ -263,13 +263,17 @@ impl SseStream {
                     let Ok(first) = first else {
                         return if hangup.is_too_slow() { End::TooSlow } else { End::GoingAway };
                     };
-                    let mut going_away = append(&mut chunk, first);
                     // Batch whatever else is queued: one write, one syscall.
-                    let mut taken = 1;
-                    while !going_away && taken < MAX_BATCH_EVENTS {
-                        let Ok(next) = events.try_recv() else { break };
-                        going_away = append(&mut chunk, next);
-                        taken += 1;
+                    let (mut taken, mut going_away) = (0, false);
+                    let mut next = Some(first);
+                    while let Some(item) = next.take() {
+                        match append(&mut chunk, hangup, item) {
+                            Some(events) => taken += events,
+                            None => going_away = true,
+                        }
+                        if !going_away && taken < MAX_BATCH_EVENTS {
+                            next = events.try_recv().ok();
+                        }
                     }
                     if hangup.is_too_slow() {
                         return End::TooSlow; // no point writing what the hub gave up on
@@ -306,15 +310,17 @@ impl SseStream {
     }
 }
 
-/// Appends one queue item's SSE blocks; returns whether it was `GoingAway`.
-fn append(chunk: &mut Chunk, item: Outbound) -> bool {
-    let mut put = |event: &Event| chunk.push(event.sse_block());
-    match item {
-        Outbound::Event(event) => put(&event),
-        Outbound::Backlog(events) => events.0.iter().for_each(|e| put(e)),
-        Outbound::GoingAway => return true,
+/// Takes one item from the queue: appends its events' SSE blocks and returns
+/// how many, or `None` for `GoingAway`.
+fn append(chunk: &mut Chunk, hangup: &Hangup, item: Outbound) -> Option<usize> {
+    hangup.took(&item);
+    for event in item.events() {
+        chunk.push(event.sse_block());
     }
-    false
+    match item {
+        Outbound::GoingAway => None,
+        _ => Some(item.events().len()),
+    }
 }
 
 fn event_id(raw: &str) -> Result<u64, ParseError> {

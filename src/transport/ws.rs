@@ -829,14 +829,12 @@ impl Piece {
 }
 
 impl Batch {
-    fn add_outbound(&mut self, item: Outbound) {
-        match item {
-            Outbound::Event(event) => self.push(Piece::Event(event)),
-            Outbound::Backlog(events) => events
-                .0
-                .into_iter()
-                .for_each(|e| self.push(Piece::Event(e))),
-            Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
+    fn add_outbound(&mut self, item: &Outbound) {
+        for event in item.events() {
+            self.push(Piece::Event(Arc::clone(event)));
+        }
+        if let Outbound::GoingAway = item {
+            self.close_with(CloseCode::Away, "server shutting down");
         }
     }
 
@@ -912,7 +910,7 @@ impl Writer {
             }
             select! {
                 recv(events) -> item => match item {
-                    Ok(item) => batch.add_outbound(item),
+                    Ok(item) => self.take(&mut batch, item),
                     Err(_) => events = never(), // the hub let go: see `hangup` below
                 },
                 recv(replies) -> reply => match reply {
@@ -932,7 +930,7 @@ impl Writer {
                 if let Ok(reply) = replies.try_recv() {
                     batch.add_reply(reply);
                 } else if let Ok(item) = events.try_recv() {
-                    batch.add_outbound(item);
+                    self.take(&mut batch, item);
                 } else {
                     break;
                 }
@@ -970,6 +968,12 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// Adds an item from the queue to the batch.
+    fn take(&self, batch: &mut Batch, item: Outbound) {
+        self.hangup.took(&item);
+        batch.add_outbound(&item);
     }
 
     /// Our close frame is out: half-close, give the reader `CLOSE_GRACE` to see
