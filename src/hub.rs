@@ -60,6 +60,7 @@ const MAX_RUN_EVENTS: usize = 64;
 /// run is freed by the last writer to drop it, on that writer's thread, where
 /// a cached block would stay for good (see `transport::ws::write_frames`).
 const RUN_ROOM: usize = 160;
+const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= MAX_RUN_EVENTS);
 /// How many rooms one connection may be in at once.
 pub const MAX_ROOMS_PER_CLIENT: usize = 64;
 
@@ -1130,12 +1131,5 @@ mod tests {
             let expected: Vec<u64> = (n..=JOINERS).collect();
             assert_eq!(joined, expected, "c{n} sees itself and every later joiner");
         }
-    }
-
-    #[test]
-    fn a_run_is_too_big_for_the_per_thread_cache_of_freed_blocks() {
-        // glibc's tcache keeps freed blocks up to 1032 bytes.
-        assert!(RUN_ROOM * std::mem::size_of::<Arc<Event>>() > 1032);
-        assert!(RUN_ROOM >= MAX_RUN_EVENTS);
     }
 }
