@@ -53,9 +53,9 @@ log() { echo "bench: $*" >&2; }
 
 # Trial shape: full runs measure 5 s windows; --quick 2 s.
 if [ "$QUICK" = 1 ]; then
-    DUR=2; WARM=0.5; PRECISION=0.15; HOLD=2; LAT_DUR=4
+    DUR=2; WARM=0.5; PRECISION=0.15; HOLD=2; IDLE_HOLD=20; LAT_DUR=4
 else
-    DUR=5; WARM=1; PRECISION=0.05; HOLD=5; LAT_DUR=10
+    DUR=5; WARM=1; PRECISION=0.05; HOLD=5; IDLE_HOLD=40; LAT_DUR=10
 fi
 
 # ---------------------------------------------------------------- tools
@@ -261,9 +261,12 @@ run_one() {
     log "$scenario / $server / run $run: loadgen ${args[*]}"
     timeout 1200 taskset -c 1 "$LOADGEN" --label "$server" "${args[@]}" > "$lgout" 2> "$lglog" &
     local lgpid=$!
-    # Idle memory is read half-way through the hold, once every connection is
-    # open and the server is quiet (the peak may include transient queues).
-    local hold="" hold_rss="" hold_threads=""
+    # Idle memory is read once every connection is open and the server has
+    # gone quiet: no CPU time spent for 2 s (switchboard first delivers the
+    # room's `joined` notices, 12.5 M of them at 5000, and the Go hub has
+    # none). If it never goes quiet, it is read 1 s before the hold ends, and
+    # the JSON line says so (server_quiet_s is then absent).
+    local hold="" hold_rss="" hold_threads="" quiet_after=""
     if [ "${args[0]}" = idle ]; then
         for _ in $(seq 1 1800); do
             hold=$(sed -n 's/.*; holding for \([0-9.]*\) s.*/\1/p' "$lglog" 2>/dev/null)
@@ -272,7 +275,16 @@ run_one() {
             sleep 0.1
         done
         if [ -n "$hold" ]; then
-            sleep "$(awk -v h="$hold" 'BEGIN { print h / 2 }')"
+            local cpu last="" still=0 waited=0 polls
+            polls=$(awk -v h="$hold" 'BEGIN { print int((h - 1) * 2) }')
+            for _ in $(seq 1 "$polls"); do
+                cpu=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" 2>/dev/null || true)
+                if [ -n "$last" ] && [ "$cpu" = "$last" ]; then still=$((still + 1)); else still=0; fi
+                last=$cpu
+                if [ "$still" -ge 4 ]; then quiet_after=$(awk -v w="$waited" 'BEGIN { print w / 2 }'); break; fi
+                sleep 0.5
+                waited=$((waited + 1))
+            done
             hold_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
             hold_threads=$(awk '/^Threads:/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
         fi
@@ -284,7 +296,7 @@ run_one() {
     tail -n 3 "$lglog" | sed 's/^/    /' >&2 || true
     [ -n "$line" ] || line='{"error":"loadgen produced no result"}'
     SCENARIO=$scenario SERVER=$server RUN=$run BASE=$base STATUS=$status SAMPLES=$samples LINE=$line \
-        HOLD_RSS=$hold_rss HOLD_THREADS=$hold_threads python3 - >> "$RESULTS" <<'EOF'
+        HOLD_RSS=$hold_rss HOLD_THREADS=$hold_threads QUIET_AFTER=$quiet_after python3 - >> "$RESULTS" <<'EOF'
 import json, os
 try:
     d = json.loads(os.environ["LINE"])
@@ -300,6 +312,8 @@ d.update(scenario=os.environ["SCENARIO"], server=os.environ["SERVER"], run=int(o
          server_rss_peak_kb=max(rss, default=0), server_threads_peak=max(thr, default=0))
 if os.environ.get("HOLD_RSS"):
     d.update(server_rss_hold_kb=int(os.environ["HOLD_RSS"]), server_threads_hold=int(os.environ["HOLD_THREADS"] or 0))
+if os.environ.get("QUIET_AFTER"):
+    d.update(server_quiet_s=float(os.environ["QUIET_AFTER"]))
 print(json.dumps(d, sort_keys=True))
 EOF
 }
@@ -362,7 +376,7 @@ EOF
                     run_one "$scenario" "$server" "$run" fanout -s 1000 -p 1 -r "$rate" --size 64 \
                         -d "$LAT_DUR" --warmup "$WARM" --url @WS@ ;;
                 idle5000)
-                    run_one "$scenario" "$server" "$run" idle -n 5000 -d "$HOLD" --url @WS@ ;;
+                    run_one "$scenario" "$server" "$run" idle -n 5000 -d "$IDLE_HOLD" --url @WS@ ;;
                 broadcast10k)
                     # Everyone must get everything; latency is reported, not judged.
                     run_one "$scenario" "$server" "$run" fanout -s 10000 -p 1 -r 10 --size 64 -d "$HOLD" \
@@ -436,7 +450,8 @@ metrics = [
     ("latency", "  p99.9 ms", lambda d: d["latency_ms"]["p999"], "{:.2f}"),
     ("latency", "  lost + disconnects", lambda d: d["lost"] + d["disconnects"], "{:.0f}"),
     ("idle5000", "idle connections held (of 5000)", lambda d: d["held"], "{:.0f}"),
-    ("idle5000", "  server RSS per connection (kB)", rss_per_conn, "{:.1f}"),
+    ("idle5000", "  server RSS per connection, once quiet (kB)", rss_per_conn, "{:.1f}"),
+    ("idle5000", "  server quiet after all connected (s)", lambda d: d.get("server_quiet_s"), "{:.1f}"),
     ("idle5000", "  server RSS peak per connection (kB)",
      lambda d: (d["server_rss_peak_kb"] - d["server_rss_base_kb"]) / d["held"] if d.get("held") else None, "{:.1f}"),
     ("idle5000", "  server threads", lambda d: d.get("server_threads_hold") or d["server_threads_peak"], "{:.0f}"),
