@@ -733,8 +733,7 @@ impl Hub {
             from_id: label,
             ts,
         });
-        self.flush_run(); // the leaver gets the run up to its own `left`
-        self.forget_member(id, room);
+        self.forget_member(id, room); // after the run up to its own `left`
     }
 
     /// Publishes a message; returns its id.
@@ -887,7 +886,12 @@ impl Hub {
         self.metrics.disconnected(transport);
     }
 
+    /// Takes `id` out of `room`, once it has what the room's open run holds
+    /// for it: a gRPC chat that half-closes still reads its queue to the end.
     fn forget_member(&mut self, id: ClientId, room: &RoomName) {
+        if self.open_run.as_ref().is_some_and(|run| &run.room == room) {
+            self.flush_run();
+        }
         if let Some(r) = self.rooms.get_mut(room) {
             r.remove(id);
         }
