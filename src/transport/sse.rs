@@ -46,7 +46,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
-use crate::transport::{linger, Permit, Shared};
+use crate::transport::{Pace, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
 /// as the stream's first line).
@@ -253,10 +253,12 @@ impl SseStream {
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
         let mut chunk = Chunk::with_capacity(IDLE_BATCH_BYTES);
+        let mut pace = Pace::default();
         loop {
             if events.is_empty() {
                 // Gone quiet: a burst must not pin its peak for good.
                 chunk.shrink_to(IDLE_BATCH_BYTES);
+                pace.going_quiet();
             }
             select! {
                 recv(events) -> first => {
@@ -284,7 +286,7 @@ impl SseStream {
                             return if hangup.is_too_slow() { End::TooSlow } else { End::PeerGone };
                         }
                         // Linger: what arrives meanwhile goes out in one write.
-                        linger(&self.permit);
+                        pace.after_write(&self.permit);
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {

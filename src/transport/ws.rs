@@ -49,7 +49,7 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{linger, Permit, Shared};
+use crate::transport::{Pace, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -904,9 +904,13 @@ impl Writer {
         let mut reader_gone = false;
         let mut next_ping = Instant::now() + self.ping_interval;
         let mut batch = Batch::default();
+        let mut pace = Pace::default();
         loop {
             if events.is_empty() {
                 batch.release(); // gone quiet, even after a linger
+                if replies.is_empty() {
+                    pace.going_quiet();
+                }
             }
             select! {
                 recv(events) -> item => match item {
@@ -959,7 +963,7 @@ impl Writer {
                 }
                 batch.frames.clear();
                 if !reader_gone {
-                    linger(&self.permit);
+                    pace.after_write(&self.permit);
                 }
             }
             if reader_gone {
