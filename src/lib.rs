@@ -9,7 +9,7 @@
 //!                      REST       --Command + reply tx---->+   owns clients, rooms,
 //! [grpc]      -spawn-> [grpc c12] <--Command / Outbound--->+   history, next id
 //! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
-//! Outbound: one bounded queue per client (--send-buffer); full = that client is dropped.
+//! Outbound: one bounded queue per client (--send-buffer events); full = that client is dropped.
 //! ```
 //!
 //! One thread, the hub, owns all shared state; every other thread talks to it
@@ -21,7 +21,8 @@
 //! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
 //!    each is written on the wire.
 //! 2. [`room`]: names checked once at the edge; a room is members + history.
-//! 3. [`hub`]: the broadcaster thread — fan-out, slow consumers, replay.
+//! 3. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
+//!    consumers, replay.
 //! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
 //! 5. [`transport::sse`] and [`http`]: one writer thread per SSE stream; REST
 //!    as request/reply with the hub.
