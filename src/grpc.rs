@@ -458,7 +458,7 @@ impl Stream for EventStream {
                             debug!("{} grpc stream ends: server shutting down", this.id);
                             return this.end(None);
                         }
-                        _ => this.backlog.extend(item.events().iter().cloned()),
+                        _ => item.for_each_event(|event| this.backlog.push_back(event)),
                     }
                 }
                 Err(TryRecvError::Disconnected) if this.hangup.is_too_slow() => {

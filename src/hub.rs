@@ -95,6 +95,17 @@ impl Outbound {
         }
     }
 
+    /// Hands over each event it carries, oldest first: moved where the item
+    /// owns them, cloned only out of a shared run.
+    pub fn for_each_event(self, f: impl FnMut(Arc<Event>)) {
+        match self {
+            Outbound::Event(event) => std::iter::once(event).for_each(f),
+            Outbound::Run(run, from) => run.0.iter().skip(from as usize).cloned().for_each(f),
+            Outbound::Backlog(backlog) => backlog.0.into_iter().for_each(f),
+            Outbound::GoingAway => {}
+        }
+    }
+
     /// How many events it counts for against `--send-buffer`.
     fn counted(&self) -> usize {
         match self {
@@ -109,6 +120,18 @@ impl Outbound {
 #[derive(Debug)]
 pub struct Run(pub Vec<Arc<Event>>);
 
+impl Run {
+    /// What a member gets of `run` from its event `from` on: nothing, a
+    /// plain event when one is left, or its share of the run.
+    fn part_from(run: &Arc<Run>, from: usize) -> Option<Outbound> {
+        match run.0.len().checked_sub(from)? {
+            0 => None,
+            1 => Some(Outbound::Event(Arc::clone(&run.0[from]))),
+            _ => Some(Outbound::Run(Arc::clone(run), from as u32)),
+        }
+    }
+}
+
 /// Replayed events, oldest first.
 #[derive(Debug)]
 pub struct Backlog(pub Vec<Arc<Event>>);
@@ -122,6 +145,17 @@ pub struct RunPosition {
     offset: usize,
 }
 
+impl RunPosition {
+    /// Where the member's part of run `number` begins.
+    fn start_in(self, number: u64) -> usize {
+        if self.run == number {
+            self.offset
+        } else {
+            0
+        }
+    }
+}
+
 /// How the hub reaches a connection beyond its queue: to mark it too slow and
 /// wake its threads, or to cut it when even a goodbye will not fit.
 pub struct Hangup {
@@ -133,7 +167,7 @@ pub struct Hangup {
     queued: AtomicUsize,
     socket: Option<Arc<TcpStream>>,
     /// The writer thread, once it has said so: the hub nudges it awake when
-    /// its queue passes half full while it lingers (`transport::linger`).
+    /// its queue passes half full while it lingers (`transport::Pace`).
     writer: OnceLock<Thread>,
 }
 
@@ -553,7 +587,7 @@ impl Hub {
     }
 
     /// The one exit door, taken after every command: removes the clients
-    /// noted as leaving, in the order they were noted.
+    /// noted as leaving.
     fn remove_leaving(&mut self) {
         while let Some((id, why)) = self.leaving.pop() {
             self.remove_client(id, why);
@@ -589,8 +623,14 @@ impl Hub {
                 .flat_map(|room| room.since(since).cloned())
                 .collect();
             backlog.sort_unstable_by_key(|e| e.id());
-            let backlog = Outbound::Backlog(Box::new(Backlog(backlog)));
-            if !backlog.events().is_empty() && offer(&events, &hangup, backlog).is_err() {
+            if !backlog.is_empty()
+                && offer(
+                    &events,
+                    &hangup,
+                    Outbound::Backlog(Box::new(Backlog(backlog))),
+                )
+                .is_err()
+            {
                 return;
             }
         }
@@ -755,26 +795,24 @@ impl Hub {
     /// holds one room's events, so that a member of several rooms still gets
     /// every event in id order.
     fn broadcast(&mut self, room: &RoomName, body: impl FnOnce(u64, u64) -> Body) -> u64 {
-        if !self.rooms.contains_key(room) {
-            return 0;
-        }
         let same_room = self.open_run.as_ref().is_some_and(|run| &run.room == room);
         if !same_room || self.run_events.len() >= self.max_run {
             self.flush_run();
         }
+        let Some(target) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        self.last_id += 1;
+        let event = Arc::new(Event::new(body(self.last_id, now_millis())));
+        let kept_before = target.history.len();
+        target.record(Arc::clone(&event), self.history_cap);
+        self.history_events = self.history_events + target.history.len() - kept_before;
         if self.open_run.is_none() {
             self.runs += 1;
             self.open_run = Some(OpenRun {
                 room: room.clone(),
                 number: self.runs,
             });
-        }
-        self.last_id += 1;
-        let event = Arc::new(Event::new(body(self.last_id, now_millis())));
-        if let Some(target) = self.rooms.get_mut(room) {
-            let kept_before = target.history.len();
-            target.record(Arc::clone(&event), self.history_cap);
-            self.history_events = self.history_events + target.history.len() - kept_before;
         }
         if self.run_events.capacity() == 0 {
             self.run_events.reserve_exact(RUN_ROOM);
@@ -794,31 +832,11 @@ impl Hub {
             self.run_events.clear(); // everyone left
             return;
         };
-        // A run of one goes out as a plain event, and keeps its buffer.
-        let events = if self.run_events.len() == 1 {
-            self.run_events.pop().map(Outbound::Event)
-        } else {
-            let run = Arc::new(Run(std::mem::take(&mut self.run_events)));
-            Some(Outbound::Run(run, 0))
-        };
-        let Some(whole) = events else {
-            return; // an open run always holds an event
-        };
+        let run = Arc::new(Run(std::mem::take(&mut self.run_events)));
         let mut delivered = 0;
         for member in &target.members {
-            let from = match member.joined_at {
-                RunPosition { run, offset } if run == number => offset,
-                _ => 0,
-            };
-            let item = match &whole {
-                Outbound::Event(event) if from == 0 => Outbound::Event(Arc::clone(event)),
-                Outbound::Run(run, _) if from + 1 < run.0.len() => {
-                    Outbound::Run(Arc::clone(run), from as u32)
-                }
-                Outbound::Run(run, _) if from + 1 == run.0.len() => {
-                    Outbound::Event(Arc::clone(&run.0[from]))
-                }
-                _ => continue, // joined after the run's last event was added
+            let Some(item) = Run::part_from(&run, member.joined_at.start_in(number)) else {
+                continue; // joined after the run's last event was added
             };
             let count = item.counted();
             match offer(&member.queue, &member.hangup, item) {
@@ -828,6 +846,12 @@ impl Hub {
         }
         self.metrics.delivered(delivered);
         self.housekeeping.delivered(delivered);
+        // A run nobody shares (one event goes out as a plain event) gives its
+        // buffer back for the next.
+        if let Some(Run(mut events)) = Arc::into_inner(run) {
+            events.clear();
+            self.run_events = events;
+        }
     }
 
     /// Sends an answer to one client; a full queue drops it like fan-out does.

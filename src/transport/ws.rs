@@ -829,13 +829,11 @@ impl Piece {
 }
 
 impl Batch {
-    fn add_outbound(&mut self, item: &Outbound) {
-        for event in item.events() {
-            self.push(Piece::Event(Arc::clone(event)));
-        }
+    fn add_outbound(&mut self, item: Outbound) {
         if let Outbound::GoingAway = item {
-            self.close_with(CloseCode::Away, "server shutting down");
+            return self.close_with(CloseCode::Away, "server shutting down");
         }
+        item.for_each_event(|event| self.push(Piece::Event(event)));
     }
 
     fn add_reply(&mut self, reply: Reply) {
@@ -977,7 +975,7 @@ impl Writer {
     /// Adds an item from the queue to the batch.
     fn take(&self, batch: &mut Batch, item: Outbound) {
         self.hangup.took(&item);
-        batch.add_outbound(&item);
+        batch.add_outbound(item);
     }
 
     /// Our close frame is out: half-close, give the reader `CLOSE_GRACE` to see
