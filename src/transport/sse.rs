@@ -268,14 +268,13 @@ impl SseStream {
                     // Batch whatever else is queued: one write, one syscall.
                     let (mut taken, mut going_away) = (0, false);
                     let mut next = Some(first);
-                    while let Some(item) = next.take() {
-                        match append(&mut chunk, hangup, item) {
-                            Some(events) => taken += events,
-                            None => going_away = true,
-                        }
-                        if !going_away && taken < MAX_BATCH_EVENTS {
-                            next = events.try_recv().ok();
-                        }
+                    while let Some(item) = next {
+                        let Some(count) = append(&mut chunk, hangup, item) else {
+                            going_away = true;
+                            break;
+                        };
+                        taken += count;
+                        next = (taken < MAX_BATCH_EVENTS).then(|| events.try_recv().ok()).flatten();
                     }
                     if hangup.is_too_slow() {
                         return End::TooSlow; // no point writing what the hub gave up on
