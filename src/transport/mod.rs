@@ -15,7 +15,7 @@ pub mod sse;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -162,9 +162,33 @@ impl Pace {
             .take()
             .is_some_and(|since| since.elapsed() >= window);
         if !after_long_quiet {
-            std::thread::park_timeout(window);
+            std::thread::park_timeout(until_next_tick(since_epoch(), window));
         }
     }
+}
+
+/// How long from `since_epoch` to the next tick of a clock that ticks every
+/// `window` (at most a window, never zero).
+///
+/// Lingers end on ticks all writers share rather than a window after each
+/// writer's own write. Staggered, a thousand writers woke one at a time all
+/// window long: each wake-up its own timer interrupt, each write woke the
+/// idle peer again, and each writer that woke preempted the hub. On a shared
+/// tick they wake together and run back to back, and the hub runs between
+/// the bursts. At 1000 subscribers × 375 msg/s that took the server from 99 %
+/// to 67 % of its core and p99 from 115 ms to 64 ms; at 750 msg/s p99 went
+/// from 104 ms to 68 ms (`loadgen fanout`, pinned, 2-core AMD EPYC VM).
+fn until_next_tick(since_epoch: Duration, window: Duration) -> Duration {
+    let window_nanos = window.as_nanos().max(1);
+    let into_tick = since_epoch.as_nanos() % window_nanos;
+    // Below `window_nanos`, which a `Duration` of nanoseconds holds.
+    Duration::from_nanos((window_nanos - into_tick) as u64)
+}
+
+/// Time since the clock the ticks count from started (the first call).
+fn since_epoch() -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
 }
 
 /// What all writers together may spend on wake-ups, roughly.
@@ -185,5 +209,29 @@ mod tests {
         assert_eq!(linger_window(1000), Duration::from_millis(40));
         assert_eq!(linger_window(10_000), LINGER_MAX);
         assert_eq!(linger_window(100_000), LINGER_MAX);
+    }
+
+    #[test]
+    fn lingers_end_on_the_next_tick_of_a_shared_clock() {
+        let window = Duration::from_millis(40);
+        let ms = Duration::from_millis;
+        assert_eq!(until_next_tick(ms(0), window), window);
+        assert_eq!(until_next_tick(ms(1), window), ms(39));
+        assert_eq!(until_next_tick(ms(39), window), ms(1));
+        assert_eq!(until_next_tick(ms(40), window), window);
+        assert_eq!(until_next_tick(ms(12_345), window), ms(15));
+        // Two writers whose writes ended at different times wake together.
+        let (a, b) = (
+            Duration::from_micros(80_123),
+            Duration::from_micros(107_999),
+        );
+        assert_eq!(
+            a + until_next_tick(a, window),
+            b + until_next_tick(b, window)
+        );
+        assert_eq!(
+            until_next_tick(ms(5), Duration::ZERO),
+            Duration::from_nanos(1)
+        );
     }
 }
