@@ -891,7 +891,7 @@ impl Batch {
 
 impl Writer {
     /// Waits on the queues and the ping clock, writes everything queued in one
-    /// go, and, after a write, lingers (see `transport::linger_window`): events
+    /// go, and, after a write, lingers (see `transport::Pace`): events
     /// that arrive meanwhile wake nobody and go out together in the next write.
     /// A quiet connection finds its queues empty after the linger and parks.
     fn run(self) {
