@@ -102,9 +102,10 @@ impl Drop for Permit {
 }
 
 /// How far apart the ticks are that busy writers linger to: the longest a
-/// writer lingers after a write before it looks at its queue again. Events that arrive meanwhile wake nobody (the writer is asleep, not
-/// parked on the channel, so the hub's `try_send` makes no syscall), and the
-/// next write carries them all in one `writev`. With a thousand writer threads
+/// writer lingers after a write before it looks at its queue again. Events
+/// that arrive meanwhile wake nobody (the writer is asleep, not parked on the
+/// channel, so the hub's `try_send` makes no syscall), and the next write
+/// carries them all in one `writev`. With a thousand writer threads
 /// on two cores, wake-ups and context switches, not bytes, are what runs out.
 ///
 /// The window grows with the number of connections, so that all writers
