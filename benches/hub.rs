@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, unbounded};
 use switchboard::hub::{Command, Hangup, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
@@ -28,8 +28,8 @@ fn fan_out(c: &mut Criterion) {
         let room = RoomName::parse("bench").expect("valid");
         let mut drainers = Vec::new();
         for n in 0..members {
-            let (to_client, events) = bounded(4096);
-            let hangup = Hangup::new(None);
+            let (to_client, events) = unbounded();
+            let hangup = Hangup::new(None, 4096);
             let subscriber = Subscriber {
                 id: ClientId(n as u64 + 1),
                 name: Name::guest(n as u64 + 1),

@@ -5,13 +5,14 @@
 //! hub drops it at once and keeps serving the other. Nobody waits for anybody.
 //! Whoever reads a queue tells the hub what it took (`Hangup::took`): that is
 //! how the hub counts the events waiting, since one queue item can carry
-//! several (a run of events published together).
+//! several (a run of events published together). That count is the queue's
+//! bound: the channel itself is unbounded, and allocates only as it fills.
 //!
 //!     cargo run --example 01_hub_in_miniature
 
 use std::sync::Arc;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, unbounded};
 use switchboard::hub::{Command, Hangup, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
@@ -25,8 +26,8 @@ fn main() {
 
     let mut queues = Vec::new();
     for (n, name, capacity) in [(1, "reader", 64), (2, "sleeper", 4)] {
-        let (to_client, events) = bounded(capacity);
-        let hangup = Hangup::new(None);
+        let (to_client, events) = unbounded();
+        let hangup = Hangup::new(None, capacity);
         let subscriber = Subscriber {
             id: ClientId(n),
             name: Name::parse(name).expect("a valid name"),

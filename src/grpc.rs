@@ -5,7 +5,7 @@
 //! ```text
 //!                 tokio runtime ([grpc] + [grpc-rt]): HTTP/2, tonic, encoding
 //!                 ─────────────────────────────────────────────────────────────
-//! Subscribe c12:  EventStream ──try_recv── queue (bounded, --send-buffer) <── [hub]
+//! Subscribe c12:  EventStream ──try_recv── queue (--send-buffer events) <── [hub]
 //!                     ^ bell (Notify)          | ready?
 //!                     └──────────────── [grpc c12]  rings; sends Connect / Disconnect
 //! Chat c13:       the same, plus [grpc-r c13]: reads ChatRequests ──Command──> [hub]
@@ -18,7 +18,7 @@
 //! is allowed to block:
 //!
 //! - **Out (events).** A stream's `EventStream` *is* the hub subscriber: it
-//!   takes events straight from the subscriber's bounded queue with
+//!   takes events straight from the subscriber's queue with
 //!   `try_recv`, so `--send-buffer` is the only buffer and the slow-consumer
 //!   rule is exactly the WebSocket one (queue full → the hub drops the client
 //!   → the stream ends with `RESOURCE_EXHAUSTED`). When the queue is empty the
@@ -320,8 +320,8 @@ impl Front {
         name: Name,
         permit: Permit,
     ) -> (EventStream, Subscriber, Doorbell) {
-        let (to_client, events) = bounded(self.shared.config.send_buffer);
-        let hangup = Hangup::new(None); // the stream notices a closed queue by itself
+        let (to_client, events) = crossbeam_channel::unbounded();
+        let hangup = Hangup::new(None, self.shared.config.send_buffer); // the stream notices a closed queue by itself
         let bell = Arc::new(Notify::new());
         let (to_doorbell, drained) = bounded(1);
         let (gone_guard, gone) = bounded(0);

@@ -1,7 +1,7 @@
 //! Server-Sent Events on `--http`: one writer thread per subscriber.
 //!
 //! ```text
-//! [http] --GET /events--> [sse c9] <--Outbound (bounded, --send-buffer)-- [hub]
+//! [http] --GET /events--> [sse c9] <--Outbound (--send-buffer events)-- [hub]
 //!                            |  Connect / Disconnect
 //!                            +-------------------------------------------> [hub]
 //! ```
@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{after, bounded, never, select, tick, Receiver};
+use crossbeam_channel::{after, never, select, tick, Receiver};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
@@ -210,8 +210,8 @@ impl SseStream {
         if self.wire.start().is_err() {
             return debug!("{id} sse closed before the head was written");
         }
-        let (to_client, events) = bounded(self.shared.config.send_buffer);
-        let hangup = Hangup::new(None);
+        let (to_client, events) = crossbeam_channel::unbounded();
+        let hangup = Hangup::new(None, self.shared.config.send_buffer);
         let SseQuery { rooms, name, since } = self.query.take().expect("the query is taken once");
         let subscriber = Subscriber {
             id,
