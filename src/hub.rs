@@ -9,9 +9,9 @@
 //! Out, the hub only `try_send`s into each subscriber's queue, which
 //! `--send-buffer` bounds in events (`offer`). Full means the subscriber
 //! cannot keep up: it is removed at once and its connection ended
-//! (best-effort close 1008), so one slow reader never delays the rest. This is the Go chat hub with two changes:
-//! a flooding publisher waits instead of the hub, and a dropped client is told
-//! why.
+//! (best-effort close 1008), so one slow reader never delays the rest. This
+//! is the Go chat hub with two changes: a flooding publisher waits instead of
+//! the hub, and a dropped client is told why.
 //!
 //! The hub works in rounds: the command that woke it, then whatever else is
 //! already waiting (up to `ROUND_COMMANDS`), then the fan-out. Events that
