@@ -38,7 +38,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use log::{debug, warn};
 use serde::Serialize;
 
@@ -1000,10 +1000,8 @@ fn offer(queue: &Sender<Outbound>, hangup: &Hangup, item: Outbound) -> Result<()
     let sent = if queued > bound {
         Err(Leave::TooSlow)
     } else {
-        queue.try_send(item).map_err(|e| match e {
-            TrySendError::Full(_) => Leave::TooSlow,
-            TrySendError::Disconnected(_) => Leave::Gone,
-        })
+        // Never waits: the queue is unbounded, and the count above its bound.
+        queue.send(item).map_err(|_| Leave::Gone)
     };
     match sent {
         Ok(()) if queued * 2 > bound => hangup.nudge(),
