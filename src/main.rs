@@ -8,6 +8,7 @@ use clap::Parser;
 use log::{error, info, warn};
 
 use switchboard::config::{Args, Config};
+use switchboard::memory::restart_without_thread_cache;
 use switchboard::shutdown::on_signal;
 use switchboard::Server;
 
@@ -21,6 +22,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread starts: see `memory::restart_without_thread_cache`.
+    if let Some(e) = restart_without_thread_cache() {
+        warn!("could not restart with glibc's per-thread malloc cache off: {e}");
+    }
+    if let Ok(tunables) = std::env::var("GLIBC_TUNABLES") {
+        info!("GLIBC_TUNABLES={tunables}");
+    }
     // Each connection is a file descriptor: ask for all the kernel allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => info!("open files limit: {limit}"),

@@ -10,7 +10,17 @@ use std::time::{Duration, Instant};
 use common::{secs, Client, Got};
 
 fn start(args: &[&str]) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    start_with(args, None)
+}
+
+/// Starts the binary, with `GLIBC_TUNABLES` set to `tunables` (or unset).
+fn start_with(args: &[&str], tunables: Option<&str>) -> (Child, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    match tunables {
+        Some(tunables) => command.env("GLIBC_TUNABLES", tunables),
+        None => command.env_remove("GLIBC_TUNABLES"),
+    };
+    let mut child = command
         .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "debug")
@@ -114,4 +124,52 @@ fn every_option_has_an_environment_variable() {
     ] {
         assert!(help.contains(var), "--help does not mention {var}:\n{help}");
     }
+}
+
+/// Starts the server with `GLIBC_TUNABLES` set to `tunables` (or unset),
+/// checks it serves, stops it, and returns what it says it runs with.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tunables_it_runs_with(tunables: Option<&str>) -> String {
+    let (mut child, http, _) = start_with(&[], tunables);
+    let pid = child.id();
+    assert!(
+        common::raw_http(http.parse().expect("addr"), "GET /healthz HTTP/1.0\r\n\r\n")
+            .contains("ok")
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    // The restart kept the process: the one started above exits cleanly.
+    assert!(wait_exit(&mut child, secs(10)).success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let said = stderr
+        .lines()
+        .find_map(|line| line.split_once("GLIBC_TUNABLES=").map(|(_, v)| v.trim()))
+        .unwrap_or_else(|| panic!("no GLIBC_TUNABLES line in:\n{stderr}"));
+    said.to_owned()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_server_runs_without_glibcs_per_thread_cache_unless_told_otherwise() {
+    // Unset: it restarts itself with the cache off.
+    assert_eq!(tunables_it_runs_with(None), "glibc.malloc.tcache_count=0");
+    // Other tunables are kept beside it.
+    assert_eq!(
+        tunables_it_runs_with(Some("glibc.malloc.arena_max=4")),
+        "glibc.malloc.arena_max=4:glibc.malloc.tcache_count=0"
+    );
+    // A tcache setting of the user's own is left as it is.
+    assert_eq!(
+        tunables_it_runs_with(Some("glibc.malloc.tcache_count=7")),
+        "glibc.malloc.tcache_count=7"
+    );
 }
