@@ -8,7 +8,7 @@ use clap::Parser;
 use log::{error, info, warn};
 
 use switchboard::config::{Args, Config};
-use switchboard::memory::restart_without_thread_cache;
+use switchboard::memory::restart_with_malloc_tunables;
 use switchboard::shutdown::on_signal;
 use switchboard::Server;
 
@@ -22,9 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Before any thread starts: see `memory::restart_without_thread_cache`.
-    if let Some(e) = restart_without_thread_cache() {
-        warn!("could not restart with glibc's per-thread malloc cache off: {e}");
+    // Before any thread starts: see `memory::malloc_tunables`.
+    if let Some(e) = restart_with_malloc_tunables() {
+        warn!("could not restart with switchboard's malloc settings: {e}");
     }
     if let Ok(tunables) = std::env::var("GLIBC_TUNABLES") {
         info!("GLIBC_TUNABLES={tunables}");

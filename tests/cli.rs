@@ -159,17 +159,16 @@ fn tunables_it_runs_with(tunables: Option<&str>) -> String {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
-fn the_server_runs_without_glibcs_per_thread_cache_unless_told_otherwise() {
-    // Unset: it restarts itself with the cache off.
-    assert_eq!(tunables_it_runs_with(None), "glibc.malloc.tcache_count=0");
-    // Other tunables are kept beside it.
+fn the_server_runs_with_its_malloc_settings_beside_the_users_own() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // Unset: it restarts itself (keeping its process id) with its settings.
     assert_eq!(
-        tunables_it_runs_with(Some("glibc.malloc.arena_max=4")),
-        "glibc.malloc.arena_max=4:glibc.malloc.tcache_count=0"
+        tunables_it_runs_with(None),
+        format!("glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.arena_max={cores}")
     );
-    // A tcache setting of the user's own is left as it is.
+    // The user's own come first and win.
     assert_eq!(
-        tunables_it_runs_with(Some("glibc.malloc.tcache_count=7")),
-        "glibc.malloc.tcache_count=7"
+        tunables_it_runs_with(Some("glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7")),
+        "glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0"
     );
 }
