@@ -42,6 +42,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use log::{debug, warn};
 use serde::Serialize;
 
+use crate::admission::Admission;
 use crate::memory::Housekeeping;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -171,6 +172,9 @@ pub struct Hangup {
     /// The writer thread, once it has said so: the hub nudges it awake when
     /// its queue passes half full while it lingers (`transport::Pace`).
     writer: OnceLock<Thread>,
+    /// Where the hub counts members whose queue is more than half full, set
+    /// when it takes the connection in (`Hub::connect`).
+    admission: OnceLock<Arc<Admission>>,
 }
 
 impl Hangup {
@@ -191,7 +195,35 @@ impl Hangup {
             bound,
             socket,
             writer: OnceLock::new(),
+            admission: OnceLock::new(),
         })
+    }
+
+    /// Adds `count` events to the queue's count; returns the new count.
+    fn count_in(&self, count: usize) -> usize {
+        let before = self.queued.fetch_add(count, Ordering::AcqRel);
+        let after = before + count;
+        if !self.lags_at(before) && self.lags_at(after) {
+            if let Some(admission) = self.admission.get() {
+                admission.lags();
+            }
+        }
+        after
+    }
+
+    /// Takes `count` events off the queue's count.
+    fn count_out(&self, count: usize) {
+        let before = self.queued.fetch_sub(count, Ordering::AcqRel);
+        if self.lags_at(before) && !self.lags_at(before - count) {
+            if let Some(admission) = self.admission.get() {
+                admission.caught_up();
+            }
+        }
+    }
+
+    /// Whether a queue of `queued` events lags: more than half full.
+    fn lags_at(&self, queued: usize) -> bool {
+        queued * 2 > self.bound
     }
 
     /// Called by the connection's writer thread: lets the hub cut its linger
@@ -211,7 +243,7 @@ impl Hangup {
     /// Called by the consumer for every item it receives from its queue:
     /// those events no longer count against `--send-buffer`.
     pub fn took(&self, item: &Outbound) {
-        self.queued.fetch_sub(item.counted(), Ordering::AcqRel);
+        self.count_out(item.counted());
     }
 
     /// Whether the hub dropped this connection as a slow consumer.
@@ -233,6 +265,18 @@ impl Hangup {
     fn cut(&self) {
         if let Some(socket) = &self.socket {
             let _ = socket.shutdown(Shutdown::Both); // already closed is fine
+        }
+    }
+}
+
+impl Drop for Hangup {
+    /// A member gone with its queue past half full no longer lags.
+    fn drop(&mut self) {
+        let queued = *self.queued.get_mut();
+        if self.lags_at(queued) {
+            if let Some(admission) = self.admission.get() {
+                admission.caught_up();
+            }
         }
     }
 }
@@ -367,9 +411,16 @@ pub struct HubGone;
 #[derive(Clone)]
 pub struct HubHandle {
     to_hub: Sender<Command>,
+    admission: Arc<Admission>,
 }
 
 impl HubHandle {
+    /// Waits, a bounded time, while a crowd of members lags (see
+    /// `admission`); returns how long. Called by a connection about to join.
+    pub fn wait_to_join(&self) -> Duration {
+        self.admission.wait_to_join()
+    }
+
     /// Sends a command, waiting while the hub's queue is full (back-pressure).
     /// Fails only once the hub has stopped, which callers may ignore: a hub
     /// that has stopped has nothing left to be told.
@@ -471,6 +522,8 @@ pub struct Hub {
     max_run: usize,
     /// When to hand freed memory back.
     housekeeping: Housekeeping,
+    /// The count of lagging members, which new members wait on.
+    admission: Arc<Admission>,
 }
 
 /// The run being filled: which room's, and its number.
@@ -490,8 +543,10 @@ impl Hub {
         shutdown: Receiver<()>,
     ) -> std::io::Result<(HubHandle, JoinHandle<()>)> {
         let (to_hub, commands) = bounded(COMMAND_QUEUE);
+        let admission = Arc::new(Admission::default());
         let hub = Hub {
             commands,
+            admission: Arc::clone(&admission),
             shutdown,
             metrics,
             history_cap,
@@ -507,7 +562,7 @@ impl Hub {
             housekeeping: Housekeeping::default(),
         };
         let thread = spawn_named("hub".into(), WRITER_STACK_BYTES, move || hub.run())?;
-        Ok((HubHandle { to_hub }, thread))
+        Ok((HubHandle { to_hub, admission }, thread))
     }
 
     fn run(mut self) {
@@ -619,6 +674,7 @@ impl Hub {
                 wanted.push(room);
             }
         }
+        let _ = hangup.admission.set(Arc::clone(&self.admission)); // set once, before its first event
         let welcome = Event::new(Body::Welcome {
             id,
             name: name.clone(),
@@ -658,6 +714,7 @@ impl Hub {
                 rooms: Vec::new(),
             },
         );
+        self.admission.set_members(self.clients.len());
         for room in wanted {
             self.join(id, room);
         }
@@ -884,6 +941,7 @@ impl Hub {
         let Some(client) = self.clients.remove(&id) else {
             return; // already removed (it can be noted twice in one fan-out)
         };
+        self.admission.set_members(self.clients.len());
         for room in &client.rooms {
             self.forget_member(id, room);
         }
@@ -996,7 +1054,7 @@ fn offer(queue: &Sender<Outbound>, hangup: &Hangup, item: Outbound) -> Result<()
     let count = item.counted();
     let bound = hangup.bound;
     // Counted before the send, so that the consumer's `took` cannot come first.
-    let queued = hangup.queued.fetch_add(count, Ordering::AcqRel) + count;
+    let queued = hangup.count_in(count);
     let sent = if queued > bound {
         Err(Leave::TooSlow)
     } else {
@@ -1006,9 +1064,7 @@ fn offer(queue: &Sender<Outbound>, hangup: &Hangup, item: Outbound) -> Result<()
     match sent {
         Ok(()) if queued * 2 > bound => hangup.nudge(),
         Ok(()) => {}
-        Err(_) => {
-            hangup.queued.fetch_sub(count, Ordering::AcqRel);
-        }
+        Err(_) => hangup.count_out(count),
     }
     sent
 }
@@ -1139,6 +1195,43 @@ mod tests {
         // Runs of a quarter of the send buffer, each one queue item.
         let most = TOTAL / (SEND_BUFFER / 4) + 10;
         assert!(items.len() <= most, "{} items for {TOTAL}", items.len());
+    }
+
+    #[test]
+    fn members_count_as_lagging_while_their_queue_is_past_half_full() {
+        const SEND_BUFFER: usize = 16;
+        let (stop, shutdown) = bounded::<()>(0);
+        let (hub, thread) =
+            Hub::spawn(0, SEND_BUFFER, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+        let room = RoomName::parse("r").expect("valid");
+        let (slow, slow_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
+        let (gone, gone_hangup) = subscribe(&hub, 2, &room, SEND_BUFFER);
+        let (reply, ids) = bounded(SEND_BUFFER);
+        // welcome + joined + joined + 8 messages: 11 of 16 queued, past half.
+        for n in 0..8 {
+            publish(&hub, &room, format!("m{n}"), &reply);
+            ids.recv_timeout(Duration::from_secs(10))
+                .expect("published");
+        }
+        wait_until("both members lag", || hub.admission.lagging() == 2);
+
+        // One catches up by taking what it was sent...
+        for item in slow.try_iter() {
+            slow_hangup.took(&item);
+        }
+        assert_eq!(hub.admission.lagging(), 1);
+        // ...the other leaves with its queue still full: gone, so no longer lagging.
+        hub.send(Command::Disconnect { id: ClientId(2) })
+            .expect("hub runs");
+        drop(gone);
+        wait_until("the hub let go of the member that left", || {
+            Arc::strong_count(&gone_hangup) == 1
+        });
+        drop(gone_hangup);
+        assert_eq!(hub.admission.lagging(), 0);
+        assert_eq!(hub.wait_to_join(), Duration::ZERO);
+        drop(stop);
+        thread.join().expect("hub ends");
     }
 
     #[test]

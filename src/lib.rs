@@ -31,6 +31,7 @@
 //! 7. `grpc` (feature `grpc`): the one place with an async runtime, bridged
 //!    to the same hub.
 
+pub mod admission;
 pub mod config;
 #[cfg(feature = "grpc")]
 pub mod grpc;

@@ -336,6 +336,13 @@ fn open(
         hangup,
     } = link;
     let config = &shared.config;
+    if matches!(route, Route::Chat { .. }) {
+        // The upgrade is answered once the connection may join: see `admission`.
+        let waited = shared.hub.wait_to_join();
+        if !waited.is_zero() {
+            debug!("{id} waited {waited:?} to join: members lag");
+        }
+    }
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
