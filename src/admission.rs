@@ -7,10 +7,13 @@
 //! as slow consumers: 138 of 5000 in one run of `scripts/bench.sh --only
 //! idle5000`, 3 in another, through no fault of their own.
 //!
-//! So the hub counts the members that *lag* — whose queue is more than half
-//! full — and a connection that is about to join waits while a crowd of them
-//! does (`Admission::wait_to_join`): the storm goes as fast as the members
-//! keep up, and nobody is dropped for it. A crowd is many members, and a
+//! So the hub counts the members that *lag* — whose queue is more than a
+//! quarter full (`Hangup::lags_at`) — and a connection that is about to join
+//! waits while a crowd of them does (`Admission::wait_to_join`): the storm
+//! goes as fast as the members keep up. A quarter, not half: joins already
+//! past the door (up to a client's whole connect concurrency) must still fit
+//! in what is left of the queues. Three runs of the same scenario after it
+//! dropped 0, 1 and 0 of 5000. A crowd is many members, and a
 //! share of them: one stalled client, or a few, cannot hold the door for
 //! everyone else, and they are still dropped when their own queue is full.
 //! The wait is bounded, so a server that stays busy still lets people in.
@@ -40,12 +43,12 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// A member's queue went past half full.
+    /// A member's queue went past a quarter full.
     pub fn lags(&self) {
         self.lagging.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A member's queue is back to half full or less, or the member is gone.
+    /// A member's queue is back to a quarter full or less, or the member is gone.
     pub fn caught_up(&self) {
         let lagging = self.lagging.fetch_sub(1, Ordering::AcqRel) - 1;
         if self.is_crowd(lagging + 1) && !self.is_crowd(lagging) {

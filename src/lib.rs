@@ -22,7 +22,8 @@
 //!    each is written on the wire.
 //! 2. [`room`]: names checked once at the edge; a room is members + history.
 //! 3. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
-//!    consumers, replay.
+//!    consumers, replay; and [`admission`]: new members wait while a crowd
+//!    of old ones lags.
 //! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
 //! 5. [`transport::sse`] and [`http`]: one writer thread per SSE stream; REST
 //!    as request/reply with the hub.
