@@ -172,7 +172,7 @@ pub struct Hangup {
     /// The writer thread, once it has said so: the hub nudges it awake when
     /// its queue passes half full while it lingers (`transport::Pace`).
     writer: OnceLock<Thread>,
-    /// Where the hub counts members whose queue is more than half full, set
+    /// Where the hub counts members whose queue lags (`lags_at`), set
     /// when it takes the connection in (`Hub::connect`).
     admission: OnceLock<Arc<Admission>>,
 }
@@ -272,7 +272,7 @@ impl Hangup {
 }
 
 impl Drop for Hangup {
-    /// A member gone with its queue past half full no longer lags.
+    /// A member gone while its queue lagged no longer lags.
     fn drop(&mut self) {
         let queued = *self.queued.get_mut();
         if self.lags_at(queued) {
