@@ -295,6 +295,9 @@ fn metrics(request: &Request, shared: &Shared) -> Reply {
     } else {
         "text/plain; version=0.0.4; charset=utf-8"
     };
+    shared
+        .metrics
+        .set_members_lagging(shared.hub.members_lagging());
     Response::from_data(shared.metrics.render().into_bytes())
         .with_header(header("Content-Type", content_type))
 }

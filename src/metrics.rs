@@ -42,6 +42,8 @@ pub struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     rooms: Gauge,
     history_events: Gauge,
+    members_lagging: Gauge,
+    join_waits: Counter,
 }
 
 impl Metrics {
@@ -79,6 +81,16 @@ impl Metrics {
             "switchboard_history_events",
             "Events kept for replay, across all rooms",
             m.history_events.clone(),
+        );
+        r.register(
+            "switchboard_members_lagging",
+            "Subscribers whose queue is more than a quarter full (while many are, new connections wait to join)",
+            m.members_lagging.clone(),
+        );
+        r.register(
+            "switchboard_join_waits",
+            "Connections that waited to join because many members lagged",
+            m.join_waits.clone(),
         );
         // Every series a dashboard plots exists from the start, at zero: a
         // series that appears only once something happens reads as "no data".
@@ -134,6 +146,17 @@ impl Metrics {
     pub(crate) fn set_rooms(&self, rooms: usize, history_events: usize) {
         self.rooms.set(rooms as i64);
         self.history_events.set(history_events as i64);
+    }
+
+    /// How many members lag now (read from the hub's `Admission` as the
+    /// metrics are scraped: it changes as writers take, not in hub rounds).
+    pub fn set_members_lagging(&self, lagging: usize) {
+        self.members_lagging.set(lagging as i64);
+    }
+
+    /// Counts a connection that waited to join.
+    pub fn join_waited(&self) {
+        self.join_waits.inc();
     }
 
     fn connections(&self, transport: Transport) -> Gauge {

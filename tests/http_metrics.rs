@@ -70,6 +70,8 @@ fn every_series_exists_at_zero_from_the_start() {
         "switchboard_events_out_total",
         "switchboard_rooms",
         "switchboard_history_events",
+        "switchboard_members_lagging",
+        "switchboard_join_waits_total",
     ] {
         assert_eq!(sample(&samples, name, &[]), Some(0.0), "{name}");
     }

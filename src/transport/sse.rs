@@ -210,6 +210,7 @@ impl SseStream {
         let waited = self.shared.hub.wait_to_join(); // while a crowd lags: see `admission`
         if !waited.is_zero() {
             debug!("{id} waited {waited:?} to join: members lag");
+            self.shared.metrics.join_waited();
         }
         if self.wire.start().is_err() {
             return debug!("{id} sse closed before the head was written");

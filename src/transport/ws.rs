@@ -341,6 +341,7 @@ fn open(
         let waited = shared.hub.wait_to_join();
         if !waited.is_zero() {
             debug!("{id} waited {waited:?} to join: members lag");
+            shared.metrics.join_waited();
         }
     }
     let accept = derive_accept_key(key.as_bytes());
