@@ -19,6 +19,11 @@ use std::time::Duration;
 
 /// glibc reads its tunables from this variable, once, as the program starts.
 const TUNABLES: &str = "GLIBC_TUNABLES";
+/// Set in the environment of the restarted server: it never restarts twice,
+/// whatever glibc made of `GLIBC_TUNABLES` (a set-user-id program's loader
+/// drops some). Set it yourself to run without the restart, e.g. under
+/// valgrind, whose `/proc/self/exe` is valgrind.
+pub const RESTARTED: &str = "SWITCHBOARD_MALLOC_RESTARTED";
 
 /// Deliveries since the last trim after which a quiet spell is worth one:
 /// below this, a burst cannot have left much behind.
@@ -124,6 +129,9 @@ pub fn tunables_to_run_with(
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn restart_with_malloc_tunables() -> Option<std::io::Error> {
     use std::os::unix::process::CommandExt;
+    if std::env::var_os(RESTARTED).is_some() {
+        return None;
+    }
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let current = std::env::var(TUNABLES).ok();
     let tunables = tunables_to_run_with(current.as_deref(), &malloc_tunables(cpus))?;
@@ -136,7 +144,13 @@ pub fn restart_with_malloc_tunables() -> Option<std::io::Error> {
     if let Some(arg0) = args.next() {
         command.arg0(arg0);
     }
-    Some(command.args(args).env(TUNABLES, tunables).exec())
+    Some(
+        command
+            .args(args)
+            .env(TUNABLES, tunables)
+            .env(RESTARTED, "1")
+            .exec(),
+    )
 }
 
 /// Starts this program over with the malloc settings of `malloc_tunables`:

@@ -10,16 +10,22 @@ use std::time::{Duration, Instant};
 use common::{secs, Client, Got};
 
 fn start(args: &[&str]) -> (Child, String, String) {
-    start_with(args, None)
+    start_with(args, None, false)
 }
 
-/// Starts the binary, with `GLIBC_TUNABLES` set to `tunables` (or unset).
-fn start_with(args: &[&str], tunables: Option<&str>) -> (Child, String, String) {
+/// Starts the binary, with `GLIBC_TUNABLES` set to `tunables` (or unset),
+/// and with or without the mark of a server that has restarted already.
+fn start_with(args: &[&str], tunables: Option<&str>, restarted: bool) -> (Child, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     match tunables {
         Some(tunables) => command.env("GLIBC_TUNABLES", tunables),
         None => command.env_remove("GLIBC_TUNABLES"),
     };
+    if restarted {
+        command.env("SWITCHBOARD_MALLOC_RESTARTED", "1");
+    } else {
+        command.env_remove("SWITCHBOARD_MALLOC_RESTARTED");
+    }
     let mut child = command
         .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
         .args(args)
@@ -129,8 +135,8 @@ fn every_option_has_an_environment_variable() {
 /// Starts the server with `GLIBC_TUNABLES` set to `tunables` (or unset),
 /// checks it serves, stops it, and returns what it says it runs with.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tunables_it_runs_with(tunables: Option<&str>) -> String {
-    let (mut child, http, _) = start_with(&[], tunables);
+fn tunables_it_runs_with(tunables: Option<&str>, restarted: bool) -> Option<String> {
+    let (mut child, http, _) = start_with(&[], tunables, restarted);
     let pid = child.id();
     assert!(
         common::raw_http(http.parse().expect("addr"), "GET /healthz HTTP/1.0\r\n\r\n")
@@ -150,11 +156,10 @@ fn tunables_it_runs_with(tunables: Option<&str>) -> String {
         .expect("stderr")
         .read_to_string(&mut stderr)
         .expect("read stderr");
-    let said = stderr
+    stderr
         .lines()
         .find_map(|line| line.split_once("GLIBC_TUNABLES=").map(|(_, v)| v.trim()))
-        .unwrap_or_else(|| panic!("no GLIBC_TUNABLES line in:\n{stderr}"));
-    said.to_owned()
+        .map(str::to_owned)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -163,12 +168,20 @@ fn the_server_runs_with_its_malloc_settings_beside_the_users_own() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     // Unset: it restarts itself (keeping its process id) with its settings.
     assert_eq!(
-        tunables_it_runs_with(None),
-        format!("glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.arena_max={cores}")
+        tunables_it_runs_with(None, false),
+        Some(format!(
+            "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.arena_max={cores}"
+        ))
     );
     // The user's own come first and win.
     assert_eq!(
-        tunables_it_runs_with(Some("glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7")),
-        "glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0"
+        tunables_it_runs_with(
+            Some("glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7"),
+            false
+        )
+        .as_deref(),
+        Some("glibc.malloc.arena_max=9:glibc.malloc.tcache_count=7:glibc.malloc.mxfast=0")
     );
+    // A server that has restarted once never restarts again (nor one told so).
+    assert_eq!(tunables_it_runs_with(None, true), None);
 }
