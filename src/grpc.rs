@@ -503,7 +503,7 @@ struct Doorbell {
 impl Doorbell {
     fn run(mut self) {
         if let Some(connect) = self.connect.take() {
-            let _ = self.hub.wait_to_join(); // while a crowd lags: see `admission`
+            self.hub.wait_to_join(); // while a crowd lags: see `admission`
             let _ = self.hub.send(connect); // a stopped hub drops the queue: the stream ends
         }
         loop {
@@ -548,7 +548,7 @@ impl ChatReader {
     fn run(mut self) {
         let id = self.id;
         if let Some(connect) = self.connect.take() {
-            let _ = self.hub.wait_to_join(); // while a crowd lags: see `admission`
+            self.hub.wait_to_join(); // while a crowd lags: see `admission`
             let _ = self.hub.send(connect);
         }
         loop {

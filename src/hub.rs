@@ -414,13 +414,20 @@ pub struct HubGone;
 pub struct HubHandle {
     to_hub: Sender<Command>,
     admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
 }
 
 impl HubHandle {
     /// Waits, a bounded time, while a crowd of members lags (see
-    /// `admission`); returns how long. Called by a connection about to join.
+    /// `admission`); returns how long. Called by every transport's
+    /// connection just before it joins; a wait is logged and counted here.
     pub fn wait_to_join(&self) -> Duration {
-        self.admission.wait_to_join()
+        let waited = self.admission.wait_to_join();
+        if !waited.is_zero() {
+            debug!("a connection waited {waited:?} to join: members lag");
+            self.metrics.join_waited();
+        }
+        waited
     }
 
     /// How many members lag now (see `admission`).
@@ -551,9 +558,14 @@ impl Hub {
     ) -> std::io::Result<(HubHandle, JoinHandle<()>)> {
         let (to_hub, commands) = bounded(COMMAND_QUEUE);
         let admission = Arc::new(Admission::default());
+        let handle = HubHandle {
+            to_hub,
+            admission: Arc::clone(&admission),
+            metrics: Arc::clone(&metrics),
+        };
         let hub = Hub {
             commands,
-            admission: Arc::clone(&admission),
+            admission,
             shutdown,
             metrics,
             history_cap,
@@ -569,7 +581,7 @@ impl Hub {
             housekeeping: Housekeeping::default(),
         };
         let thread = spawn_named("hub".into(), WRITER_STACK_BYTES, move || hub.run())?;
-        Ok((HubHandle { to_hub, admission }, thread))
+        Ok((handle, thread))
     }
 
     fn run(mut self) {

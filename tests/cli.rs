@@ -47,6 +47,27 @@ fn start_with(args: &[&str], tunables: Option<&str>, restarted: bool) -> (Child,
     (child, http, ws)
 }
 
+/// Sends SIGTERM, as a service manager would.
+fn terminate(child: &Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+}
+
+/// Everything the server wrote to stderr (read once it has exited).
+fn stderr_of(child: &mut Child) -> String {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    stderr
+}
+
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
@@ -72,23 +93,13 @@ fn the_binary_prints_its_addresses_and_shuts_down_cleanly_on_sigterm() {
     client.wait_for(|e| e["type"] == "welcome", secs(5));
     client.say("lobby", "before the signal");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    terminate(&child);
     match client.wait_for_close(secs(5)) {
         Got::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),
     }
     let status = wait_exit(&mut child, secs(10));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
+    let stderr = stderr_of(&mut child);
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(
         !stderr.contains("panicked"),
@@ -137,25 +148,14 @@ fn every_option_has_an_environment_variable() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tunables_it_runs_with(tunables: Option<&str>, restarted: bool) -> Option<String> {
     let (mut child, http, _) = start_with(&[], tunables, restarted);
-    let pid = child.id();
     assert!(
         common::raw_http(http.parse().expect("addr"), "GET /healthz HTTP/1.0\r\n\r\n")
             .contains("ok")
     );
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    terminate(&child);
     // The restart kept the process: the one started above exits cleanly.
     assert!(wait_exit(&mut child, secs(10)).success());
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
+    let stderr = stderr_of(&mut child);
     stderr
         .lines()
         .find_map(|line| line.split_once("GLIBC_TUNABLES=").map(|(_, v)| v.trim()))

@@ -207,11 +207,7 @@ impl SseStream {
     fn run(mut self) {
         let id = self.id;
         debug!("{id} {} sse open", self.peer);
-        let waited = self.shared.hub.wait_to_join(); // while a crowd lags: see `admission`
-        if !waited.is_zero() {
-            debug!("{id} waited {waited:?} to join: members lag");
-            self.shared.metrics.join_waited();
-        }
+        self.shared.hub.wait_to_join(); // while a crowd lags: see `admission`
         if self.wire.start().is_err() {
             return debug!("{id} sse closed before the head was written");
         }

@@ -338,11 +338,7 @@ fn open(
     let config = &shared.config;
     if matches!(route, Route::Chat { .. }) {
         // The upgrade is answered once the connection may join: see `admission`.
-        let waited = shared.hub.wait_to_join();
-        if !waited.is_zero() {
-            debug!("{id} waited {waited:?} to join: members lag");
-            shared.metrics.join_waited();
-        }
+        shared.hub.wait_to_join();
     }
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = format!(
