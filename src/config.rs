@@ -50,6 +50,10 @@ pub struct Args {
     /// Messages per second one connection may send (0 = no limit)
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
+    /// Plain HTTP connections (page, REST, health, metrics; not SSE streams,
+    /// which count under --max-connections) open at once; past it, 503
+    #[arg(long, env = "SWITCHBOARD_MAX_HTTP_CONNECTIONS", default_value_t = 256)]
+    pub max_http_connections: usize,
 }
 
 /// Which browser origins may open a WebSocket.
@@ -93,6 +97,12 @@ pub struct Config {
     pub write_timeout: Duration,
     /// How long shutdown waits for connection threads before exiting anyway.
     pub shutdown_grace: Duration,
+    /// Plain HTTP connections open at once (`--max-http-connections`).
+    pub max_http_connections: usize,
+    /// Each HTTP request, head and body, and each WebSocket handshake must
+    /// arrive within this long of when the server starts waiting for it; an
+    /// idle keep-alive connection closes after it too. Not on the command line.
+    pub request_timeout: Duration,
 }
 
 /// A setting that cannot work; the process exits with status 2 and this line.
@@ -134,6 +144,7 @@ impl Config {
             ("max-message-size", args.max_message_size),
             ("max-connections", args.max_connections),
             ("ping-interval", args.ping_interval as usize),
+            ("max-http-connections", args.max_http_connections),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(option));
@@ -165,6 +176,8 @@ impl Config {
             rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
+            max_http_connections: args.max_http_connections,
+            request_timeout: Duration::from_secs(10),
         })
     }
 

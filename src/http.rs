@@ -1,25 +1,32 @@
-//! The HTTP listener on `--http` (tiny_http): the chat page, SSE, the REST
-//! API, `/healthz` and `/metrics`.
+//! The HTTP listener on `--http`: the chat page, SSE, the REST API,
+//! `/healthz` and `/metrics`.
 //!
 //! ```text
-//! tiny_http's threads --Request--> [http] --Request (bounded)--> [http-w1..4]
-//!                                                                  |  quick: answer inline,
-//!                                                                  |  asking the hub if need be
-//!                                                                  +--GET /events--> [sse c9]
+//! [http-accept] --spawn--> [http c7]  requests one after another, each
+//!      |                      |         answered on this thread (asking the
+//!      |                      |         hub if need be)
+//!      |                      +--GET /events--> the same thread becomes the
+//!      |                                        SSE stream (`transport::sse`)
+//!      +--TcpStream--> [http-refuse]  (503 over --max-http-connections)
 //! ```
 //!
-//! tiny_http parses requests on its own threads and hands them out through
-//! `recv()`. The `http` thread only takes them and passes them on to a few
-//! workers over a bounded channel, so one slow request (a client that sends
-//! its body byte by byte, a hub busy under load) delays neither `/healthz`
-//! nor the next SSE subscriber; a full channel makes `http` wait, which is
-//! back-pressure on tiny_http and, through it, on new requests. A request
-//! that lives as long as its client (`GET /events`) gets a thread of its
-//! own (`transport::sse`).
+//! The same shape as the WebSocket side: an accept thread and one thread per
+//! connection, so a slow client (a body sent byte by byte, a response read
+//! byte by byte) holds only its own thread, never `/healthz` or the next
+//! subscriber. tiny_http parses each request and writes each response
+//! (`ClientConnection`, on our thread); its own accept loop and thread pool
+//! are not used.
 //!
-//! Every socket tiny_http accepts inherits a send timeout from the listener
-//! (`bind`): tiny_http never lends out the socket itself, and without it a
-//! write to a peer that stopped reading would block its thread forever.
+//! Every HTTP connection is bounded. Plain connections (page, REST, health,
+//! metrics) count under `--max-http-connections`; a connection that becomes
+//! an SSE stream gives its place back and counts under `--max-connections`
+//! instead, so subscribers filling that limit leave `/healthz` and
+//! `/metrics` reachable. Each request must arrive whole within
+//! `request_timeout` (idle keep-alive time included), and its head within
+//! `tiny_http::Limits`; an unread body is drained only up to a bound, past
+//! which the connection closes. Every socket inherits a send timeout from the
+//! listener (`bind`), so no write blocks for ever on a peer that stopped
+//! reading.
 //!
 //! Errors are one enum, `ApiError`, with one status and one stable code per
 //! case; every error body is `{"error":"<code>","message":"<for people>"}`.
@@ -33,20 +40,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver};
 use log::{debug, warn};
 use serde::Serialize;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{ClientConnection, Header, Limits, Method, Request, Response};
 
 use crate::hub::HubGone;
-use crate::protocol::ParseError;
+use crate::metrics::Metrics;
+use crate::protocol::{ClientId, ParseError};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::{sse, Shared};
+use crate::transport::refuse::{linger_then_close, spawn_connection, Refuser};
+use crate::transport::{sse, ConnectionLimit, Permit, Shared};
 
-/// Worker threads answering requests (SSE streams have their own threads).
-const WORKERS: usize = 4;
-/// Requests waiting for a worker before the `http` thread waits too.
-const WAITING_REQUESTS: usize = 64;
 /// The chat page, with `__WS_PORT__` where the WebSocket port goes.
 const PAGE: &str = include_str!("page/index.html");
 
@@ -85,6 +89,9 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The body did not arrive within the request deadline.
+    #[error("the request did not arrive in time")]
+    Timeout,
 }
 
 impl ApiError {
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Full(_) | ApiError::ShuttingDown => 503,
+            ApiError::Timeout => 408,
         }
     }
 
@@ -110,6 +118,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported",
             ApiError::Full(_) | ApiError::ShuttingDown => "unavailable",
+            ApiError::Timeout => "timeout",
         }
     }
 
@@ -128,6 +137,11 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow, .. } => reply.add_header(header("Allow", allow)),
             ApiError::Unauthorized(_) => reply.add_header(header("WWW-Authenticate", "Bearer")),
+            // The body it refused is not read: the connection cannot carry
+            // another request.
+            ApiError::Parse(ParseError::TooLarge { .. }) | ApiError::Timeout => {
+                reply.add_header(header("Connection", "close"))
+            }
             _ => {}
         }
         reply
@@ -140,56 +154,134 @@ impl From<HubGone> for ApiError {
     }
 }
 
-/// Binds `addr` for tiny_http. Sockets accepted from a listener inherit its
-/// send timeout (`SO_SNDTIMEO`, on Linux), so every write tiny_http or
-/// an SSE stream makes gives up after `write_timeout` on a peer that stopped
-/// reading; the listener's receive timeout stays unset, as `accept` obeys it.
-pub fn bind(addr: SocketAddr, write_timeout: Duration) -> io::Result<Server> {
-    let listener = with_send_timeout(TcpListener::bind(addr)?, write_timeout)?;
-    Server::from_listener(listener, None)
-        .map_err(|e| io::Error::other(format!("cannot serve HTTP on {addr}: {e}")))
+/// Binds `addr`. Sockets accepted from a listener inherit its send timeout
+/// (`SO_SNDTIMEO`, on Linux), so every write to a peer that stopped reading
+/// gives up after `write_timeout`; the listener's receive timeout stays unset,
+/// as `accept` obeys it.
+pub fn bind(addr: SocketAddr, write_timeout: Duration) -> io::Result<TcpListener> {
+    with_send_timeout(TcpListener::bind(addr)?, write_timeout)
 }
 
-/// Starts the `http` thread and its workers on `server`; they end when
-/// `server.unblock()` is called. `ws_addr` is where the chat page will dial.
+/// Starts the `http-accept` thread on `listener`. `ws_addr` is where the
+/// chat page will dial.
 pub fn spawn_listener(
-    server: Arc<Server>,
+    listener: TcpListener,
     shared: Shared,
     ws_addr: SocketAddr,
 ) -> io::Result<JoinHandle<()>> {
+    let refuser = Refuser::spawn("http-refuse", shared.done.clone())?;
     let site = Arc::new(Site {
         page: PAGE.replace("__WS_PORT__", &ws_addr.port().to_string()),
+        plain: ConnectionLimit::new(shared.config.max_http_connections),
+        limits: Limits {
+            request_timeout: shared.config.request_timeout,
+            ..Limits::default()
+        },
         shared,
     });
-    let (to_workers, requests) = bounded::<Request>(WAITING_REQUESTS);
-    let mut workers = Vec::with_capacity(WORKERS);
-    for n in 1..=WORKERS {
-        let (site, requests) = (Arc::clone(&site), requests.clone());
-        // Workers parse request bodies: a reader's stack.
-        workers.push(spawn_named(
-            format!("http-w{n}"),
-            READER_STACK_BYTES,
-            move || work(&requests, &site),
-        )?);
-    }
-    spawn_named("http".into(), WRITER_STACK_BYTES, move || {
-        for request in server.incoming_requests() {
-            if site.shared.shutting_down() {
-                let _ = request.respond(ApiError::ShuttingDown.reply()); // the client may be gone
-                break;
-            }
-            if to_workers.send(request).is_err() {
-                break; // every worker is gone: only a panic does that
-            }
-        }
-        drop(to_workers); // the workers finish what is queued, then end
-        for worker in workers {
-            if worker.join().is_err() {
-                warn!("an http worker panicked");
-            }
-        }
-        debug!("http loop ends");
+    spawn_named("http-accept".into(), WRITER_STACK_BYTES, move || {
+        accept_loop(listener, site, refuser)
     })
+}
+
+fn accept_loop(listener: TcpListener, site: Arc<Site>, refuser: Refuser) {
+    let shared = &site.shared;
+    for stream in listener.incoming() {
+        if shared.shutting_down() {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, most often: back off instead of spinning.
+                warn!("http accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true); // a small SSE event must not wait for Nagle
+        let Some(permit) = site.plain.try_acquire() else {
+            shared.metrics.refused("http_limit");
+            debug!(
+                "http connection refused: at --max-http-connections ({})",
+                shared.config.max_http_connections
+            );
+            refuser.refuse(stream, "the server has too many HTTP connections open");
+            continue;
+        };
+        let id = shared.ids.next();
+        let slot = PlainSlot::new(permit, &shared.metrics);
+        let conn_site = Arc::clone(&site);
+        let spawned = spawn_connection(
+            format!("http {id}"),
+            READER_STACK_BYTES,
+            stream,
+            move |stream| serve(stream, id, slot, &conn_site),
+        );
+        if let Err((e, stream)) = spawned {
+            shared.metrics.refused("threads");
+            warn!("{id} http refused: cannot start a thread: {e}");
+            if let Some(stream) = stream {
+                refuser.refuse(stream, "the server cannot take more connections");
+            }
+        }
+    }
+    debug!("http accept loop ends");
+}
+
+/// One connection's thread: its requests, one after another, until the peer
+/// closes, a request fails its bounds, or a request becomes an SSE stream.
+fn serve(stream: TcpStream, id: ClientId, slot: PlainSlot, site: &Site) {
+    let socket = Arc::new(stream);
+    let mut slot = Some(slot);
+    let mut connection = ClientConnection::from_tcp(Arc::clone(&socket), site.limits.clone());
+    while let Some(request) = connection.next() {
+        // Shutdown waits for requests under way, not for idle connections.
+        let _busy = site.shared.done.clone();
+        if site.shared.shutting_down() {
+            respond(request, ApiError::ShuttingDown);
+            break;
+        }
+        site.handle(request, id, &socket, &mut slot);
+    }
+    if let Some(status) = connection.refused() {
+        site.shared.metrics.refused(refusal_reason(status));
+        debug!("{id} http refused with {status}");
+    }
+    drop(connection);
+    linger_then_close(&socket);
+}
+
+/// The `reason` label for a request tiny_http refused with `status`.
+fn refusal_reason(status: u16) -> &'static str {
+    match status {
+        408 => "timeout",
+        413 | 414 | 431 => "too_large",
+        _ => "bad_request",
+    }
+}
+
+/// A plain connection's place under `--max-http-connections`, counted in
+/// `switchboard_http_connections` while it is held.
+pub struct PlainSlot {
+    _permit: Permit,
+    metrics: Arc<Metrics>,
+}
+
+impl PlainSlot {
+    fn new(permit: Permit, metrics: &Arc<Metrics>) -> PlainSlot {
+        metrics.http_connections_add(1);
+        PlainSlot {
+            _permit: permit,
+            metrics: Arc::clone(metrics),
+        }
+    }
+}
+
+impl Drop for PlainSlot {
+    fn drop(&mut self) {
+        self.metrics.http_connections_add(-1);
+    }
 }
 
 /// Sets a listener's `SO_SNDTIMEO`. std has the setter on `TcpStream` only,
@@ -226,21 +318,31 @@ pub fn respond(request: Request, error: ApiError) {
     let _ = request.respond(error.reply());
 }
 
-/// What the workers share: the server's handles and the page, rendered once.
+/// What every connection thread shares: the server's handles, the page
+/// (rendered once), the plain-connection limit and the request bounds.
 struct Site {
     shared: Shared,
     page: String,
+    plain: Arc<ConnectionLimit>,
+    limits: Limits,
 }
 
-fn work(requests: &Receiver<Request>, site: &Site) {
-    for mut request in requests {
+impl Site {
+    /// Answers one request; `GET /events` turns this thread into its stream,
+    /// which takes `slot`.
+    fn handle(
+        &self,
+        mut request: Request,
+        id: ClientId,
+        socket: &Arc<TcpStream>,
+        slot: &mut Option<PlainSlot>,
+    ) {
         let url = request.url().to_owned();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         if path == "/events" && matches!(request.method(), Method::Get) {
-            sse::open(request, query, &site.shared);
-            continue;
+            return sse::serve(request, query, id, socket, slot, &self.shared);
         }
-        match route(&mut request, path, query, site) {
+        match route(&mut request, path, query, self) {
             Ok(reply) => {
                 let _ = request.respond(reply); // the client may be gone
             }

@@ -169,6 +169,10 @@ pub struct Hangup {
     /// `--send-buffer`: the most events `queued` may reach.
     bound: usize,
     socket: Option<Arc<TcpStream>>,
+    /// What dropping it as slow shuts on `socket`: reading only, where the
+    /// writer still owes a goodbye (WebSocket's close 1008), or both ways,
+    /// which also wakes a writer blocked on the peer (SSE owes nothing).
+    on_slow: Shutdown,
     /// The writer thread, once it has said so: the hub nudges it awake when
     /// its queue passes half full while it lingers (`transport::Pace`).
     writer: OnceLock<Thread>,
@@ -189,11 +193,23 @@ impl Hangup {
     /// 256 took 6 KiB for every idle connection (5000 idle: 32.0 against
     /// 27.1 kB RSS per connection, `/proc/PID/smaps`, 2-core VM).
     pub fn new(socket: Option<Arc<TcpStream>>, bound: usize) -> Arc<Hangup> {
+        Hangup::build(socket, bound, Shutdown::Read)
+    }
+
+    /// A hangup for a stream that owes a slow peer no goodbye (SSE): dropped
+    /// as slow, its socket is shut both ways at once, so the peer sees the end
+    /// now and a write blocked on it fails now.
+    pub fn cut_when_slow(socket: Arc<TcpStream>, bound: usize) -> Arc<Hangup> {
+        Hangup::build(Some(socket), bound, Shutdown::Both)
+    }
+
+    fn build(socket: Option<Arc<TcpStream>>, bound: usize, on_slow: Shutdown) -> Arc<Hangup> {
         Arc::new(Hangup {
             too_slow: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             bound,
             socket,
+            on_slow,
             writer: OnceLock::new(),
             admission: OnceLock::new(),
         })
@@ -253,13 +269,13 @@ impl Hangup {
         self.too_slow.load(Ordering::Acquire)
     }
 
-    /// Marks the connection too slow and wakes its reader: `shutdown(Read)`
-    /// never blocks, and leaves the writing side to the writer, which still
-    /// owes the peer a close 1008 frame.
+    /// Marks the connection too slow and wakes its threads: `shutdown` never
+    /// blocks. For WebSocket it shuts reading only, and leaves the writing
+    /// side to the writer, which still owes the peer a close 1008 frame.
     fn drop_as_slow(&self) {
         self.too_slow.store(true, Ordering::Release);
         if let Some(socket) = &self.socket {
-            let _ = socket.shutdown(Shutdown::Read); // already closed is fine
+            let _ = socket.shutdown(self.on_slow); // already closed is fine
         }
     }
 

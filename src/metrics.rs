@@ -24,12 +24,25 @@ pub struct TransportLabel {
 /// A `reason` label for refused connections.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `limit`, `origin`, `bad_request`, `not_found`, `threads`.
+    /// One of `REFUSAL_REASONS`.
     pub reason: &'static str,
 }
 
-/// The reasons a connection is refused, as the `reason` label says them.
-pub const REFUSAL_REASONS: [&str; 5] = ["limit", "origin", "bad_request", "not_found", "threads"];
+/// The reasons a connection or request is refused, as the `reason` label
+/// says them: `limit` (`--max-connections`), `http_limit`
+/// (`--max-http-connections`), `origin`, `bad_request`, `not_found`,
+/// `threads` (the OS would not start one), `timeout` (a request or handshake
+/// past its deadline), `too_large` (a request head or body past its bound).
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "limit",
+    "http_limit",
+    "origin",
+    "bad_request",
+    "not_found",
+    "threads",
+    "timeout",
+    "too_large",
+];
 
 /// Every metric switchboard exports.
 #[derive(Default)]
@@ -44,6 +57,7 @@ pub struct Metrics {
     history_events: Gauge,
     members_lagging: Gauge,
     join_waits: Counter,
+    http_connections: Gauge,
 }
 
 impl Metrics {
@@ -75,6 +89,11 @@ impl Metrics {
             "switchboard_connections_refused",
             "Connections refused before they were served, by reason",
             m.refused.clone(),
+        );
+        r.register(
+            "switchboard_http_connections",
+            "Open plain HTTP connections (SSE streams count under switchboard_connections)",
+            m.http_connections.clone(),
         );
         r.register("switchboard_rooms", "Rooms that exist", m.rooms.clone());
         r.register(
@@ -152,6 +171,16 @@ impl Metrics {
     /// metrics are scraped: it changes as writers take, not in hub rounds).
     pub fn set_members_lagging(&self, lagging: usize) {
         self.members_lagging.set(lagging as i64);
+    }
+
+    /// A plain HTTP connection opened (`+1`) or ended (`-1`).
+    pub fn http_connections_add(&self, delta: i64) {
+        self.http_connections.inc_by(delta);
+    }
+
+    /// Plain HTTP connections open now.
+    pub fn http_connections(&self) -> i64 {
+        self.http_connections.get()
     }
 
     /// Counts a connection that waited to join.

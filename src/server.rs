@@ -31,7 +31,6 @@ pub struct Server {
     shared: Shared,
     shutdown: Option<Sender<()>>,
     done: Receiver<()>,
-    http: Arc<tiny_http::Server>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -51,11 +50,8 @@ impl Server {
     pub fn start(config: Config) -> io::Result<Server> {
         let config = Arc::new(config);
         let ws_listener = TcpListener::bind(config.ws_addr)?;
-        let http = crate::http::bind(config.http_addr, config.write_timeout)?;
-        let http_addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| io::Error::other("the HTTP listener has no IP address"))?;
+        let http_listener = crate::http::bind(config.http_addr, config.write_timeout)?;
+        let http_addr = http_listener.local_addr()?;
         let ws_addr = ws_listener.local_addr()?;
         let grpc_listener = config.grpc_addr.map(TcpListener::bind).transpose()?;
         let grpc_addr = grpc_listener
@@ -86,11 +82,10 @@ impl Server {
             shutdown: shutdown_rx,
             done,
         };
-        let http = Arc::new(http);
         let mut threads = vec![
             hub_thread,
             ws::spawn_listener(ws_listener, shared.clone())?,
-            crate::http::spawn_listener(Arc::clone(&http), shared.clone(), ws_addr)?,
+            crate::http::spawn_listener(http_listener, shared.clone(), ws_addr)?,
         ];
         if let Some(listener) = grpc_listener {
             threads.push(spawn_grpc(listener, shared.clone())?);
@@ -103,7 +98,6 @@ impl Server {
             shared,
             shutdown: Some(shutdown),
             done: done_rx,
-            http,
             threads,
         })
     }
@@ -127,8 +121,10 @@ impl Server {
     fn stop(&mut self) -> ShutdownReport {
         let started = Instant::now();
         drop(self.shutdown.take()); // the broadcast: every receiver sees it disconnect
-        let _ = TcpStream::connect_timeout(&ws::wake_address(self.ws_addr), Duration::from_secs(1));
-        self.http.unblock();
+                                    // Each accept loop is woken by a connection to its own address.
+        for addr in [self.ws_addr, self.http_addr] {
+            let _ = TcpStream::connect_timeout(&ws::wake_address(addr), Duration::from_secs(1));
+        }
         // Our own `done` sender lives in `shared`: swap it out so only
         // connection threads hold one.
         let (orphan, _) = done_channel();

@@ -9,7 +9,7 @@
 //! Messages published here carry `from_id: "rest"` and the sender name the
 //! body gives (`from`), or `api`.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -201,7 +201,10 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
         .as_reader()
         .take(limit as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| bad(format!("could not read the body: {e}")))?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => ApiError::Timeout,
+            _ => bad(format!("could not read the body: {e}")),
+        })?;
     if body.len() > limit {
         return Err(too_large(body.len()));
     }

@@ -12,6 +12,7 @@
 //! apart), so that one wake-up carries many events and the writers wake
 //! together; when events come slower than that, it does not.
 
+pub mod refuse;
 pub mod sse;
 pub mod ws;
 

@@ -1,39 +1,36 @@
-//! Server-Sent Events on `--http`: one writer thread per subscriber.
+//! Server-Sent Events on `--http`: the connection's own thread becomes the
+//! subscriber's writer.
 //!
 //! ```text
-//! [http] --GET /events--> [sse c9] <--Outbound (--send-buffer events)-- [hub]
-//!                            |  Connect / Disconnect
-//!                            +-------------------------------------------> [hub]
+//! [http c9] --GET /events--> stream <--Outbound (--send-buffer events)-- [hub]
+//!                              |  Connect / Disconnect
+//!                              +-----------------------------------------> [hub]
 //! ```
 //!
-//! An SSE subscriber only listens, so one thread of ours is enough: it waits
-//! on its queue and on the heartbeat clock, and writes. (tiny_http's pool
-//! thread for the connection stays too, blocked reading until the peer
-//! closes: `vendor/tiny_http/PATCHES.md`.) tiny_http parses the request;
-//! `Request::into_writer` then hands over the raw connection, and this module
-//! writes the response head and every event itself, one flush per batch.
-//! tiny_http's own chunked responses buffer 8 KiB before sending anything, so
-//! a lone small event would sit in memory: that is why the body is framed by
-//! hand.
+//! An SSE subscriber only listens, so the thread that read its request is
+//! all it needs: it waits on its queue and on the heartbeat clock, and
+//! writes. tiny_http parses the request; `Request::into_writer` then hands
+//! over the raw connection, and this module writes the response head and
+//! every event itself, one flush per batch. tiny_http's own chunked
+//! responses buffer 8 KiB before sending anything, so a lone small event
+//! would sit in memory: that is why the body is framed by hand.
 //!
-//! The body is chunked (HTTP/1.1), so the stream can *end* without the socket
-//! closing: tiny_http keeps its reading half, and closes the socket only when
-//! the peer does. Our `Connection: close` asks the peer to do so as soon as
-//! the last chunk arrives. HTTP/1.0 peers get a body that runs until close.
+//! The body is chunked (HTTP/1.1), so the stream can *end* cleanly with its
+//! last chunk; `Connection: close` says no request follows, and the socket
+//! closes after. HTTP/1.0 peers get a body that runs until close.
 //!
-//! Three ways out, each noticed by this thread:
+//! Three ways out, each noticed by this thread, and each ends the connection
+//! (so a browser's `EventSource` reconnects):
 //! - the peer went away: a write fails. The kernel reports a closed peer only
 //!   on the write *after* the one it answered with a reset, so each heartbeat
 //!   is written in two parts a moment apart (`: ping` then a blank line): the
 //!   second part notices a peer that vanished, within one ping interval.
-//! - too slow: the hub drops the queue (`Hangup::drop_as_slow`). A writer
-//!   stuck on a peer that stopped reading is woken by the socket's send
-//!   timeout (`--http` sockets inherit `write_timeout` from their listener,
-//!   see `http::bind`), since tiny_http never lends out the socket itself.
+//! - too slow: the hub drops the queue and shuts the socket both ways
+//!   (`Hangup::cut_when_slow`), which also fails a write blocked on the peer.
 //! - shutdown: the hub queues `GoingAway`; the stream ends with its last chunk.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +38,10 @@ use crossbeam_channel::{after, never, select, tick, Receiver};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
-use crate::http::{respond, ApiError};
+use crate::http::{respond, ApiError, PlainSlot};
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, ParseError, Transport};
 use crate::room::{Name, RoomName};
-use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 use crate::transport::{Pace, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
@@ -85,6 +81,14 @@ impl SseQuery {
                 "room" => {
                     let room = RoomName::parse(&value)?;
                     if !rooms.contains(&room) {
+                        // Refused as soon as it is past the bound: the check
+                        // above is then never longer than the bound either.
+                        if rooms.len() == crate::hub::MAX_ROOMS_PER_CLIENT {
+                            return Err(ParseError::BadRequest(format!(
+                                "at most {} rooms per connection",
+                                crate::hub::MAX_ROOMS_PER_CLIENT
+                            )));
+                        }
                         rooms.push(room);
                     }
                 }
@@ -96,12 +100,6 @@ impl SseQuery {
         if let Some(header) = last_event_id {
             since = Some(event_id(header.trim())?);
         }
-        if rooms.len() > crate::hub::MAX_ROOMS_PER_CLIENT {
-            return Err(ParseError::BadRequest(format!(
-                "at most {} rooms per connection",
-                crate::hub::MAX_ROOMS_PER_CLIENT
-            )));
-        }
         if rooms.is_empty() {
             rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
         }
@@ -109,14 +107,38 @@ impl SseQuery {
     }
 }
 
-/// Answers `GET /events`: checks the request, takes a place under the
-/// connection limit, and hands the connection to a new `sse c<n>` thread.
-/// Refusals are answered here, as JSON errors like the rest of the API.
-pub fn open(request: Request, query: &str, shared: &Shared) {
-    match check(&request, query, shared) {
-        Ok((parsed, permit)) => spawn(request, parsed, permit, shared),
-        Err(e) => respond(request, e),
-    }
+/// Answers `GET /events` on the connection's own thread: checks the
+/// request, trades the connection's place under `--max-http-connections`
+/// (`slot`) for one under `--max-connections`, and runs the stream until it
+/// ends. Refusals are answered here, as JSON errors like the rest of the API.
+pub fn serve(
+    request: Request,
+    query: &str,
+    id: ClientId,
+    socket: &Arc<TcpStream>,
+    slot: &mut Option<PlainSlot>,
+    shared: &Shared,
+) {
+    let (query, permit) = match check(&request, query, shared) {
+        Ok(checked) => checked,
+        Err(e) => return respond(request, e),
+    };
+    drop(slot.take()); // a subscriber, not a plain request, from now on
+    let peer = request.remote_addr().copied();
+    let wire = Wire {
+        chunked: *request.http_version() >= (1, 1),
+        out: request.into_writer(),
+    };
+    SseStream::new(
+        id,
+        peer,
+        wire,
+        query,
+        permit,
+        Arc::clone(socket),
+        shared.clone(),
+    )
+    .run();
 }
 
 fn check(request: &Request, query: &str, shared: &Shared) -> Result<(SseQuery, Permit), ApiError> {
@@ -140,26 +162,6 @@ fn check(request: &Request, query: &str, shared: &Shared) -> Result<(SseQuery, P
     Ok((parsed, permit))
 }
 
-fn spawn(request: Request, query: SseQuery, permit: Permit, shared: &Shared) {
-    let id = shared.ids.next();
-    let peer = request.remote_addr().copied();
-    let chunked = *request.http_version() >= (1, 1);
-    let thread_shared = shared.clone();
-    let spawned = spawn_named(format!("sse {id}"), WRITER_STACK_BYTES, move || {
-        let wire = Wire {
-            out: request.into_writer(),
-            chunked,
-        };
-        SseStream::new(id, peer, wire, query, permit, thread_shared).run();
-    });
-    if let Err(e) = spawned {
-        // The request went down with the closure; tiny_http answers a dropped
-        // request with a 500 on its own.
-        shared.metrics.refused("threads");
-        warn!("{id} refused: cannot start a thread: {e}");
-    }
-}
-
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -180,6 +182,8 @@ struct SseStream {
     shared: Shared,
     /// Held for the life of the stream: its place under `--max-connections`.
     permit: Permit,
+    /// The connection's socket, for the hub to shut if it drops the stream.
+    socket: Arc<TcpStream>,
     /// Held for the life of the stream: shutdown waits for every clone to go.
     _done: crossbeam_channel::Sender<()>,
 }
@@ -191,6 +195,7 @@ impl SseStream {
         wire: Wire,
         query: SseQuery,
         permit: Permit,
+        socket: Arc<TcpStream>,
         shared: Shared,
     ) -> SseStream {
         SseStream {
@@ -201,6 +206,7 @@ impl SseStream {
             _done: shared.done.clone(),
             shared,
             permit,
+            socket,
         }
     }
 
@@ -212,7 +218,8 @@ impl SseStream {
             return debug!("{id} sse closed before the head was written");
         }
         let (to_client, events) = crossbeam_channel::unbounded();
-        let hangup = Hangup::new(None, self.shared.config.send_buffer);
+        let hangup =
+            Hangup::cut_when_slow(Arc::clone(&self.socket), self.shared.config.send_buffer);
         let SseQuery { rooms, name, since } = self.query.take().expect("the query is taken once");
         let subscriber = Subscriber {
             id,
@@ -481,6 +488,26 @@ mod tests {
         assert_eq!(rooms, ["a", "b"]);
         assert_eq!(q.name.as_ref().map(Name::as_str), Some("al ice"));
         assert_eq!(q.since, Some(7));
+    }
+
+    #[test]
+    fn issue_17_many_rooms_are_refused_without_quadratic_work() {
+        let query: String = (0..40_000).map(|n| format!("room=r{n}&")).collect();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            SseQuery::parse(&query, None),
+            Err(ParseError::BadRequest(_))
+        ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "took {:?}",
+            started.elapsed()
+        );
+        let at_the_bound: String = (0..64).map(|n| format!("room=r{n}&")).collect();
+        assert_eq!(
+            SseQuery::parse(&at_the_bound, None).map(|q| q.rooms.len()),
+            Ok(64)
+        );
     }
 
     #[test]

@@ -49,16 +49,15 @@ use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
+use crate::transport::refuse::{
+    linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
+};
 use crate::transport::{Pace, Permit, Shared};
 
 /// The largest HTTP request head accepted for a handshake.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// The most header lines a handshake may have.
 const MAX_HEADERS: usize = 64;
-/// How long a client may take to send its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for the peer's side of a close before cutting.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Replies the reader may queue for the writer before it waits: none, the
 /// reader hands each one over in person. A queue of 8 took 1.1 kB of every
 /// connection (its slots, and its ends padded to cache lines), a rendezvous
@@ -73,25 +72,16 @@ const MAX_BATCH_FRAMES: usize = 256;
 /// The reader's buffer: small, because ten thousand idle connections each
 /// have one. Chat lines are short; a longer message takes a few more reads.
 const READ_BUFFER_BYTES: usize = 512;
-/// Refused connections waiting for their 503 before they are simply closed.
-const REFUSE_QUEUE: usize = 64;
 
 /// Starts the accept thread on `listener`.
 pub fn spawn_listener(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()>> {
-    let (refusals, refused) = bounded(REFUSE_QUEUE);
-    let refuser_done = shared.done.clone();
-    spawn_named("ws-refuse".into(), WRITER_STACK_BYTES, move || {
-        let _done = refuser_done;
-        for stream in refused {
-            refuse_over_limit(stream);
-        }
-    })?;
+    let refuser = Refuser::spawn("ws-refuse", shared.done.clone())?;
     spawn_named("ws-accept".into(), WRITER_STACK_BYTES, move || {
-        accept_loop(listener, shared, refusals)
+        accept_loop(listener, shared, refuser)
     })
 }
 
-fn accept_loop(listener: TcpListener, shared: Shared, refusals: Sender<TcpStream>) {
+fn accept_loop(listener: TcpListener, shared: Shared, refuser: Refuser) {
     for stream in listener.incoming() {
         if shared.shutting_down() {
             break;
@@ -112,17 +102,23 @@ fn accept_loop(listener: TcpListener, shared: Shared, refusals: Sender<TcpStream
                 "ws connection refused: at --max-connections ({})",
                 shared.config.max_connections
             );
-            let _ = refusals.try_send(stream); // queue full: just close it
+            refuser.refuse(stream, "the server is at its connection limit");
             continue;
         };
         let id = shared.ids.next();
         let conn_shared = shared.clone();
-        let spawned = spawn_named(format!("ws-r {id}"), READER_STACK_BYTES, move || {
-            serve(stream, id, permit, conn_shared)
-        });
-        if let Err(e) = spawned {
+        let spawned = spawn_connection(
+            format!("ws-r {id}"),
+            READER_STACK_BYTES,
+            stream,
+            move |stream| serve(stream, id, permit, conn_shared),
+        );
+        if let Err((e, stream)) = spawned {
             shared.metrics.refused("threads");
             warn!("{id} refused: cannot start a thread: {e}");
+            if let Some(stream) = stream {
+                refuser.refuse(stream, "the server cannot take more connections");
+            }
         }
     }
     debug!("ws accept loop ends");
@@ -395,14 +391,32 @@ fn open(
 #[inline(never)]
 fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
     let bad = |message: &str| Refusal::new(400, "Bad Request", "bad_request", message);
-    let _ = socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let too_late = || {
+        let message = "the handshake did not arrive in time";
+        Refusal::new(408, "Request Timeout", "bad_request", message)
+    };
+    // One deadline for the whole head, not one per read: a byte every few
+    // seconds must not hold a thread for hours.
+    let deadline = Instant::now() + shared.config.request_timeout;
     // Read straight into `head`, not through a buffer on the stack (see `serve`).
     let mut head = Vec::with_capacity(1024);
     let head_len = loop {
         let searched_from = head.len().saturating_sub(3);
         let filled = head.len();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return Err(too_late());
+        }
         head.resize(filled + 1024, 0);
         let n = match (&*socket).read(&mut head[filled..]) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(too_late())
+            }
             Ok(0) | Err(_) => return Err(bad("the connection ended before a full request")),
             Ok(n) => n,
         };
@@ -562,51 +576,6 @@ fn strip_port(authority: &str) -> &str {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn respond(socket: &TcpStream, status: u16, reason: &str, extra: &[&str], body: &str) {
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len() + 1
-    );
-    for line in extra {
-        response.push_str(line);
-        response.push_str("\r\n");
-    }
-    response.push_str("\r\n");
-    response.push_str(body);
-    response.push('\n');
-    let _ = (&*socket).write_all(response.as_bytes()); // the peer may be gone already
-}
-
-/// Half-closes, reads what the peer still sends (so closing does not reset the
-/// connection and lose the response), then closes.
-fn linger_then_close(socket: &TcpStream) {
-    let _ = socket.shutdown(Shutdown::Write);
-    let _ = socket.set_read_timeout(Some(CLOSE_GRACE));
-    let mut sink = [0u8; 1024];
-    let mut budget = 64 * 1024;
-    while let Ok(n @ 1..) = (&*socket).read(&mut sink) {
-        budget -= n.min(budget);
-        if budget == 0 {
-            break;
-        }
-    }
-}
-
-fn refuse_over_limit(stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-    let mut head = [0u8; 2048];
-    let _ = (&stream).read(&mut head); // the request itself does not matter
-    respond(
-        &stream,
-        503,
-        "Service Unavailable",
-        &["Retry-After: 5"],
-        "the server is at its connection limit",
-    );
-    linger_then_close(&stream);
 }
 
 /// What the reader asks the writer to send.

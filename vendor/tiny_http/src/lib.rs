@@ -106,11 +106,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
 
+pub use client::ClientConnection;
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use limits::Limits;
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;

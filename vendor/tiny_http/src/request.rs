@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +76,18 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // switchboard patch: set to end the connection after this request
+    close: Arc<AtomicBool>,
+}
+
+/// switchboard patch: how a request's body is bounded, and the flag that ends
+/// its connection after it (PATCHES.md).
+pub(crate) struct Framing {
+    /// An unread body up to this size is drained; past it the connection closes.
+    pub(crate) max_drain_bytes: usize,
+    /// Shared with the connection: set, it reads no further request.
+    pub(crate) close: Arc<AtomicBool>,
 }
 
 struct NotifyOnDrop<R> {
@@ -108,6 +122,10 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// switchboard patch: a body whose length cannot be trusted; the status
+    /// to answer with and why.
+    BadFraming(u16, &'static str),
 }
 
 impl From<IoError> for RequestCreationError {
@@ -135,28 +153,62 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    framing: Framing,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
+    let Framing {
+        max_drain_bytes,
+        close,
+    } = framing;
+
+    // switchboard patch: the length of the body must be beyond doubt, or a
+    // proxy in front and this server could disagree on where the next
+    // request starts (request smuggling, RFC 9112 6.3). So: both
+    // `Transfer-Encoding` and `Content-Length` is refused; so are two
+    // different lengths, a length that is not all digits, and any coding
+    // but `chunked`. Upstream ignored a bad length and let `Transfer-Encoding`
+    // win over `Content-Length`.
     let transfer_encoding = headers
         .iter()
         .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
         .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+    let mut content_length: Option<usize> = None;
+    for header in headers.iter().filter(|h| h.field.equiv("Content-Length")) {
+        let value = header.value.as_str().trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(RequestCreationError::BadFraming(
+                400,
+                "Content-Length must be a number",
+            ));
+        }
+        let length = value.parse::<usize>().map_err(|_| {
+            RequestCreationError::BadFraming(413, "Content-Length is past what can be read")
+        })?;
+        if content_length.is_some_and(|seen| seen != length) {
+            return Err(RequestCreationError::BadFraming(
+                400,
+                "two different Content-Length headers",
+            ));
+        }
+        content_length = Some(length);
+    }
+    if let Some(coding) = &transfer_encoding {
+        if content_length.is_some() {
+            return Err(RequestCreationError::BadFraming(
+                400,
+                "Transfer-Encoding and Content-Length together",
+            ));
+        }
+        if !coding.as_str().trim().eq_ignore_ascii_case("chunked") {
+            return Err(RequestCreationError::BadFraming(
+                501,
+                "the only Transfer-Encoding accepted is chunked",
+            ));
+        }
+    }
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -187,6 +239,8 @@ where
     // content-length headers
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
+        // switchboard patch: and no request can follow on this connection
+        close.store(true, Ordering::Release);
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
@@ -212,12 +266,17 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let (data_reader, _) =
+                EqualReader::new(source_data, content_length, max_drain_bytes, Arc::clone(&close)); // TODO:
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
+        // switchboard patch: where a chunked body ends is only known by
+        // decoding all of it, and an unread one would be read as the next
+        // request: this connection carries no further request.
+        close.store(true, Ordering::Release);
         Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
@@ -238,6 +297,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        close,
     })
 }
 
@@ -308,6 +368,8 @@ impl Request {
         response: Response<R>,
     ) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
+        // switchboard patch: the caller owns the rest of the connection.
+        self.close.store(true, Ordering::Release);
 
         response
             .raw_print(
@@ -388,6 +450,8 @@ impl Request {
     /// Therefore you should always destroy the `Writer` as soon as possible.
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
+        // switchboard patch: the caller owns the rest of the connection.
+        self.close.store(true, Ordering::Release);
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
             let writer = NotifyOnDrop {
@@ -447,6 +511,25 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+
+        // switchboard patch: a body the client was never asked for (it sent
+        // `Expect: 100-continue` and got no `100`) is not coming; and a
+        // response that says `Connection: close` means it.
+        let body_pending = self.must_send_continue && self.body_length != Some(0);
+        let says_close = response.headers().iter().any(|h| {
+            h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close")
+        });
+        if body_pending || says_close {
+            self.close.store(true, Ordering::Release);
+        }
+        let mut response = response;
+        if self.close.load(Ordering::Acquire) && !says_close {
+            response.add_header(
+                "Connection: close"
+                    .parse::<Header>()
+                    .expect("a valid header"),
+            );
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),

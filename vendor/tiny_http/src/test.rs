@@ -73,6 +73,10 @@ impl From<TestRequest> for Request {
             Some(mock.remote_addr),
             mock.body.as_bytes(),
             std::io::sink(),
+            crate::request::Framing {
+                max_drain_bytes: crate::Limits::default().max_drain_bytes,
+                close: Default::default(),
+            },
         )
         .unwrap()
     }

@@ -1,8 +1,10 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 
 use crate::connection::Connection;
+use crate::limits::Deadline;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use crate::ssl::SslStream;
 
@@ -10,6 +12,13 @@ pub(crate) enum Stream {
     Http(Connection),
     #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
     Https(SslStream),
+    /// switchboard patch: one socket shared by both halves (one file
+    /// descriptor, where `Http` duplicates it), whose reads obey the
+    /// connection's request deadline.
+    Shared {
+        socket: Arc<TcpStream>,
+        deadline: Arc<Deadline>,
+    },
 }
 
 impl Clone for Stream {
@@ -18,6 +27,10 @@ impl Clone for Stream {
             Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
+            Stream::Shared { socket, deadline } => Stream::Shared {
+                socket: Arc::clone(socket),
+                deadline: Arc::clone(deadline),
+            },
         }
     }
 }
@@ -34,6 +47,7 @@ impl Stream {
             Stream::Http(_) => false,
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(_) => true,
+            Stream::Shared { .. } => false,
         }
     }
 
@@ -42,6 +56,7 @@ impl Stream {
             Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.peer_addr(),
+            Stream::Shared { socket, .. } => socket.peer_addr().map(Some),
         }
     }
 
@@ -50,6 +65,7 @@ impl Stream {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.shutdown(how),
+            Stream::Shared { socket, .. } => socket.shutdown(how),
         }
     }
 }
@@ -60,6 +76,10 @@ impl Read for Stream {
             Stream::Http(tcp_stream) => tcp_stream.read(buf),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.read(buf),
+            Stream::Shared { socket, deadline } => {
+                deadline.arm(socket)?;
+                (&**socket).read(buf)
+            }
         }
     }
 }
@@ -70,6 +90,7 @@ impl Write for Stream {
             Stream::Http(tcp_stream) => tcp_stream.write(buf),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.write(buf),
+            Stream::Shared { socket, .. } => (&**socket).write(buf),
         }
     }
 
@@ -78,6 +99,7 @@ impl Write for Stream {
             Stream::Http(tcp_stream) => tcp_stream.flush(),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.flush(),
+            Stream::Shared { socket, .. } => (&**socket).flush(),
         }
     }
 }
@@ -89,6 +111,14 @@ pub struct RefinedTcpStream {
 }
 
 impl RefinedTcpStream {
+    /// switchboard patch: both halves on one shared socket (see `Stream::Shared`).
+    pub(crate) fn shared(
+        socket: Arc<TcpStream>,
+        deadline: Arc<Deadline>,
+    ) -> (RefinedTcpStream, RefinedTcpStream) {
+        RefinedTcpStream::new(Stream::Shared { socket, deadline })
+    }
+
     pub(crate) fn new<S>(stream: S) -> (RefinedTcpStream, RefinedTcpStream)
     where
         S: Into<Stream>,
@@ -125,6 +155,12 @@ impl RefinedTcpStream {
 
 impl Drop for RefinedTcpStream {
     fn drop(&mut self) {
+        // switchboard patch: a shared socket is closed by its owner, who
+        // lingers first so that unread input does not reset the connection
+        // before the peer has read the last response.
+        if let Stream::Shared { .. } = self.stream {
+            return;
+        }
         if self.close_read {
             self.stream.shutdown(Shutdown::Read).ok();
         }
