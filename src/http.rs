@@ -33,10 +33,11 @@
 
 pub mod rest;
 
+use std::collections::HashMap;
 use std::io::{self, Cursor};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -173,6 +174,7 @@ pub fn spawn_listener(
     let site = Arc::new(Site {
         page: PAGE.replace("__WS_PORT__", &ws_addr.port().to_string()),
         plain: ConnectionLimit::new(shared.config.max_http_connections),
+        open: OpenSockets::default(),
         limits: Limits {
             request_timeout: shared.config.request_timeout,
             ..Limits::default()
@@ -226,6 +228,9 @@ fn accept_loop(listener: TcpListener, site: Arc<Site>, refuser: Refuser) {
             }
         }
     }
+    // Keep-alive connections wait for a next request that will not come:
+    // end them now rather than at their deadline.
+    site.open.shut_all();
     debug!("http accept loop ends");
 }
 
@@ -233,6 +238,10 @@ fn accept_loop(listener: TcpListener, site: Arc<Site>, refuser: Refuser) {
 /// closes, a request fails its bounds, or a request becomes an SSE stream.
 fn serve(stream: TcpStream, id: ClientId, slot: PlainSlot, site: &Site) {
     let socket = Arc::new(stream);
+    let _open = site.open.add(id, &socket);
+    if site.shared.shutting_down() {
+        return; // too late to be shut with the others
+    }
     let mut slot = Some(slot);
     let mut connection = ClientConnection::from_tcp(Arc::clone(&socket), site.limits.clone());
     while let Some(request) = connection.next() {
@@ -258,6 +267,43 @@ fn refusal_reason(status: u16) -> &'static str {
         408 => "timeout",
         413 | 414 | 431 => "too_large",
         _ => "bad_request",
+    }
+}
+
+/// Every open HTTP connection's socket, so that shutdown can end the idle
+/// ones at once. A lock, not the hub: this is not hub state, and it is
+/// touched only as connections open and close.
+#[derive(Default)]
+struct OpenSockets(Mutex<HashMap<ClientId, Arc<TcpStream>>>);
+
+impl OpenSockets {
+    /// Registers `socket` until the returned guard drops.
+    fn add<'a>(&'a self, id: ClientId, socket: &Arc<TcpStream>) -> impl Drop + 'a {
+        self.lock().insert(id, Arc::clone(socket));
+        Registered { sockets: self, id }
+    }
+
+    /// Shuts the reading side of every open connection: a thread waiting for
+    /// a request sees the end, one streaming SSE is not disturbed.
+    fn shut_all(&self) {
+        for socket in self.lock().values() {
+            let _ = socket.shutdown(Shutdown::Read); // already closed is fine
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Arc<TcpStream>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Registered<'a> {
+    sockets: &'a OpenSockets,
+    id: ClientId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sockets.lock().remove(&self.id);
     }
 }
 
@@ -324,6 +370,7 @@ struct Site {
     shared: Shared,
     page: String,
     plain: Arc<ConnectionLimit>,
+    open: OpenSockets,
     limits: Limits,
 }
 
