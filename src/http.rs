@@ -244,7 +244,7 @@ fn serve(stream: TcpStream, id: ClientId, slot: PlainSlot, site: &Site) {
     }
     let mut slot = Some(slot);
     let mut connection = ClientConnection::from_tcp(Arc::clone(&socket), site.limits.clone());
-    while let Some(request) = connection.next() {
+    for request in connection.by_ref() {
         // Shutdown waits for requests under way, not for idle connections.
         let _busy = site.shared.done.clone();
         if site.shared.shutting_down() {
