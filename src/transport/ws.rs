@@ -393,7 +393,7 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
     let bad = |message: &str| Refusal::new(400, "Bad Request", "bad_request", message);
     let too_late = || {
         let message = "the handshake did not arrive in time";
-        Refusal::new(408, "Request Timeout", "bad_request", message)
+        Refusal::new(408, "Request Timeout", "timeout", message)
     };
     // One deadline for the whole head, not one per read: a byte every few
     // seconds must not hold a thread for hours.
@@ -428,7 +428,7 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
             return Err(Refusal::new(
                 431,
                 "Request Header Fields Too Large",
-                "bad_request",
+                "too_large",
                 "request head too large",
             ));
         }
