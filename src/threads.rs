@@ -48,10 +48,11 @@ where
 /// Memory mappings one thread costs: its stack and guard page, and the signal
 /// stack and guard page Rust's runtime gives every thread.
 const MAPS_PER_THREAD: usize = 4;
-/// Threads one connection costs (a reader and a writer; an SSE stream and the
-/// HTTP library's connection thread).
+/// Threads one connection costs at most (a WebSocket's reader and writer; an
+/// SSE stream is one).
 const THREADS_PER_CONNECTION: usize = 2;
-/// Maps and threads kept for everything else (libraries, listeners, the hub).
+/// Maps and threads kept for everything else (libraries, listeners, the hub,
+/// and the plain HTTP connections, `--max-http-connections`).
 const RESERVE: usize = 1000;
 
 /// How many connections the kernel's limits leave room for, if they can be
