@@ -9,7 +9,18 @@
 //! it (`OnceLock`): a message to 1000 WebSocket members in JSON mode is
 //! serialised once and framed once, by whichever writer thread gets there first,
 //! and the hub thread itself never serialises anything.
+//!
+//! Text mode (`format=text`) is read by people at terminals, so a text line
+//! never carries a character that acts instead of showing itself: control
+//! characters (an ESC can clear a screen or retitle a window), bidi controls
+//! (U+202E turns what follows around) and line separators come out escaped,
+//! as `\x1b`, `\u{202e}`, `\n` (see `escape_unprintable`). JSON is for
+//! programs and stays plain JSON: serde escapes every C0 control (ESC and BEL
+//! become `\u001b`, `\u0007`), and what it leaves raw (DEL, C1, bidi
+//! controls, U+2028/2029) is valid JSON that parsers read back as the same
+//! text (JavaScript's too, since ES2019 made U+2028/2029 legal in strings).
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -262,8 +273,9 @@ impl Event {
         })
     }
 
-    /// The event as one readable line, without a newline (not cached: only
-    /// `format=text` subscribers ask, through `ws_frame`).
+    /// The event as one readable line, without a newline, with every
+    /// unprintable character escaped (not cached: only `format=text`
+    /// subscribers ask, through `ws_frame`).
     pub fn text_line(&self) -> String {
         let mut line = String::new();
         let _ = match &self.body {
@@ -273,7 +285,7 @@ impl Event {
             }
             Body::Message {
                 room, from, text, ..
-            } => write!(line, "[{room}] {from}: {}", one_line(text)),
+            } => write!(line, "[{room}] {from}: {text}"),
             Body::Joined { room, name, .. } => write!(line, "[{room}] * {name} joined"),
             Body::Left { room, name, .. } => write!(line, "[{room}] * {name} left"),
             Body::Presence { room, members } => {
@@ -294,7 +306,13 @@ impl Event {
             Body::Help { text } => write!(line, "* {text}"),
             Body::Error { code, message } => write!(line, "! {code}: {message}"),
         };
-        line
+        // The whole line, not only the message: names are checked, but an
+        // error may quote what a peer sent, and fields added later are
+        // covered without a thought.
+        match escape_unprintable(&line) {
+            Cow::Borrowed(_) => line,
+            Cow::Owned(escaped) => escaped,
+        }
     }
 
     /// The event as a complete WebSocket text frame in `format` (cached): every
@@ -327,13 +345,67 @@ impl Event {
     }
 }
 
-/// Text mode is one event per line: a newline inside a message is shown as `\n`.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\n', '\r']) {
-        text.replace('\r', "\\r").replace('\n', "\\n").into()
-    } else {
-        text.into()
+/// Whether `c` acts rather than shows itself, so text mode escapes it and a
+/// name may not contain it: C0 controls (ESC, BEL, CR, LF, TAB...), DEL and
+/// C1 controls (U+0080-U+009F, U+009B is a CSI to some terminals); bidi
+/// controls, which reorder what a reader sees (U+202A-U+202E embeddings and
+/// overrides, U+2066-U+2069 isolates, U+200E/U+200F and U+061C marks); and the
+/// line and paragraph separators U+2028/U+2029, which break lines.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `text` with every unprintable character (`is_unprintable`) written as an
+/// escape: `\n`, `\r`, `\t`; `\xHH` for the other ASCII controls (ESC is
+/// `\x1b`, DEL `\x7f`); `\u{H..}` for the rest (`\u{9b}`, `\u{202e}`).
+///
+/// A reader (or a program) can always tell an escape from text that looks
+/// like one: a backslash the peer sent is doubled when what follows it would
+/// otherwise read as an escape (`\`, `n`, `r`, `t`, `x`, `u`, or an escaped
+/// character). So the rule to read a line back is: `\\` is one backslash,
+/// `\n \r \t \xHH \u{H..}` are the characters they name, and a backslash
+/// before anything else is itself. A lone backslash (`¯\_(ツ)_/¯`, `C:\Temp`)
+/// stays single, because people read these lines.
+pub fn escape_unprintable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || is_unprintable(c)) {
+        return Cow::Borrowed(text);
     }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let looks_escaped = chars.peek().is_some_and(|&next| {
+                    matches!(next, '\\' | 'n' | 'r' | 't' | 'x' | 'u') || is_unprintable(next)
+                });
+                out.push_str(if looks_escaped { r"\\" } else { r"\" });
+            }
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            c if is_unprintable(c) => {
+                let code = u32::from(c);
+                // Writing into a String cannot fail.
+                let _ = if c.is_ascii() {
+                    write!(out, r"\x{code:02x}")
+                } else {
+                    write!(out, r"\u{{{code:x}}}")
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Encodes `text` as one final, unmasked WebSocket text frame.
@@ -392,8 +464,9 @@ pub enum ParseError {
     /// A room name outside the allowed alphabet or length.
     #[error("room names are 1-64 characters of A-Z a-z 0-9 _ - .")]
     BadRoom,
-    /// A display name outside the allowed length, or with control characters.
-    #[error("names are 1-32 printable characters")]
+    /// A display name outside the allowed length, or with an unprintable
+    /// character (`is_unprintable`).
+    #[error("names are 1-32 printable characters (no control characters, bidi controls or line separators)")]
     BadName,
     /// A message over `--max-message-size`.
     #[error("message is {len} bytes; the limit is {limit}")]
@@ -648,6 +721,113 @@ mod tests {
         assert_eq!(
             error.text_line(),
             "! bad_room: room names are 1-64 characters of A-Z a-z 0-9 _ - ."
+        );
+    }
+
+    /// Reads an escaped line back, by the rule `escape_unprintable` documents.
+    fn unescape(line: &str) -> String {
+        let hex = |digits: &str| {
+            char::from_u32(u32::from_str_radix(digits, 16).expect("hex")).expect("a char")
+        };
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find('\\') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let (c, used) = match after.chars().next() {
+                Some('\\') => ('\\', 1),
+                Some('n') => ('\n', 1),
+                Some('r') => ('\r', 1),
+                Some('t') => ('\t', 1),
+                Some('x') => (hex(&after[1..3]), 3),
+                Some('u') => {
+                    let end = after.find('}').expect("a \\u{..} is closed");
+                    (hex(&after[2..end]), end + 1)
+                }
+                _ => ('\\', 0), // a backslash before anything else is itself
+            };
+            out.push(c);
+            rest = &after[used..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn text_mode_escapes_every_unprintable_character_visibly() {
+        let escaped = |text: &str| escape_unprintable(text).into_owned();
+        assert_eq!(escaped("\x1b[2J\x1b]0;title\x07"), r"\x1b[2J\x1b]0;title\x07");
+        assert_eq!(escaped("a\r\nb\tc\0d\x7f"), r"a\r\nb\tc\x00d\x7f");
+        assert_eq!(escaped("csi\u{9b}31m nel\u{85}"), r"csi\u{9b}31m nel\u{85}");
+        assert_eq!(
+            escaped("\u{202e}olleh \u{2066}\u{2069} \u{200e}\u{200f}\u{61c}"),
+            r"\u{202e}olleh \u{2066}\u{2069} \u{200e}\u{200f}\u{61c}"
+        );
+        assert_eq!(escaped("one\u{2028}two\u{2029}"), r"one\u{2028}two\u{2029}");
+        // What people type stays as typed: letters of any script, emoji with
+        // their joiners, a lone backslash.
+        for plain in ["Zoë ﺱ 名前", "👩‍💻", r"¯\_(ツ)_/¯", r"C:\Temp", "tail\\"] {
+            assert_eq!(escaped(plain), plain);
+        }
+    }
+
+    #[test]
+    fn an_escape_cannot_be_spoofed_with_backslashes_of_ones_own() {
+        // Text that looks like an escape is told apart from the real thing.
+        assert_eq!(escaped_line(r"\x1b"), r"\\x1b");
+        assert_eq!(escaped_line("\x1b"), r"\x1b");
+        assert_eq!(escaped_line(r"lit\n"), r"lit\\n");
+        assert_eq!(escaped_line("\\\x1b"), r"\\\x1b");
+        assert_eq!(escaped_line(r"\\a"), r"\\\a");
+        // And every line reads back as exactly what was sent.
+        for text in [
+            r"\x1b",
+            "\x1b",
+            "\\\x1b",
+            "\\\\\u{202e}",
+            r"\u{202e}",
+            r"\\\n",
+            "\\\n\\",
+            "\\",
+            r"\q\",
+            "mixed \\ \\\\ \\x \\u{41} \u{2028}\\\u{9b}",
+        ] {
+            let line = escaped_line(text);
+            assert!(!line.chars().any(is_unprintable), "{line:?}");
+            assert_eq!(unescape(&line), text, "{text:?} was written {line:?}");
+        }
+    }
+
+    fn escaped_line(text: &str) -> String {
+        escape_unprintable(text).into_owned()
+    }
+
+    #[test]
+    fn a_whole_text_line_is_escaped_and_json_stays_json() {
+        let event = Event::new(Body::Message {
+            room: room("lobby"),
+            id: 1,
+            from: Name::parse("alice").expect("valid"),
+            from_id: "c3".into(),
+            text: "\x1b[2J\u{202e}x\u{2028}y\x7f".into(),
+            ts: 0,
+        });
+        assert_eq!(
+            event.text_line(),
+            r"[lobby] alice: \x1b[2J\u{202e}x\u{2028}y\x7f"
+        );
+        let frame = event.ws_frame(Format::Text);
+        assert!(!frame[2..].iter().any(|&b| b < 0x20 || b == 0x7f));
+        // serde escapes the C0 controls; the rest is valid JSON as it is,
+        // and reads back as the text that was sent.
+        assert!(event.json().contains(r#""text":"\u001b[2J"#), "{}", event.json());
+        let back: serde_json::Value = serde_json::from_str(event.json()).expect("valid JSON");
+        assert_eq!(back["text"], "\x1b[2J\u{202e}x\u{2028}y\x7f");
+        // An error quoting what a peer sent is escaped as well.
+        let quoted = ParseError::BadRequest("unknown variant `\x1b]0;t\x07`".into()).to_event();
+        assert_eq!(
+            quoted.text_line(),
+            r"! bad_request: unknown variant `\x1b]0;t\x07`"
         );
     }
 }

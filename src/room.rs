@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 
 use crate::hub::{Hangup, Outbound, RunPosition};
-use crate::protocol::{ClientId, Event, ParseError};
+use crate::protocol::{is_unprintable, ClientId, Event, ParseError};
 
 /// The longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -59,6 +59,11 @@ impl fmt::Debug for RoomName {
 }
 
 /// A display name: 1–32 printable characters. Names need not be unique.
+///
+/// "Printable" is checked, not assumed: a name may hold no control character
+/// (ESC, BEL, DEL, C1), no bidi control (U+202E would turn `alice` and the
+/// message after it around) and no line separator (`protocol::is_unprintable`);
+/// letters of every script, spaces inside and emoji are fine.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Name(Arc<str>);
@@ -67,7 +72,7 @@ impl Name {
     /// Checks `raw` and wraps it, or says why it is not a name.
     pub fn parse(raw: &str) -> Result<Name, ParseError> {
         let chars = raw.chars().count();
-        let ok = (1..=MAX_NAME_CHARS).contains(&chars) && raw.chars().all(|c| !c.is_control());
+        let ok = (1..=MAX_NAME_CHARS).contains(&chars) && !raw.chars().any(is_unprintable);
         if ok && !raw.trim().is_empty() {
             Ok(Name(raw.into()))
         } else {
@@ -191,10 +196,25 @@ mod tests {
 
     #[test]
     fn names_are_one_to_32_printable_characters() {
-        for good in ["alice", "Zoë", "a b", &"é".repeat(32)] {
+        for good in ["alice", "Zoë", "a b", &"é".repeat(32), "名前", "👩‍💻 dev"] {
             assert!(Name::parse(good).is_ok(), "{good} should be a name");
         }
-        for bad in ["", "   ", "tab\there", "nl\n", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "   ",
+            "tab\there",
+            "nl\n",
+            &"x".repeat(33),
+            "esc\x1b[2J",
+            "del\x7f",
+            "csi\u{9b}",
+            "\u{202e}evil",
+            "\u{2066}isolated\u{2069}",
+            "mark\u{200f}",
+            "arabic\u{61c}mark",
+            "line\u{2028}sep",
+            "para\u{2029}sep",
+        ] {
             assert!(Name::parse(bad).is_err(), "{bad:?} should not be a name");
         }
     }

@@ -276,3 +276,78 @@ fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives()
         other => panic!("expected close 1009, got {other:?}"),
     }
 }
+
+/// Whether a terminal could act on `c`, or a reader be fooled by it: the
+/// characters text mode must never print as they came.
+fn acts_on_a_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}')
+}
+
+#[test]
+fn issue_17_text_mode_escapes_control_characters_and_bidi_overrides_it_received() {
+    let server = TestServer::start();
+    let mut term = Client::connect(&server.ws_url("/ws?name=bob&format=text&room=lobby"));
+    term.wait_for_line(|l| l == "[lobby] * bob joined", secs(5));
+    let mut alice = server.client("name=alice");
+    // Clear the screen, set the window title, ring the bell; reverse what
+    // follows; break the line three ways; a C1 CSI; DEL; a tab; and
+    // backslashes of its own, one of which looks like an escape.
+    let nasty = "\x1b[2J\x1b]0;pwned\x07 \u{202e}olleh\u{2028}next\r\nline \u{9b}31m \x7f \
+                 tab\there back\\slash lit\\n";
+    alice.say("lobby", nasty);
+    let line = term.wait_for_line(|l| l.starts_with("[lobby] alice: "), secs(5));
+    assert_eq!(
+        line,
+        r"[lobby] alice: \x1b[2J\x1b]0;pwned\x07 \u{202e}olleh\u{2028}next\r\nline \u{9b}31m \x7f tab\there back\slash lit\\n"
+    );
+
+    // An error that quotes what the client sent is escaped too.
+    term.send_text(r#"{"type":"\u001b]0;pwned\u0007"}"#);
+    let error = term.wait_for_line(|l| l.starts_with("! "), secs(5));
+    assert!(error.contains(r"\x1b]0;pwned\x07"), "{error}");
+
+    for line in term.seen.iter().filter_map(Value::as_str).chain([&*line, &*error]) {
+        assert!(
+            !line.chars().any(acts_on_a_terminal),
+            "a raw control character reached the terminal: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn issue_17_names_with_control_characters_bidi_overrides_or_separators_are_bad_names() {
+    let server = TestServer::start();
+    let mut alice = server.client("name=alice");
+    for bad in [
+        "\u{202e}evil",
+        "a\u{2028}b",
+        "a\u{2029}b",
+        "\u{2066}isolate",
+        "mark\u{200f}",
+        "\x1b[2Jx",
+        "a\u{9b}b",
+        "del\x7f",
+    ] {
+        alice.send_json(json!({"type": "nick", "name": bad}));
+        let error = alice.wait_for(|e| e["type"] == "error", secs(5));
+        assert_eq!(error["code"], "bad_name", "nick {bad:?}: {error}");
+
+        let encoded: String = bad.bytes().map(|b| format!("%{b:02X}")).collect();
+        let refused = common::raw_http(
+            server.ws,
+            &common::handshake_request(&format!("/ws?name={encoded}"), ""),
+        );
+        assert!(
+            refused.starts_with("HTTP/1.1 400") && refused.contains("names are"),
+            "handshake with name {bad:?}: {refused}"
+        );
+    }
+    alice.send_text("/nick \u{202e}evil");
+    let error = alice.wait_for(|e| e["type"] == "error", secs(5));
+    assert_eq!(error["code"], "bad_name", "{error}");
+    // Letters from any script, and spaces inside, are still names.
+    alice.send_json(json!({"type": "nick", "name": "Zoë ﺱ 名前"}));
+    alice.wait_for(|e| e["type"] == "welcome" && e["name"] == "Zoë ﺱ 名前", secs(5));
+}
