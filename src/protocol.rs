@@ -756,7 +756,10 @@ mod tests {
     #[test]
     fn text_mode_escapes_every_unprintable_character_visibly() {
         let escaped = |text: &str| escape_unprintable(text).into_owned();
-        assert_eq!(escaped("\x1b[2J\x1b]0;title\x07"), r"\x1b[2J\x1b]0;title\x07");
+        assert_eq!(
+            escaped("\x1b[2J\x1b]0;title\x07"),
+            r"\x1b[2J\x1b]0;title\x07"
+        );
         assert_eq!(escaped("a\r\nb\tc\0d\x7f"), r"a\r\nb\tc\x00d\x7f");
         assert_eq!(escaped("csi\u{9b}31m nel\u{85}"), r"csi\u{9b}31m nel\u{85}");
         assert_eq!(
@@ -820,7 +823,11 @@ mod tests {
         assert!(!frame[2..].iter().any(|&b| b < 0x20 || b == 0x7f));
         // serde escapes the C0 controls; the rest is valid JSON as it is,
         // and reads back as the text that was sent.
-        assert!(event.json().contains(r#""text":"\u001b[2J"#), "{}", event.json());
+        assert!(
+            event.json().contains(r#""text":"\u001b[2J"#),
+            "{}",
+            event.json()
+        );
         let back: serde_json::Value = serde_json::from_str(event.json()).expect("valid JSON");
         assert_eq!(back["text"], "\x1b[2J\u{202e}x\u{2028}y\x7f");
         // An error quoting what a peer sent is escaped as well.

@@ -282,7 +282,10 @@ fn every_websocket_error_code_comes_as_an_error_event_and_the_connection_lives()
 fn acts_on_a_terminal(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}')
+        || matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}'
+        )
 }
 
 #[test]
@@ -308,7 +311,12 @@ fn issue_17_text_mode_escapes_control_characters_and_bidi_overrides_it_received(
     let error = term.wait_for_line(|l| l.starts_with("! "), secs(5));
     assert!(error.contains(r"\x1b]0;pwned\x07"), "{error}");
 
-    for line in term.seen.iter().filter_map(Value::as_str).chain([&*line, &*error]) {
+    for line in term
+        .seen
+        .iter()
+        .filter_map(Value::as_str)
+        .chain([&*line, &*error])
+    {
         assert!(
             !line.chars().any(acts_on_a_terminal),
             "a raw control character reached the terminal: {line:?}"
@@ -349,5 +357,8 @@ fn issue_17_names_with_control_characters_bidi_overrides_or_separators_are_bad_n
     assert_eq!(error["code"], "bad_name", "{error}");
     // Letters from any script, and spaces inside, are still names.
     alice.send_json(json!({"type": "nick", "name": "Zoë ﺱ 名前"}));
-    alice.wait_for(|e| e["type"] == "welcome" && e["name"] == "Zoë ﺱ 名前", secs(5));
+    alice.wait_for(
+        |e| e["type"] == "welcome" && e["name"] == "Zoë ﺱ 名前",
+        secs(5),
+    );
 }
