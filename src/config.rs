@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::origin::PublicHost;
+
 /// switchboard: a real-time messaging hub (WebSocket, Server-Sent Events, REST,
 /// gRPC) on OS threads and bounded channels.
 #[derive(Debug, Parser)]
@@ -40,10 +42,15 @@ pub struct Args {
     /// WebSocket ping / SSE heartbeat period, in seconds
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value_t = 30)]
     pub ping_interval: u64,
-    /// Browser origin allowed to open a WebSocket (repeatable; `*` allows any).
-    /// Default: pages served from the same host only.
+    /// Browser origin (`https://app.example.com`) allowed to open a WebSocket
+    /// or publish, besides the chat page's own (repeatable; `*` allows any)
     #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
+    /// HOST[:PORT] browsers use to reach the chat page, e.g. through a proxy
+    /// (repeatable). Without a port: the HTTP port, or 80/443. Default: the
+    /// HTTP listener's own address only (and localhost, on loopback)
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_HOST", value_delimiter = ',')]
+    pub public_host: Vec<String>,
     /// When set, REST publishing needs `Authorization: Bearer KEY`
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -56,14 +63,17 @@ pub struct Args {
     pub max_http_connections: usize,
 }
 
-/// Which browser origins may open a WebSocket.
+/// Which browser origins may open a WebSocket or publish (`origin.rs` has
+/// the whole rule).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Origins {
-    /// Only pages whose origin host is the host the WebSocket was dialled on.
-    SameHost,
+    /// Only the chat page's own: the HTTP listener's address, localhost on
+    /// loopback, and `--public-host`s (the default).
+    Page,
     /// Any origin (`--allowed-origin '*'`).
     Any,
-    /// Exactly these origins (`https://chat.example.com`), compared without case.
+    /// These origins (`https://chat.example.com`, compared without case),
+    /// besides the page's own.
     List(Vec<String>),
 }
 
@@ -86,8 +96,10 @@ pub struct Config {
     pub history: usize,
     /// Ping / heartbeat period; a WebSocket peer silent for two is dropped.
     pub ping_interval: Duration,
-    /// Browser origins allowed on the WebSocket listener.
+    /// Browser origins allowed on the WebSocket listener and to publish.
     pub allowed_origins: Origins,
+    /// Where browsers reach the chat page, besides the listener's address.
+    pub public_hosts: Vec<PublicHost>,
     /// The REST publishing key, if any.
     pub api_key: Option<String>,
     /// Messages per second per connection; `None` for no limit.
@@ -119,6 +131,11 @@ pub enum ConfigError {
     /// A number that must be positive.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// A `--public-host` that is not `HOST` or `HOST:PORT`.
+    #[error(
+        "--public-host: {0:?} is not HOST or HOST:PORT (a whole origin goes in --allowed-origin)"
+    )]
+    BadPublicHost(String),
     /// `--grpc` on a binary built without the feature.
     #[error("--grpc needs a binary built with `--features grpc`")]
     NoGrpc,
@@ -151,7 +168,7 @@ impl Config {
             }
         }
         let allowed_origins = if args.allowed_origin.is_empty() {
-            Origins::SameHost
+            Origins::Page
         } else if args.allowed_origin.iter().any(|o| o == "*") {
             Origins::Any
         } else {
@@ -162,6 +179,11 @@ impl Config {
                     .collect(),
             )
         };
+        let public_hosts = args
+            .public_host
+            .iter()
+            .map(|h| h.trim().parse())
+            .collect::<Result<Vec<PublicHost>, ConfigError>>()?;
         Ok(Config {
             http_addr: addr("http", &args.http)?,
             ws_addr: addr("ws", &args.ws)?,
@@ -172,6 +194,7 @@ impl Config {
             history: args.history,
             ping_interval: Duration::from_secs(args.ping_interval),
             allowed_origins,
+            public_hosts,
             api_key: args.api_key.filter(|k| !k.is_empty()),
             rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
             write_timeout: Duration::from_secs(10),

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::hub::HubGone;
+use crate::origin::OriginRefused;
 use crate::protocol::ParseError;
 use crate::transport::Shared;
 
@@ -37,6 +38,9 @@ pub enum ApiError {
     /// `--api-key` is set and the request did not carry it.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A browser on another site's page (`origin::OriginRule`).
+    #[error(transparent)]
+    Forbidden(#[from] OriginRefused),
     /// No such path, or no such room.
     #[error("{0}")]
     NotFound(String),
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::Parse(ParseError::TooLarge { .. }) => 413,
             ApiError::Parse(_) => 400,
             ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -84,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::Parse(e) => e.code(),
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported",

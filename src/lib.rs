@@ -26,7 +26,8 @@
 //!    of old ones lags.
 //! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
 //! 5. [`transport::sse`] and [`http`]: one writer thread per SSE stream; REST
-//!    as request/reply with the hub.
+//!    as request/reply with the hub; [`origin`]: which browser pages may
+//!    open a WebSocket or publish.
 //! 6. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
 //! 7. `grpc` (feature `grpc`): the one place with an async runtime, bridged
@@ -40,6 +41,7 @@ pub mod http;
 pub mod hub;
 pub mod memory;
 pub mod metrics;
+pub mod origin;
 pub mod protocol;
 pub mod room;
 pub mod server;

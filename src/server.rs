@@ -17,6 +17,7 @@ use log::{debug, info, warn};
 use crate::config::Config;
 use crate::hub::{ClientIds, Hub, HubHandle};
 use crate::metrics::Metrics;
+use crate::origin::OriginRule;
 use crate::shutdown::{done_channel, wait_for_threads};
 use crate::transport::{ws, ConnectionLimit, Shared};
 
@@ -73,9 +74,11 @@ impl Server {
             Arc::clone(&metrics),
             shutdown_rx.clone(),
         )?;
+        let origins = OriginRule::new(&config.allowed_origins, &config.public_hosts, http_addr);
         let shared = Shared {
             hub,
             config: Arc::clone(&config),
+            origins: Arc::new(origins),
             metrics,
             ids: Arc::new(ClientIds::default()),
             limit: ConnectionLimit::new(limit),

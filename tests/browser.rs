@@ -176,6 +176,88 @@ fn the_page_reconnects_by_itself_after_a_server_restart() {
     drop(chromium);
 }
 
+#[test]
+fn issue_17_a_page_on_a_rebound_name_can_neither_connect_nor_publish_while_the_real_page_can() {
+    if std::env::var("SWITCHBOARD_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("SWITCHBOARD_SKIP_BROWSER=1: the browser test did NOT run");
+        return;
+    }
+    let server = TestServer::start();
+    let mut watcher = server.client("room=lobby&name=watcher");
+    let chromium = Chromium::launch();
+    let mut cdp = Cdp::connect(&chromium.devtools_url());
+    let (http_port, ws_port) = (server.http.port(), server.ws.port());
+    // What a page can try: open a WebSocket on its own host name, publish to
+    // its own origin, and publish across sites to the server's real address.
+    let dial = |host: &str| {
+        format!(
+            "new Promise(done => {{ const ws = new WebSocket('ws://{host}:{ws_port}/ws?name=page'); \
+             ws.onopen = () => {{ ws.close(); done('open'); }}; ws.onerror = () => done('refused'); }})"
+        )
+    };
+    let publish = |url: &str, text: &str, mode: &str| {
+        format!(
+            "fetch('{url}', {{method: 'POST', mode: '{mode}', headers: {{'Content-Type': 'text/plain'}}, \
+             body: '{text}'}}).then(r => r.type === 'opaque' ? 'sent' : r.status, () => 'failed')"
+        )
+    };
+    let real = format!("http://127.0.0.1:{http_port}");
+
+    // The attacker's page, served from this server under the rebound name.
+    let rebound = cdp.open_page(
+        &format!("http://rebound.test:{http_port}/healthz"),
+        800,
+        600,
+    );
+    cdp.wait_until(
+        &rebound,
+        "the rebound page loads",
+        "document.body?.innerText",
+        |v| v.as_str().is_some_and(|t| t.trim() == "ok"),
+    );
+    assert_eq!(
+        cdp.eval_async(&rebound, &dial("rebound.test")),
+        json!("refused")
+    );
+    let same_name = publish("/rooms/lobby/messages", "via the rebound name", "cors");
+    assert_eq!(cdp.eval_async(&rebound, &same_name), json!(403));
+    let cross_site = publish(
+        &format!("{real}/rooms/lobby/messages"),
+        "cross-site",
+        "no-cors",
+    );
+    assert_eq!(cdp.eval_async(&rebound, &cross_site), json!("sent"));
+
+    // The chat page's own origin can do both.
+    let page = cdp.open_page(&format!("{real}/healthz"), 800, 600);
+    cdp.wait_until(
+        &page,
+        "the real page loads",
+        "document.body?.innerText",
+        |v| v.as_str().is_some_and(|t| t.trim() == "ok"),
+    );
+    assert_eq!(cdp.eval_async(&page, &dial("127.0.0.1")), json!("open"));
+    let own = publish("/rooms/lobby/messages", "from the real page", "cors");
+    assert_eq!(cdp.eval_async(&page, &own), json!(202));
+
+    let event = watcher.wait_for(|e| e["type"] == "message", secs(10));
+    assert_eq!(
+        event["text"], "from the real page",
+        "seen before: {:?}",
+        watcher.seen
+    );
+    let history = common::raw_http(
+        server.http,
+        "GET /rooms/lobby/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        history.matches(r#""type":"message""#).count(),
+        1,
+        "{history}"
+    );
+    drop(chromium);
+}
+
 fn free_port() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address")
@@ -216,6 +298,9 @@ impl Chromium {
                 "--disable-dev-shm-usage",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
+                // A name that resolves to this machine, as an attacker's
+                // would once its DNS is rebound (see issue 17's test).
+                "--host-resolver-rules=MAP rebound.test 127.0.0.1",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
@@ -364,6 +449,17 @@ impl Cdp {
         );
         if let Some(thrown) = result.get("exceptionDetails") {
             return json!({ "exception": thrown });
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Evaluates `expression`, waits for the promise it returns, and returns
+    /// what it resolves to.
+    fn eval_async(&mut self, page: &Page, expression: &str) -> Value {
+        let params = json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
+        let result = self.call(Some(page), "Runtime.evaluate", params);
+        if let Some(thrown) = result.get("exceptionDetails") {
+            panic!("{expression} threw: {thrown}");
         }
         result["result"]["value"].clone()
     }

@@ -110,14 +110,19 @@ fn the_binary_prints_its_addresses_and_shuts_down_cleanly_on_sigterm() {
 
 #[test]
 fn a_bad_option_is_a_one_line_error_and_exit_status_2() {
-    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--ws", "not-an-address"])
-        .output()
-        .expect("the binary runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--ws"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for (option, value) in [
+        ("--ws", "not-an-address"),
+        ("--public-host", "https://chat.example.com"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([option, value])
+            .output()
+            .expect("the binary runs");
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(option), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]
@@ -137,6 +142,7 @@ fn every_option_has_an_environment_variable() {
         "SWITCHBOARD_HISTORY",
         "SWITCHBOARD_PING_INTERVAL",
         "SWITCHBOARD_ALLOWED_ORIGIN",
+        "SWITCHBOARD_PUBLIC_HOST",
         "SWITCHBOARD_API_KEY",
     ] {
         assert!(help.contains(var), "--help does not mention {var}:\n{help}");

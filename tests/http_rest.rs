@@ -339,3 +339,75 @@ fn the_page_is_served_with_the_websocket_port_filled_in() {
     let head = request(server.http, "HEAD", "/", &[], b"");
     assert_eq!((head.status, head.body.as_str()), (200, ""));
 }
+
+#[test]
+fn issue_17_a_cross_origin_browser_post_is_refused_and_nothing_is_published() {
+    let server = TestServer::start();
+    let mut bob = server.client("room=dev&name=bob");
+    let post = |headers: &[(&str, &str)], text: &str| {
+        let mut all = vec![TEXT];
+        all.extend_from_slice(headers);
+        request(
+            server.http,
+            "POST",
+            "/rooms/dev/messages",
+            &all,
+            text.as_bytes(),
+        )
+    };
+
+    // What a form or `fetch(..., {mode: "no-cors"})` on another site sends:
+    // text/plain needs no preflight, so the browser just sends it.
+    post(&[("Origin", "http://evil.example")], "cross-site").assert_error(403, "forbidden");
+    // A browser that sends no Origin still says where the request came from.
+    post(&[("Sec-Fetch-Site", "cross-site")], "no origin").assert_error(403, "forbidden");
+    // A page on a name rebound to this server: same origin as far as the
+    // browser knows, but not an address of ours.
+    let rebound = common::raw_http(
+        server.http,
+        &format!(
+            "POST /rooms/dev/messages HTTP/1.1\r\nHost: evil.example:{port}\r\n\
+             Origin: http://evil.example:{port}\r\nContent-Type: text/plain\r\n\
+             Content-Length: 7\r\nConnection: close\r\n\r\nrebound",
+            port = server.http.port()
+        ),
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+
+    // The chat page itself, and a program that sends no Origin, publish.
+    let page = format!("http://{}", server.http);
+    let from_page = post(
+        &[("Origin", &page), ("Sec-Fetch-Site", "same-origin")],
+        "from the page",
+    );
+    assert_eq!(from_page.status, 202, "{from_page:?}");
+    let from_program = post(&[], "from a program");
+    assert_eq!(from_program.status, 202, "{from_program:?}");
+
+    let first = bob.wait_for(|e| e["type"] == "message", secs(5));
+    assert_eq!(first["text"], "from the page");
+    let second = bob.wait_for(|e| e["type"] == "message", secs(5));
+    assert_eq!(second["text"], "from a program");
+    let history = get(server.http, "/rooms/dev/messages").json();
+    let texts: Vec<&Value> = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| &e["text"])
+        .collect();
+    assert_eq!(texts, [&json!("from the page"), &json!("from a program")]);
+}
+
+#[test]
+fn issue_17_a_sender_name_with_a_bidi_override_is_refused_as_bad_name() {
+    let server = TestServer::start();
+    for from in ["\u{202e}evil", "line\u{2028}break"] {
+        let resp = post_json(
+            server.http,
+            "/rooms/dev/messages",
+            &json!({"text": "hi", "from": from}),
+        );
+        resp.assert_error(400, "bad_name");
+    }
+}

@@ -89,8 +89,8 @@ fn handshakes_are_refused_with_the_right_status() {
     assert!(status(handshake_request("/nowhere", "")).starts_with("HTTP/1.1 404"));
     let evil = "Origin: http://evil.example\r\n";
     assert!(status(handshake_request("/ws", evil)).starts_with("HTTP/1.1 403"));
-    let same_host = "Origin: http://127.0.0.1:8080\r\n";
-    assert!(status(handshake_request("/ws", same_host)).starts_with("HTTP/1.1 101"));
+    let the_page = format!("Origin: http://{}\r\n", server.http);
+    assert!(status(handshake_request("/ws", &the_page)).starts_with("HTTP/1.1 101"));
     assert!(status(handshake_request("/ws?room=bad%20room", "")).starts_with("HTTP/1.1 400"));
     assert!(status("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".into()).starts_with("HTTP/1.1 426"));
     assert!(status("garbage\r\n\r\n".into()).starts_with("HTTP/1.1 400"));
@@ -181,4 +181,76 @@ fn shutdown_sends_1001_to_every_client() {
     assert!(report.clean, "{report:?}");
     expect_close(&mut a, 1001);
     expect_close(&mut b, 1001);
+}
+
+/// A handshake for `/ws` with its own `Host` and `Origin` lines.
+fn handshake_from(host: &str, origin: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Origin: {origin}\r\n\r\n"
+    )
+}
+
+#[test]
+fn issue_17_dns_rebinding_is_refused_while_the_pages_own_origin_is_accepted() {
+    let server = TestServer::start();
+    let (http_port, ws_port) = (server.http.port(), server.ws.port());
+    let status = |host: &str, origin: &str| status_line(server.ws, &handshake_from(host, origin));
+
+    // The attacker's page on a name it rebound to 127.0.0.1: its Host and
+    // Origin agree with each other, and name no address of this server.
+    let rebound_host = format!("evil.example:{ws_port}");
+    for origin in [
+        "http://evil.example".to_string(),
+        format!("http://evil.example:{http_port}"),
+    ] {
+        let got = status(&rebound_host, &origin);
+        assert!(got.starts_with("HTTP/1.1 403"), "{origin}: {got}");
+    }
+    // Another port of this very host is another site, not the chat page.
+    let elsewhere = status(&server.ws.to_string(), "http://127.0.0.1:1");
+    assert!(elsewhere.starts_with("HTTP/1.1 403"), "{elsewhere}");
+
+    // The chat page's own origin: the bound HTTP address, and loopback by name.
+    let page = format!("http://{}", server.http);
+    let got = status(&server.ws.to_string(), &page);
+    assert!(got.starts_with("HTTP/1.1 101"), "{page}: {got}");
+    let by_name = format!("http://localhost:{http_port}");
+    let got = status(&format!("localhost:{ws_port}"), &by_name);
+    assert!(got.starts_with("HTTP/1.1 101"), "{by_name}: {got}");
+}
+
+#[test]
+fn issue_17_a_public_host_is_accepted_on_its_port_or_else_the_http_and_scheme_ports() {
+    let server = TestServer::start_with(|c| {
+        c.public_hosts = vec![
+            "chat.test".parse().expect("valid"),
+            "proxy.test:8443".parse().expect("valid"),
+        ];
+    });
+    let http_port = server.http.port();
+    let status = |origin: &str| {
+        let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        status_line(server.ws, &handshake_from(host, origin))
+    };
+    for allowed in [
+        "https://chat.test".to_string(),
+        "http://chat.test".to_string(),
+        format!("http://chat.test:{http_port}"),
+        "https://proxy.test:8443".to_string(),
+        format!("http://{}", server.http),
+    ] {
+        let got = status(&allowed);
+        assert!(got.starts_with("HTTP/1.1 101"), "{allowed}: {got}");
+    }
+    for refused in [
+        "http://chat.test:1".to_string(),
+        "https://proxy.test".to_string(),
+        format!("http://proxy.test:{http_port}"),
+        format!("http://evil.example:{http_port}"),
+    ] {
+        let got = status(&refused);
+        assert!(got.starts_with("HTTP/1.1 403"), "{refused}: {got}");
+    }
 }

@@ -8,6 +8,12 @@
 //!
 //! Messages published here carry `from_id: "rest"` and the sender name the
 //! body gives (`from`), or `api`.
+//!
+//! A browser on another site's page may not publish: a `text/plain` POST
+//! needs no CORS preflight, so without this check any page a visitor opens
+//! could post into rooms through the visitor's browser. `publish` asks the
+//! same rule as the WebSocket handshake (`origin::OriginRule`); requests
+//! without `Origin` (curl, programs) are not browsers' and pass.
 
 use std::io::{ErrorKind, Read};
 use std::sync::Arc;
@@ -83,6 +89,13 @@ pub fn publish(
     query: &str,
     shared: &Shared,
 ) -> Result<Reply, ApiError> {
+    // Before the key: a page elsewhere is refused whether or not it has one
+    // (it could not send one anyway, without a preflight this API never grants).
+    shared.origins.check(
+        header(request, "Origin"),
+        header(request, "Sec-Fetch-Site"),
+        header(request, "Host"),
+    )?;
     authorize(request, shared.config.api_key.as_deref())?;
     let room = RoomName::parse(room)?;
     let kind = body_kind(request)?;

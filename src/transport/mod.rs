@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::Config;
 use crate::hub::{ClientIds, HubHandle};
 use crate::metrics::Metrics;
+use crate::origin::OriginRule;
 
 /// What every transport thread needs, cloned into each.
 #[derive(Clone)]
@@ -33,6 +34,9 @@ pub struct Shared {
     pub hub: HubHandle,
     /// The settings.
     pub config: Arc<Config>,
+    /// Which browser pages may connect and publish (built once the HTTP
+    /// listener is bound: the rule needs its address).
+    pub origins: Arc<OriginRule>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Connection ids.

@@ -44,7 +44,6 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
-use crate::config::Origins;
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
@@ -489,19 +488,14 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
     let Some(key) = header("sec-websocket-key").filter(|k| !k.is_empty()) else {
         return Err(bad("missing Sec-WebSocket-Key"));
     };
-    if let Some(origin) = header("origin") {
-        if !origin_allowed(
-            &shared.config.allowed_origins,
-            origin,
-            header("host").unwrap_or(""),
-        ) {
-            return Err(Refusal::new(
-                403,
-                "Forbidden",
-                "origin",
-                format!("origin {origin} is not allowed"),
-            ));
-        }
+    // Browsers send `Origin` on every WebSocket handshake; `origin.rs` says
+    // which pages may connect (never judged by `Host`: see DNS rebinding there).
+    let verdict = shared
+        .origins
+        .check(header("origin"), header("sec-fetch-site"), header("host"));
+    if let Err(refused) = verdict {
+        let message = refused.to_string();
+        return Err(Refusal::new(403, "Forbidden", "origin", message));
     }
     let route = if path == "/echo" {
         Route::Echo
@@ -544,34 +538,6 @@ fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
         format,
         since,
     })
-}
-
-/// Browsers send `Origin`; other clients (websocat, programs) do not, and are
-/// not subject to this check, which only stops other sites' pages.
-fn origin_allowed(allowed: &Origins, origin: &str, host: &str) -> bool {
-    match allowed {
-        Origins::Any => true,
-        Origins::List(list) => list
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/'))),
-        Origins::SameHost => {
-            let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-            let origin_host = origin_host.split('/').next().unwrap_or("");
-            // The page comes from the HTTP port and dials the WebSocket port:
-            // same host, different ports, so ports are not compared.
-            !origin_host.is_empty()
-                && strip_port(origin_host).eq_ignore_ascii_case(strip_port(host))
-        }
-    }
-}
-
-fn strip_port(authority: &str) -> &str {
-    if let Some(end) = authority.find(']') {
-        return &authority[..=end]; // [::1]:8080
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1044,40 +1010,6 @@ pub fn wake_address(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn same_host_origins_ignore_ports() {
-        let same = Origins::SameHost;
-        assert!(origin_allowed(
-            &same,
-            "http://127.0.0.1:8080",
-            "127.0.0.1:8081"
-        ));
-        assert!(origin_allowed(
-            &same,
-            "https://Chat.Example.com",
-            "chat.example.com:443"
-        ));
-        assert!(origin_allowed(&same, "http://[::1]:8080", "[::1]:8081"));
-        assert!(!origin_allowed(
-            &same,
-            "http://evil.example",
-            "127.0.0.1:8081"
-        ));
-        assert!(!origin_allowed(&same, "null", "127.0.0.1:8081"));
-        let list = Origins::List(vec!["https://chat.example.com".into()]);
-        assert!(origin_allowed(
-            &list,
-            "https://chat.example.com",
-            "ws.example.com"
-        ));
-        assert!(!origin_allowed(
-            &list,
-            "https://other.example.com",
-            "ws.example.com"
-        ));
-        assert!(origin_allowed(&Origins::Any, "null", "x"));
-    }
 
     #[test]
     fn chat_query_defaults_to_the_lobby() {
