@@ -5,7 +5,7 @@ mod common;
 mod http_support;
 
 use common::{secs, TestServer};
-use http_support::{get, members_by_transport, post_json, request, Sse};
+use http_support::{get, members_by_transport, parse_prometheus, post_json, request, sample, Sse};
 use serde_json::{json, Value};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -397,6 +397,13 @@ fn issue_17_a_cross_origin_browser_post_is_refused_and_nothing_is_published() {
         .map(|e| &e["text"])
         .collect();
     assert_eq!(texts, [&json!("from the page"), &json!("from a program")]);
+    let samples = parse_prometheus(&get(server.http, "/metrics").body);
+    let refused = sample(
+        &samples,
+        "switchboard_connections_refused_total",
+        &[("reason", "origin")],
+    );
+    assert_eq!(refused, Some(3.0), "each refusal is counted");
 }
 
 #[test]

@@ -91,11 +91,15 @@ pub fn publish(
 ) -> Result<Reply, ApiError> {
     // Before the key: a page elsewhere is refused whether or not it has one
     // (it could not send one anyway, without a preflight this API never grants).
-    shared.origins.check(
+    let verdict = shared.origins.check(
         header(request, "Origin"),
         header(request, "Sec-Fetch-Site"),
         header(request, "Host"),
-    )?;
+    );
+    if let Err(refused) = verdict {
+        shared.metrics.refused("origin"); // counted with the WebSocket's refusals
+        return Err(refused.into());
+    }
     authorize(request, shared.config.api_key.as_deref())?;
     let room = RoomName::parse(room)?;
     let kind = body_kind(request)?;
