@@ -46,9 +46,10 @@ pub struct Args {
     /// or publish, besides the chat page's own (repeatable; `*` allows any)
     #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
-    /// HOST[:PORT] browsers use to reach the chat page, e.g. through a proxy
-    /// (repeatable). Without a port: the HTTP port, or 80/443. Default: the
-    /// HTTP listener's own address only (and localhost, on loopback)
+    /// Host name or address (HOST or HOST:PORT) browsers use to reach the chat
+    /// page, e.g. through a proxy (repeatable). Without a port: the HTTP port,
+    /// or 80/443. Default: only the HTTP listener's own address (and
+    /// localhost, on loopback)
     #[arg(long, env = "SWITCHBOARD_PUBLIC_HOST", value_delimiter = ',')]
     pub public_host: Vec<String>,
     /// When set, REST publishing needs `Authorization: Bearer KEY`
