@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
-# (headless Chromium for the page test, Python grpcio for the gRPC interop
-# test), then checks formatting and lints, proves the default build has no
+# (headless Chromium for the page test; Python grpcio, in a virtual
+# environment of the suite's own, for the gRPC interop test), then checks
+# formatting and lints, proves the default build has no
 # async runtime, runs every test with every feature, the Autobahn WebSocket
 # compliance suite against /echo, and a smoke run of the load generator.
 set -euo pipefail
@@ -12,6 +13,8 @@ step() { printf '\n== %s\n' "$*"; }
 step "system packages"
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Debian's python3 makes virtual environments only with python3-venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
@@ -23,8 +26,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "chromium: $(chromium --version 2>/dev/null || echo missing)"
 
-step "python packages (gRPC interop test)"
-python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools
+step "python packages (gRPC interop test), in target/test-venv"
+# A virtual environment of our own: a stock Debian refuses pip on its own
+# Python (externally-managed-environment), and the machine's stays untouched.
+[ -x target/test-venv/bin/python ] || python3 -m venv target/test-venv
+target/test-venv/bin/python -m pip install -q --disable-pip-version-check grpcio grpcio-tools
+export SWITCHBOARD_PYTHON="$PWD/target/test-venv/bin/python"
+export SWITCHBOARD_REQUIRE_INTEROP=1
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -3,9 +3,11 @@
 //! (`tests/interop/grpc_interop.py`), while a WebSocket member of the same
 //! room checks that what Python sent crossed over to the other transport.
 //!
-//! Needs `python3 -m pip install grpcio grpcio-tools` (scripts/test.sh does
-//! it). Without them the test says so and passes, unless `CI` or
-//! `SWITCHBOARD_REQUIRE_INTEROP` is set, where a missing client is a failure.
+//! Needs a Python with `grpcio grpcio-tools`: `SWITCHBOARD_PYTHON`, else
+//! `python3` (scripts/test.sh makes a virtual environment of its own and
+//! points `SWITCHBOARD_PYTHON` at it). Without them the test says so and
+//! passes, unless `CI` or `SWITCHBOARD_REQUIRE_INTEROP` is set, where a
+//! missing client is a failure.
 
 #![cfg(feature = "grpc")]
 
@@ -19,8 +21,13 @@ use common::{secs, TestServer};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpc_interop.py");
 
+/// The Python to run: `SWITCHBOARD_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 fn python_has_grpc() -> bool {
-    Command::new("python3")
+    Command::new(python())
         .args(["-c", "import grpc, grpc_tools"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -47,7 +54,7 @@ fn python_grpcio_client_drives_every_rpc_and_reaches_websocket_members() {
     let mut member = server.client("room=interop&name=ws-member");
     let addr = server.server().grpc_addr.expect("the gRPC front is on");
 
-    let mut python = Command::new("python3")
+    let mut python = Command::new(python())
         .arg(SCRIPT)
         .arg(addr.to_string())
         .stdout(Stdio::piped())
