@@ -36,7 +36,7 @@ use super::{respond, route, ApiError, PAGE};
 use crate::metrics::Metrics;
 use crate::protocol::ClientId;
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::transport::refuse::{linger_then_close, spawn_connection, Refuser};
+use crate::transport::refuse::{linger_then_close, spawn_connection, Refuser, CLOSE_GRACE};
 use crate::transport::{sse, ConnectionLimit, Permit, Shared};
 
 /// Binds `addr`. Sockets accepted from a listener inherit its send timeout
@@ -142,7 +142,7 @@ fn serve(stream: TcpStream, id: ClientId, slot: PlainSlot, site: &Site) {
         debug!("{id} http refused with {status}");
     }
     drop(connection);
-    linger_then_close(&socket);
+    linger_then_close(&socket, CLOSE_GRACE);
 }
 
 /// The `reason` label for a request tiny_http refused with `status`.

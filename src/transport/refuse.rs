@@ -106,11 +106,11 @@ pub fn respond(socket: &TcpStream, status: u16, reason: &str, extra: &[&str], bo
     let _ = (&*socket).write_all(response.as_bytes()); // the peer may be gone already
 }
 
-/// Half-closes, reads what the peer still sends (so closing does not reset the
-/// connection and lose the response), then closes.
-pub fn linger_then_close(socket: &TcpStream) {
+/// Half-closes, reads what the peer still sends for at most `grace` (so
+/// closing does not reset the connection and lose the response), then closes.
+pub fn linger_then_close(socket: &TcpStream, grace: Duration) {
     let _ = socket.shutdown(Shutdown::Write);
-    let _ = socket.set_read_timeout(Some(CLOSE_GRACE));
+    let _ = socket.set_read_timeout(Some(grace));
     let mut sink = [0u8; 1024];
     let mut budget = LINGER_BUDGET_BYTES;
     while let Ok(n @ 1..) = (&*socket).read(&mut sink) {
@@ -127,5 +127,6 @@ fn refuse_now(stream: &TcpStream, why: &str) {
     let mut head = [0u8; 2048];
     let _ = (&*stream).read(&mut head); // the request itself does not matter
     respond(stream, 503, "Service Unavailable", &["Retry-After: 5"], why);
-    linger_then_close(stream);
+    // Briefly: one thread refuses for the whole listener, one peer at a time.
+    linger_then_close(stream, REFUSE_WAIT);
 }

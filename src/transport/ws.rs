@@ -232,7 +232,7 @@ fn refuse(socket: &TcpStream, shared: &Shared, refusal: &Refusal) {
         &[],
         &refusal.message,
     );
-    linger_then_close(socket);
+    linger_then_close(socket, CLOSE_GRACE);
 }
 
 /// The writer's end of a connection, as the reader and the hub hold it.
