@@ -1,14 +1,20 @@
-//! Lesson 1: the hub with channels only — no sockets.
+//! Lesson 1: switchboard's own hub, with channels only and no sockets.
 //!
-//! Two subscribers join `#lobby`: one reads its queue, one never does. The hub
-//! `try_send`s every event; when the idle subscriber's small queue is full, the
-//! hub drops it at once and keeps serving the other. Nobody waits for anybody.
-//! Whoever reads a queue tells the hub what it took (`Hangup::took`): that is
-//! how the hub counts the events waiting, since one queue item can carry
-//! several (a run of events published together). That count is the queue's
-//! bound: the channel itself is unbounded, and allocates only as it fills.
+//! Lesson 0's Go hub, grown up: the same one thread that owns every client,
+//! reached through one `Command` channel, with rooms and event ids. Two
+//! subscribers join `#lobby`: one reads its queue, one never does. The hub
+//! `try_send`s every event; when the idle subscriber's small queue is full,
+//! the hub drops it at once and keeps serving the other. Nobody waits for
+//! anybody. Whoever reads a queue tells the hub what it took (`Hangup::took`):
+//! that is how the hub counts the events waiting, since one queue item can
+//! carry several (a run of events published together). That count is the
+//! queue's bound: the channel itself is unbounded, and allocates only as it fills.
 //!
 //!     cargo run --example 01_hub_in_miniature
+//!
+//! In switchboard: `src/hub.rs` (`Hub::spawn`, the loop, `offer` and
+//! `remove_client`); every transport builds its subscriber the way `main`
+//! does here (`src/transport/ws.rs`, `src/transport/sse.rs`).
 
 use std::sync::Arc;
 
