@@ -3,7 +3,8 @@
 # (headless Chromium for the page test; Python grpcio, in a virtual
 # environment of the suite's own, for the gRPC interop test), then checks
 # formatting and lints, proves the default build has no
-# async runtime, runs every test with every feature, the Autobahn WebSocket
+# async runtime, runs every lesson in examples/ to completion and every
+# test with every feature, the Autobahn WebSocket
 # compliance suite against /echo, and a smoke run of the load generator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,26 @@ echo "ok: no tokio, tonic, async-std or smol without --features grpc"
 
 step "build everything (load generator and benchmarks included)"
 cargo build --workspace --all-targets --all-features -q
+
+step "every lesson in examples/ runs to completion"
+# Built just above. Without SWITCHBOARD_URL / SWITCHBOARD_HTTP each lesson
+# starts what it needs in its own process on 127.0.0.1; each must end by
+# itself (in well under 10 s), so one that hangs fails here.
+for source in examples/*.rs; do
+    lesson=$(basename "$source" .rs)
+    log="target/lesson-$lesson.log"
+    started=$SECONDS
+    if env -u SWITCHBOARD_URL -u SWITCHBOARD_HTTP \
+        timeout 30 "target/debug/examples/$lesson" >"$log" 2>&1; then
+        echo "ok: $lesson ($((SECONDS - started)) s)"
+    else
+        status=$?
+        cat "$log"
+        [ "$status" = 124 ] && why="still running after 30 s" || why="exit status $status"
+        echo "test.sh: lesson $lesson failed: $why" >&2
+        exit 1
+    fi
+done
 
 step "cargo test, every feature"
 cargo test --workspace --all-features
