@@ -124,8 +124,7 @@ impl Hub {
 /// `func serveWs(hub *Hub, …)`, after the upgrade: `client := &Client{…,
 /// send: make(chan []byte, 256)}`, `client.hub.register <- client`, then
 /// `go client.writePump()` and `go client.readPump()`.
-fn serve_ws(hub: &HubHandle, name: &'static str, conn: (Receiver<String>, Sender<Frame>)) {
-    let (typed, screen) = conn;
+fn serve_ws(hub: &HubHandle, name: &'static str, typed: Receiver<String>, screen: Sender<Frame>) {
     let (send, queue) = bounded(256);
     let client = Client { name, send };
     hub.register
@@ -189,7 +188,7 @@ struct Browser {
 fn connect(hub: &HubHandle, name: &'static str) -> Browser {
     let (keyboard, typed) = bounded(0);
     let (to_screen, screen) = bounded(0);
-    serve_ws(hub, name, (typed, to_screen));
+    serve_ws(hub, name, typed, to_screen);
     Browser { keyboard, screen }
 }
 
@@ -218,7 +217,8 @@ fn main() {
     // Sleepy wakes up: first what its writer held when the socket blocked
     // (one frame, a few messages at most), then the 256 its queue held.
     let (mut frames, mut lines) = (0, 0);
-    while let Ok(Frame::Text(text)) = sleepy.screen.recv_timeout(wait) {
+    let closed = "sleepy's writer ends with a close frame";
+    while let Frame::Text(text) = sleepy.screen.recv_timeout(wait).expect(closed) {
         (frames, lines) = (frames + 1, lines + text.lines().count());
     }
     println!("sleepy reads at last: {lines} messages in {frames} frames, then the close frame");

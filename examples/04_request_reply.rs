@@ -110,10 +110,7 @@ fn main() {
             spawn(&format!("http {from}"), move || {
                 for n in 1..=3 {
                     let id = handle.publish("lobby", format!("{from} {n}"));
-                    println!(
-                        "{from}: published {from} {n}, id {}",
-                        id.expect("the owner runs")
-                    );
+                    println!("{from} {n}: id {}", id.expect("the owner runs"));
                 }
             })
         })
@@ -123,31 +120,22 @@ fn main() {
     }
 
     // An asker that sends its command but does not read yet: the answer waits
-    // in the slot, and the owner has already moved on to the next asker.
-    let (reply, late_answer) = bounded(1);
-    let command = Command::History {
-        room: "lobby".into(),
-        reply,
-    };
+    // in the slot, and the owner moves on. With `bounded(0)` the owner would
+    // stop here until this asker read, and every other asker behind it.
+    let (reply, slow_answer) = bounded(1);
+    let room = "lobby".to_owned();
+    let command = Command::History { room, reply };
     handle.to_owner.send(command).expect("the owner runs");
     let id = handle.publish("lobby", "after the slow asker".into());
-    println!(
-        "the next asker got id {}: the owner did not wait",
-        id.expect("the owner runs")
-    );
-    let early = late_answer.recv().expect("the answer sits in its slot");
-    println!(
-        "the slow asker reads at last: {} messages",
-        early.map_or(0, |m| m.len())
-    );
+    println!("the next asker got id {}", id.expect("the owner runs"));
+    let snapshot = slow_answer.recv().expect("the answer sits in its slot");
+    let count = snapshot.map_or(0, |messages| messages.len());
+    println!("the slow asker reads at last: {count} messages, as they were when it asked");
 
     let lobby = handle.history("lobby").expect("the owner runs");
-    let missing = handle.history("nowhere").expect("the owner runs");
-    println!(
-        "lobby holds {} messages; 'nowhere' exists: {}",
-        lobby.map_or(0, |m| m.len()),
-        missing.is_some()
-    );
+    let count = lobby.map_or(0, |messages| messages.len());
+    let nowhere = handle.history("nowhere").expect("the owner runs");
+    println!("lobby holds {count} messages; a room never used: {nowhere:?}");
 
     drop(handle); // the last sender: the owner's loop ends
     owner_thread
