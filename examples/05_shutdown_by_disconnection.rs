@@ -39,7 +39,7 @@ impl Worker {
         loop {
             select! {
                 recv(self.jobs) -> job => match job {
-                    Ok(ms) => thread::sleep(Duration::from_millis(ms.into())), // the work
+                    Ok(ms) => thread::sleep(Duration::from_millis(ms.into())), // a job: a few ms
                     Err(_) => return format!("worker {}: no more jobs", self.n),
                 },
                 recv(self.shutdown) -> signal => {
