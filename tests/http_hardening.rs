@@ -399,3 +399,61 @@ fn issue_17_a_ws_handshake_flood_of_headers_is_refused() {
     raw.send(handshake_request("/ws", &extra).as_bytes());
     assert_eq!(raw.status(), Some(431));
 }
+
+#[test]
+fn issue_17_a_chunked_body_cut_short_is_refused_not_published() {
+    let server = TestServer::start();
+    for body in ["a\r\nhello", "ffffffffffff\r\nhello"] {
+        let mut raw = Raw::connect(server.http);
+        raw.send(
+            format!(
+                "POST /rooms/cut/messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{body}"
+            )
+            .as_bytes(),
+        );
+        raw.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        assert_eq!(raw.status(), Some(400), "{body:?}");
+    }
+    assert_eq!(
+        get(server.http, "/rooms/cut").status,
+        404,
+        "a partial body was published"
+    );
+}
+
+#[test]
+fn issue_17_a_request_in_a_version_we_do_not_speak_is_answered_and_closed() {
+    let server = TestServer::start();
+    for version in ["HTTP/2.0", "HTTP/3.0"] {
+        let mut raw = Raw::connect(server.http);
+        raw.send(format!("GET /healthz {version}\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(raw.status(), Some(505), "{version}");
+        assert!(raw.closed_within(secs(5)), "{version}: kept open");
+    }
+}
+
+#[test]
+fn issue_17_refusals_past_the_http_limit_are_prompt_even_for_silent_peers() {
+    let server = TestServer::start_with(|c| c.max_http_connections = 5);
+    let _held: Vec<Raw> = (0..5).map(|_| Raw::connect(server.http)).collect();
+    wait_until("five held connections", secs(5), || {
+        server.server().metrics().http_connections() == 5
+    });
+    // Forty peers that connect and say nothing, then one that asks.
+    let silent: Vec<Raw> = (0..40).map(|_| Raw::connect(server.http)).collect();
+    let started = Instant::now();
+    let mut asking = Raw::connect(server.http);
+    asking.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(asking.status(), Some(503));
+    for mut raw in silent {
+        assert_eq!(raw.status(), Some(503));
+    }
+    assert!(
+        started.elapsed() < secs(3),
+        "refusals took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,30 +1,40 @@
 //! Turning a connection away without spending a thread of its own on it.
 //!
 //! ```text
-//! [ws-accept]   --TcpStream + why--> [ws-refuse]    503, linger, close
-//! [http-accept] --TcpStream + why--> [http-refuse]
+//! [ws-accept]   --TcpStream + why--> [ws-refuse]    503 at once, then linger
+//! [http-accept] --TcpStream + why--> [http-refuse]  until the peer closes
 //! ```
 //!
 //! Past a connection limit, or when the OS cannot start a thread, the accept
 //! loop hands the socket to its listener's one refuser thread through a small
-//! bounded queue: the refuser answers `503` and closes it cleanly. When even
-//! that queue is full the socket is simply closed, so a flood costs neither
-//! threads nor memory. `spawn_connection` keeps a socket whose thread could
-//! not start, so it too gets its `503` instead of a silent close.
+//! bounded queue. The refuser writes `503` at once (it fits in the socket's
+//! send buffer: no waiting on the peer), half-closes, and keeps the socket in
+//! a bounded list while it lingers, checking it without blocking, so that
+//! closing does not reset the connection before the peer has read the answer.
+//! A peer that sends nothing costs the refuser nothing, and hundreds linger
+//! at once. When the queue or the list is full the socket is simply closed,
+//! so a flood costs neither threads nor memory. `spawn_connection` keeps a
+//! socket whose thread could not start, so it too gets its `503` instead of a
+//! silent close.
 
-use std::io::{self, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// Refused connections waiting for their 503 before they are simply closed.
 const REFUSE_QUEUE: usize = 64;
-/// How long the refuser waits for a refused peer's request, and to write.
-const REFUSE_WAIT: Duration = Duration::from_millis(500);
+/// Refused connections lingering at once; past it, a refused one is closed
+/// as soon as its 503 is written.
+const LINGERING: usize = 1024;
+/// How long a refused connection lingers for its peer to close.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+/// How often the refuser looks at the lingering connections.
+const LINGER_CHECK: Duration = Duration::from_millis(50);
 /// How long to wait for the peer's side of a close before cutting.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The most a closing connection reads and throws away while it lingers.
@@ -41,9 +51,7 @@ impl Refuser {
         let (to_refuser, refused) = bounded::<(TcpStream, &'static str)>(REFUSE_QUEUE);
         spawn_named(name.to_owned(), WRITER_STACK_BYTES, move || {
             let _done = done;
-            for (stream, why) in refused {
-                refuse_now(&stream, why);
-            }
+            refuse_all(&refused);
         })?;
         Ok(Refuser(to_refuser))
     }
@@ -121,12 +129,53 @@ pub fn linger_then_close(socket: &TcpStream, grace: Duration) {
     }
 }
 
-fn refuse_now(stream: &TcpStream, why: &str) {
-    let _ = stream.set_read_timeout(Some(REFUSE_WAIT));
-    let _ = stream.set_write_timeout(Some(REFUSE_WAIT));
-    let mut head = [0u8; 2048];
-    let _ = (&*stream).read(&mut head); // the request itself does not matter
+/// The refuser thread: answers each refused connection as it comes, and
+/// between arrivals closes the lingering ones whose peer has closed or whose
+/// time is up.
+fn refuse_all(refused: &Receiver<(TcpStream, &'static str)>) {
+    let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
+    loop {
+        let wait = if lingering.is_empty() {
+            Duration::MAX
+        } else {
+            LINGER_CHECK
+        };
+        match refused.recv_timeout(wait) {
+            Ok((stream, why)) => {
+                if answer(&stream, why) && lingering.len() < LINGERING {
+                    lingering.push((stream, Instant::now() + REFUSE_LINGER));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break, // the accept loop has ended
+        }
+        let now = Instant::now();
+        lingering.retain(|(stream, until)| now < *until && !peer_closed(stream));
+    }
+}
+
+/// Writes the 503 without waiting on the peer and half-closes; whether the
+/// connection should linger.
+fn answer(stream: &TcpStream, why: &str) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
     respond(stream, 503, "Service Unavailable", &["Retry-After: 5"], why);
-    // Briefly: one thread refuses for the whole listener, one peer at a time.
-    linger_then_close(stream, REFUSE_WAIT);
+    stream.shutdown(Shutdown::Write).is_ok()
+}
+
+/// Reads (and drops) what a lingering peer sent; whether it has closed, or
+/// sends so much that it is not worth waiting for.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut sink = [0u8; 1024];
+    let mut budget = LINGER_BUDGET_BYTES;
+    loop {
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return true,
+            Ok(n) if n >= budget => return true,
+            Ok(n) => budget -= n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
 }

@@ -248,6 +248,7 @@ impl ClientConnection {
             writer,
             crate::request::Framing {
                 max_drain_bytes: self.limits.max_drain_bytes,
+                max_chunked_bytes: self.limits.max_chunked_bytes,
                 close: Arc::clone(&self.close),
             },
         )
@@ -352,16 +353,23 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
+                // switchboard patch: answered through the request itself and
+                // the connection closed. Upstream took the next writer from
+                // the sink, which waits for this request's own writer to be
+                // done, so it waited for ever (no answer, a thread held), then
+                // went on reading requests it could not understand.
                 self.refused = Some(505);
-                let writer = self.sink.next().unwrap();
                 let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
+                    "This server only supports HTTP versions 1.0 and 1.1\n".to_owned(),
                 )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+                .with_status_code(StatusCode(505))
+                .with_header(
+                    "Connection: close"
+                        .parse::<crate::Header>()
+                        .expect("a valid header"),
+                );
+                rq.respond(response).ok();
+                return None;
             }
 
             // updating the status of the connection

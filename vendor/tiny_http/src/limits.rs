@@ -29,6 +29,9 @@ pub struct Limits {
     /// An unread body up to this size is read and thrown away so the
     /// connection can carry the next request; a larger one closes it.
     pub max_drain_bytes: usize,
+    /// The most of a chunked request body read off the wire, chunk framing
+    /// included; past it, reading the body fails.
+    pub max_chunked_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_head_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             max_drain_bytes: 64 * 1024,
+            max_chunked_bytes: 1024 * 1024,
         }
     }
 }

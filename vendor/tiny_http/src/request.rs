@@ -81,11 +81,48 @@ pub struct Request {
     close: Arc<AtomicBool>,
 }
 
+/// switchboard patch: what a chunked body is decoded from. The decoder reads
+/// its source only until the last chunk, so the source ending first means the
+/// body was cut short: that is an error, not the end of the body (upstream
+/// handed the decoded part on as if it were all of it). And the decoder keeps
+/// a chunk-size line in memory until its end: the bytes read in all are
+/// bounded, so a line that never ends cannot grow without bound.
+struct ChunkedSource<R> {
+    inner: R,
+    left: usize,
+}
+
+impl<R: Read> Read for ChunkedSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            return Err(IoError::new(
+                ErrorKind::InvalidData,
+                "the chunked body is too large",
+            ));
+        }
+        let want = buf.len().min(self.left);
+        let read = self.inner.read(&mut buf[..want])?;
+        if read == 0 {
+            return Err(IoError::new(
+                ErrorKind::UnexpectedEof,
+                "the chunked body ended before its last chunk",
+            ));
+        }
+        self.left -= read;
+        Ok(read)
+    }
+}
+
 /// switchboard patch: how a request's body is bounded, and the flag that ends
 /// its connection after it (PATCHES.md).
 pub(crate) struct Framing {
     /// An unread body up to this size is drained; past it the connection closes.
     pub(crate) max_drain_bytes: usize,
+    /// The most bytes of a chunked body, framing included, that are read.
+    pub(crate) max_chunked_bytes: usize,
     /// Shared with the connection: set, it reads no further request.
     pub(crate) close: Arc<AtomicBool>,
 }
@@ -161,6 +198,7 @@ where
 {
     let Framing {
         max_drain_bytes,
+        max_chunked_bytes,
         close,
     } = framing;
 
@@ -277,7 +315,11 @@ where
         // decoding all of it, and an unread one would be read as the next
         // request: this connection carries no further request.
         close.store(true, Ordering::Release);
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        let source = ChunkedSource {
+            inner: source_data,
+            left: max_chunked_bytes,
+        };
+        Box::new(FusedReader::new(Decoder::new(source))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data

@@ -75,6 +75,7 @@ impl From<TestRequest> for Request {
             std::io::sink(),
             crate::request::Framing {
                 max_drain_bytes: crate::Limits::default().max_drain_bytes,
+                max_chunked_bytes: crate::Limits::default().max_chunked_bytes,
                 close: Default::default(),
             },
         )
