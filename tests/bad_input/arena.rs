@@ -219,6 +219,12 @@ impl Arena {
                 ),
             ));
         }
+        if probes.refused > 0 {
+            self.notes.push(format!(
+                "{} /healthz probes were refused with 503",
+                probes.refused
+            ));
+        }
         let took = self.started.elapsed();
         println!(
             "{}: {:.1} s, seed {:#x}; healthy messages {received} of {sent} in the last server ({} over all); /healthz probes {} (worst {:.0?})",

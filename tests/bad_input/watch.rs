@@ -47,8 +47,11 @@ pub struct Probes {
     pub count: u64,
     /// The slowest answer.
     pub worst: Duration,
-    /// Probes slower than [`STALL`] or unanswered, with when they started.
+    /// Probes slower than [`STALL`], unanswered, or answered anything but
+    /// `200 ok` or a prompt `503`, with when they started.
     pub stalls: Vec<String>,
+    /// Probes answered with a prompt `503` (a connection limit reached).
+    pub refused: u64,
 }
 
 /// What the watchers saw in the end.
@@ -334,6 +337,8 @@ fn probe(http: SocketAddr, stop: &AtomicBool) -> Probes {
         let when = at.duration_since(started).as_secs_f32();
         match answer {
             Ok(r) if r.status == 200 && r.body.starts_with(b"ok") && took <= STALL => {}
+            // A prompt refusal at a connection limit is an answer, not a freeze.
+            Ok(r) if r.status == 503 && took <= STALL => probes.refused += 1,
             Ok(r) => probes
                 .stalls
                 .push(format!("at {when:.1} s: {} in {took:.1?}", r.status)),
