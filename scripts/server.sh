@@ -1,7 +1,7 @@
 # Sourced by the scripts that need a running server: start_server starts the
 # release binary on free ports with the given extra options, waits for its
-# `listening ws ADDR` line, and sets SERVER_PID, SERVER_WS and SERVER_ERR (its
-# stderr file). The caller stops it by that PID (stop_server).
+# `listening ws ADDR` line, and sets SERVER_PID, SERVER_WS, SERVER_HTTP,
+# SERVER_GRPC (with --grpc) and SERVER_ERR (its stderr file). The caller stops it by that PID (stop_server).
 
 start_server() {
     local out
@@ -13,6 +13,8 @@ start_server() {
     SERVER_WS=""
     for _ in $(seq 100); do
         SERVER_WS=$(sed -n 's/^listening ws //p' "$out/stdout")
+        SERVER_HTTP=$(sed -n 's/^listening http //p' "$out/stdout")
+        SERVER_GRPC=$(sed -n 's/^listening grpc //p' "$out/stdout")
         [ -n "$SERVER_WS" ] && return 0
         sleep 0.1
     done

@@ -279,25 +279,25 @@ pub fn round2(x: f64) -> f64 {
 
 /// What one publisher did.
 #[derive(Debug, Default)]
-struct PublisherReport {
-    sent: u64,
-    unsent: u64,
-    max_lag_us: u64,
-    errors: u64,
-    last_send_us: u64,
-    failure: Option<String>,
+pub(crate) struct PublisherReport {
+    pub(crate) sent: u64,
+    pub(crate) unsent: u64,
+    pub(crate) max_lag_us: u64,
+    pub(crate) errors: u64,
+    pub(crate) last_send_us: u64,
+    pub(crate) failure: Option<String>,
 }
 
 /// A publisher's schedule.
 #[derive(Debug, Clone, Copy)]
-struct Schedule {
-    trial: u32,
-    publisher: u32,
-    first_us: f64,
-    interval_us: f64,
-    count: u64,
-    size: usize,
-    deadline_us: u64,
+pub(crate) struct Schedule {
+    pub(crate) trial: u32,
+    pub(crate) publisher: u32,
+    pub(crate) first_us: f64,
+    pub(crate) interval_us: f64,
+    pub(crate) count: u64,
+    pub(crate) size: usize,
+    pub(crate) deadline_us: u64,
 }
 
 impl Schedule {
@@ -332,12 +332,12 @@ impl Schedule {
 /// A WebSocket publisher's connection: the write half plus a task that keeps
 /// reading (a broadcast server sends the publisher everything too) and answers
 /// pings through `pongs`.
-struct WsPublisher {
-    write: OwnedWriteHalf,
+pub(crate) struct WsPublisher {
+    pub(crate) write: OwnedWriteHalf,
     pongs: mpsc::Receiver<Vec<u8>>,
     reader: JoinHandle<()>,
-    errors: Arc<AtomicU64>,
-    ended: Arc<Mutex<Option<String>>>,
+    pub(crate) errors: Arc<AtomicU64>,
+    pub(crate) ended: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for WsPublisher {
@@ -346,12 +346,12 @@ impl Drop for WsPublisher {
     }
 }
 
-enum PublisherConn {
+pub(crate) enum PublisherConn {
     Ws(WsPublisher),
     Rest(RestPublisher),
 }
 
-async fn open_publisher(
+pub(crate) async fn open_publisher(
     via: &PublishVia,
     index: usize,
     opts: ConnectOptions,
@@ -421,7 +421,7 @@ async fn open_publisher(
     }
 }
 
-async fn publish_ws(conn: &mut WsPublisher, schedule: Schedule) -> PublisherReport {
+pub(crate) async fn publish_ws(conn: &mut WsPublisher, schedule: Schedule) -> PublisherReport {
     let mut report = PublisherReport::default();
     let mut frames = Vec::with_capacity(MAX_BATCH * (schedule.size + 16));
     let mut text = Vec::with_capacity(schedule.size + 32);
@@ -482,7 +482,7 @@ async fn publish_ws(conn: &mut WsPublisher, schedule: Schedule) -> PublisherRepo
     report
 }
 
-async fn publish_rest(conn: &mut RestPublisher, schedule: Schedule) -> PublisherReport {
+pub(crate) async fn publish_rest(conn: &mut RestPublisher, schedule: Schedule) -> PublisherReport {
     let mut report = PublisherReport::default();
     let batch = conn.window().min(MAX_BATCH);
     let mut texts: Vec<Vec<u8>> = Vec::with_capacity(batch);

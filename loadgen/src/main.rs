@@ -17,14 +17,20 @@
 //! - `idle`: hold N WebSocket connections; connect rate, failures, handshake
 //!   latency;
 //! - `saturate`: step the rate up until a trial fails, bisect, report the
-//!   highest rate that passed.
+//!   highest rate that passed;
+//! - `soak`: minutes of mixed load and bad input against one server; fails
+//!   on any lost message or a resource of the server that keeps growing.
 //!
 //! Every mode is bounded in count and time and stops by itself; only loopback
 //! targets are accepted.
 
+mod attack;
+mod churn;
 mod fanout;
 mod http;
 mod pool;
+mod sample;
+mod soak;
 mod target;
 mod token;
 mod track;
@@ -67,6 +73,9 @@ enum Mode {
     Idle(IdleArgs),
     /// Find the highest rate that passes (p99, no loss, no disconnect, publisher on time).
     Saturate(SaturateArgs),
+    /// Minutes of mixed load and bad input; fails on a lost message or a
+    /// resource of the server (RSS, threads, fds) that keeps growing.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -277,6 +286,7 @@ fn main() -> ExitCode {
             Mode::SseFanout(a) => run_sse_fanout(a).await,
             Mode::Idle(a) => run_idle(a).await,
             Mode::Saturate(a) => run_saturate(a).await,
+            Mode::Soak(a) => soak::run(a).await,
         }
     });
     // Dropping the runtime would wait for nothing useful; close sockets now.

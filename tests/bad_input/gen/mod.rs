@@ -18,7 +18,7 @@
 //! would not fail the same way; and `loadgen`, a different crate, must
 //! generate the same cases, which a small dependency-free generator allows.
 
-#![allow(dead_code)] // the suite and loadgen each use a different part
+#![allow(dead_code, unused_imports)] // the suite and loadgen each use a different part
 
 pub mod frames;
 pub mod heads;
