@@ -38,8 +38,13 @@ done
 
 server_options=(--history 50)
 if [ "$grpc" = yes ]; then
-    if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
-        echo "soak: the gRPC publisher needs python3 -m pip install grpcio grpcio-tools (or use --no-grpc)" >&2
+    # The same python as the test suite's gRPC interop test (scripts/test.sh).
+    if [ -z "${SWITCHBOARD_PYTHON:-}" ] && [ -x target/test-venv/bin/python ]; then
+        export SWITCHBOARD_PYTHON="$PWD/target/test-venv/bin/python"
+    fi
+    if ! "${SWITCHBOARD_PYTHON:-python3}" -c "import grpc, grpc_tools" 2>/dev/null; then
+        echo "soak: the gRPC publisher needs grpcio and grpcio-tools in ${SWITCHBOARD_PYTHON:-python3}" >&2
+        echo "      (scripts/test.sh makes target/test-venv with them), or use --no-grpc" >&2
         exit 2
     fi
     cargo build --release -q -p switchboard -p loadgen --features switchboard/grpc

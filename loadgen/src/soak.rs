@@ -95,8 +95,8 @@ pub struct SoakArgs {
     /// Bad-input cases per second.
     #[arg(long, default_value_t = 4.0)]
     bad_rate: f64,
-    /// The gRPC listener (`127.0.0.1:PORT`): adds a gRPC publisher, run as
-    /// `python3 --grpc-script ADDR ...` (grpcio), into `soak`.
+    /// The gRPC listener (`127.0.0.1:PORT`): adds a gRPC publisher into
+    /// `soak`, run as `PYTHON --grpc-script ADDR ...` (grpcio).
     #[arg(long)]
     grpc: Option<String>,
     /// Messages per second from the gRPC publisher.
@@ -105,6 +105,9 @@ pub struct SoakArgs {
     /// The gRPC publisher script.
     #[arg(long, default_value = "scripts/soak_grpc.py")]
     grpc_script: String,
+    /// The python that runs it (with grpcio and grpcio-tools).
+    #[arg(long, env = "SWITCHBOARD_PYTHON", default_value = "python3")]
+    python: String,
     /// Seed of the bad input (decimal or 0x hex).
     #[arg(long, env = "BAD_INPUT_SEED", default_value = "0x5eed0017")]
     seed: String,
@@ -220,7 +223,7 @@ pub async fn run(a: SoakArgs) -> Result<(Value, bool), String> {
         tokio::spawn(publish(rest_pub, rest_schedule)),
     ];
     let grpc = a.grpc.clone().map(|addr| {
-        let command = grpc_command(&a.grpc_script, &addr, a.grpc_rate, publish_s);
+        let command = grpc_command(&a.python, &a.grpc_script, &addr, a.grpc_rate, publish_s);
         tokio::task::spawn_blocking(move || run_grpc_publisher(command))
     });
 
@@ -474,8 +477,14 @@ pub async fn run(a: SoakArgs) -> Result<(Value, bool), String> {
     Ok((line, passed))
 }
 
-fn grpc_command(script: &str, addr: &str, rate: f64, seconds: f64) -> std::process::Command {
-    let mut command = std::process::Command::new("python3");
+fn grpc_command(
+    python: &str,
+    script: &str,
+    addr: &str,
+    rate: f64,
+    seconds: f64,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(python);
     command
         .args([script, addr, "--room", "soak", "--trial", "1"])
         .args([

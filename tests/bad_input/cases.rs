@@ -145,11 +145,21 @@ fn check_event(path: &str, kind: u8, payload: &[u8], fail: &mut impl FnMut(Kind,
     }
 }
 
-/// Control characters, and the bidi and line separators a terminal or a
-/// renderer would act on.
+/// Control characters (C0, DEL, C1), and the bidi controls and line
+/// separators a terminal or a renderer would act on (the set in
+/// docs/limits.md, "Text mode").
 pub fn unsafe_for_terminals(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 fn expect_close(

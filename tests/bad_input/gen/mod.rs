@@ -61,8 +61,9 @@ pub fn split(rng: &mut Rng, bytes: Vec<u8>) -> Vec<Piece> {
 }
 
 /// Texts people and programs might send: words, accents, CJK, emoji, and
-/// what a terminal or a bidi renderer would act on (escapes, BEL, NUL,
-/// U+202E, U+2028). Never `|`, which the load generator's markers use.
+/// what a terminal or a bidi renderer would act on (escapes, BEL, NUL, DEL,
+/// C1 controls, U+202E, U+200E, U+061C, U+2028). Never `|`, which the load
+/// generator's markers use.
 pub fn text(rng: &mut Rng, max_chars: usize) -> String {
     const PARTS: &[&str] = &[
         "hello",
@@ -87,6 +88,11 @@ pub fn text(rng: &mut Rng, max_chars: usize) -> String {
         "<b>",
         "%00",
         "ÿ",
+        "\u{9b}31m",
+        "\u{200e}",
+        "\u{61c}",
+        "\u{85}",
+        "\u{7f}",
     ];
     let mut out = String::new();
     let chars = rng.between(0, max_chars);
