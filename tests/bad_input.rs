@@ -488,7 +488,7 @@ fn fuzzed_websocket_frames_get_their_close_codes_and_hurt_no_one() {
         cases(),
         |rng, i| frames::case(rng, i % 2 == 0, limit),
         |server| server.ws,
-        |addr, case| cases::ws_frames(addr, case),
+        cases::ws_frames,
         |case| case.describe(),
     );
     arena.still_delivering("after the frames");
@@ -508,7 +508,7 @@ fn fuzzed_websocket_handshakes_get_answers_and_hurt_no_one() {
         cases() / 2,
         |rng, _| heads::handshake_case(rng),
         |server| server.ws,
-        |addr, case| cases::head(addr, case),
+        cases::head,
         |case| case.describe(),
     );
     arena.still_delivering("after the handshakes");
@@ -524,7 +524,7 @@ fn fuzzed_http_heads_get_answers_and_hurt_no_one() {
         cases(),
         |rng, _| heads::http_case(rng),
         |server| server.http,
-        |addr, case| cases::head(addr, case),
+        cases::head,
         |case| case.describe(),
     );
     arena.still_delivering("after the heads");
@@ -666,7 +666,6 @@ fn the_generator_repeats_itself_for_a_seed_and_knows_rfc_6455() {
 /// Runs `count` cases, `WORKERS` at a time, in batches of `BATCH`; checks the
 /// server after each batch (a batch that killed it is reported as such, and
 /// its other failures, which follow from the death, are dropped).
-#[allow(clippy::too_many_arguments)]
 fn fuzz<C>(
     arena: &mut Arena,
     label: &str,
