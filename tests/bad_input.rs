@@ -22,7 +22,9 @@
 
 mod bad_input {
     pub mod arena;
+    pub mod attacks;
     pub mod cases;
+    pub mod fuzz;
     pub mod gen;
     pub mod server;
     pub mod watch;
@@ -30,30 +32,26 @@ mod bad_input {
 }
 use bad_input::*;
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use arena::{Arena, Kind};
-use gen::{frames, heads, Rng};
-use server::Server;
+use attacks::{
+    big_body, exchange, hold, idle_sockets, named, oversized_heads, slowloris, sse_opens,
+    terminal_lines,
+};
+use fuzz::fuzz;
+use gen::{frames, heads};
 use wire::End;
 
 /// The seed when `BAD_INPUT_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5eed_0017;
 /// Fuzz cases per fuzz test when `BAD_INPUT_CASES` is not set.
 const DEFAULT_CASES: usize = 1000;
-/// Cases sent at once.
-const WORKERS: usize = 4;
-/// Cases between two checks of the server.
-const BATCH: usize = 40;
-/// Case failures shown per fuzz test (the rest are counted).
-const SHOWN: usize = 8;
 
-fn seed() -> u64 {
+/// The seed of this run.
+pub fn seed() -> u64 {
     gen::seed_from_env("BAD_INPUT_SEED").unwrap_or(DEFAULT_SEED)
 }
 
@@ -284,9 +282,16 @@ fn slow_idle_and_oversized_requests_leave_http_answering() {
         // Finding 5: heads without end or bound.
         let oversized = named(s, "oversized", move || oversized_heads(http));
 
-        // With all of that going on, HTTP still answers at once (finding 3).
-        thread::sleep(Duration::from_millis(1500)); // let the attackers connect and stall
-        held_threads = arena.server.sample().unwrap_or_default().threads;
+        // With all of that going on (the server holds a thread for each of
+        // the ~160 connections), HTTP still answers at once (finding 3).
+        let deadline = Instant::now() + secs(5);
+        loop {
+            held_threads = arena.server.sample().unwrap_or_default().threads;
+            if held_threads >= baseline.threads + 150 || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50)); // sampling /proc, with a deadline
+        }
         for path in ["/healthz", "/rooms", "/metrics"] {
             let at = Instant::now();
             let answer = wire::get(http, path, secs(5));
@@ -331,44 +336,6 @@ fn slow_idle_and_oversized_requests_leave_http_answering() {
     }
     arena.after("slow, idle and oversized requests");
 
-    // Past the bound on plain connections: the extra ones are refused at
-    // once, and once the idle ones time out, HTTP serves again.
-    let mut idle = Vec::new();
-    for _ in 0..300 {
-        match wire::connect(http) {
-            Ok(stream) => idle.push(stream),
-            Err(e) => {
-                arena.expect(false, || format!("idle connections past the bound: {e}"));
-                break;
-            }
-        }
-    }
-    let at = Instant::now();
-    let mut refused = 0;
-    let mut open = 0;
-    for stream in &mut idle {
-        let left = closed_within
-            .saturating_sub(at.elapsed())
-            .max(Duration::from_millis(1));
-        let (got, end) = wire::read_to_end(stream, left);
-        if got.starts_with(b"HTTP/1.1 503") {
-            refused += 1;
-        }
-        if end == End::StillOpen {
-            open += 1;
-        }
-    }
-    drop(idle);
-    arena.note(format!(
-        "300 idle HTTP connections: {refused} refused with 503, all others closed within {:.1?}",
-        at.elapsed()
-    ));
-    arena.expect(refused > 0, || {
-        "300 idle HTTP connections: none was refused (finding 4: a bound on plain connections)"
-            .into()
-    });
-    arena.expect(open == 0, || format!("{open} of 300 idle HTTP connections were still open after {closed_within:?} (finding 4)"));
-    arena.after("300 idle HTTP connections");
     // Once the attackers are gone, so are the threads that served them.
     let deadline = Instant::now() + secs(10);
     let mut after = arena.server.sample().unwrap_or_default();
@@ -387,6 +354,35 @@ fn slow_idle_and_oversized_requests_leave_http_answering() {
         )
     });
     arena.still_delivering("after the slow and idle requests");
+    arena.close();
+}
+
+#[test]
+fn idle_connections_past_the_bound_are_refused_and_then_closed() {
+    let mut arena = Arena::open(
+        "idle_connections_past_the_bound_are_refused_and_then_closed",
+        seed(),
+        &[],
+    );
+    // More than `--max-http-connections` (256): the extra ones get a 503
+    // at once, and every one is closed within the request deadline.
+    let within = secs(20);
+    match attacks::past_the_bound(arena.server.http, 300, within) {
+        Ok((refused, open)) => {
+            arena.note(format!(
+                "300 idle HTTP connections: {refused} refused with 503, {open} still open after {within:?}"
+            ));
+            arena.expect(refused > 0, || {
+                "300 idle HTTP connections: none was refused (finding 4: a bound on plain connections)".into()
+            });
+            arena.expect(open == 0, || {
+                format!("{open} of 300 idle HTTP connections were still open after {within:?} (finding 4)")
+            });
+        }
+        Err(e) => arena.expect(false, || format!("300 idle HTTP connections: {e}")),
+    }
+    arena.after("300 idle HTTP connections");
+    arena.still_delivering("after the idle connections");
     arena.close();
 }
 
@@ -529,458 +525,4 @@ fn fuzzed_http_heads_get_answers_and_hurt_no_one() {
     );
     arena.still_delivering("after the heads");
     arena.close();
-}
-
-#[test]
-fn the_generator_repeats_itself_for_a_seed_and_knows_rfc_6455() {
-    let bytes = |seed| {
-        let mut out = Vec::new();
-        for i in 0..50 {
-            let mut rng = Rng::derive(seed, &format!("ws-frames/{i}"));
-            let case = frames::case(&mut rng, i % 2 == 0, 65536);
-            out.extend(case.pieces.iter().flat_map(|p| p.bytes.clone()));
-            let mut rng = Rng::derive(seed, &format!("http-heads/{i}"));
-            out.extend(
-                heads::http_case(&mut rng)
-                    .pieces
-                    .iter()
-                    .flat_map(|p| p.bytes.clone()),
-            );
-        }
-        out
-    };
-    assert_eq!(bytes(7), bytes(7), "one seed, one input");
-    assert_ne!(bytes(7), bytes(8), "another seed, another input");
-
-    use frames::{op, Frame, Length, Peer, Step};
-    let mask = [1, 2, 3, 4];
-    let judge = |frames: Vec<Frame>| {
-        let mut peer = Peer::new(1000);
-        frames
-            .iter()
-            .map(|f| peer.judge(f, None))
-            .find(|s| *s != Step::Accepted)
-            .unwrap_or(Step::Accepted)
-    };
-    let text = |payload: &[u8], fin| Frame {
-        fin,
-        ..Frame::new(op::TEXT, payload.to_vec(), mask)
-    };
-    let cont = |payload: &[u8], fin| Frame {
-        fin,
-        ..Frame::new(op::CONTINUATION, payload.to_vec(), mask)
-    };
-    // "€" is E2 82 AC: split across fragments it is fine, cut short it is not.
-    assert_eq!(
-        judge(vec![text(b"\xE2\x82", false), cont(b"\xAC", true)]),
-        Step::Accepted
-    );
-    assert_eq!(
-        judge(vec![text(b"\xE2\x82", true)]),
-        Step::Closes(Some(1007), "invalid UTF-8 in a text message")
-    );
-    assert_eq!(
-        judge(vec![text(b"\xC0\x80", false)]),
-        Step::Closes(Some(1007), "invalid UTF-8 in a text message")
-    );
-    assert!(matches!(
-        judge(vec![cont(b"x", true)]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert!(matches!(
-        judge(vec![text(b"a", false), text(b"b", true)]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert!(matches!(
-        judge(vec![text(&[b'a'; 600], false), cont(&[b'b'; 600], true)]),
-        Step::Closes(Some(1009), _)
-    ));
-    let claims = Frame {
-        length: Length::Claims(u64::MAX),
-        ..text(b"", true)
-    };
-    assert!(matches!(judge(vec![claims]), Step::Closes(Some(1009), _)));
-    let reserved = Frame {
-        opcode: 0xB,
-        length: Length::Claims(u64::MAX),
-        ..text(b"", true)
-    };
-    assert!(
-        matches!(judge(vec![reserved]), Step::Closes(Some(1002), _)),
-        "the opcode is checked first"
-    );
-    let wide = Frame {
-        length: Length::Wide64,
-        ..text(b"hi", true)
-    };
-    assert_eq!(
-        judge(vec![wide]),
-        Step::Accepted,
-        "a non-minimal length is read, as tungstenite does"
-    );
-    let unmasked = Frame {
-        mask: None,
-        ..text(b"hi", true)
-    };
-    assert!(matches!(judge(vec![unmasked]), Step::Closes(Some(1002), _)));
-    let close = |payload: &[u8]| Frame::new(op::CLOSE, payload.to_vec(), mask);
-    assert!(matches!(
-        judge(vec![close(&1000u16.to_be_bytes())]),
-        Step::Closes(Some(1000), _)
-    ));
-    assert!(matches!(
-        judge(vec![close(&1005u16.to_be_bytes())]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert!(matches!(
-        judge(vec![close(&[3, 232, 0xC3, 0x28])]),
-        Step::Closes(Some(1007), _)
-    ));
-    assert!(matches!(
-        judge(vec![close(&[3])]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert!(matches!(judge(vec![close(&[])]), Step::Closes(None, _)));
-    let ping = |fin, len| Frame {
-        fin,
-        ..Frame::new(op::PING, vec![0; len], mask)
-    };
-    assert!(matches!(
-        judge(vec![ping(false, 1)]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert!(matches!(
-        judge(vec![ping(true, 126)]),
-        Step::Closes(Some(1002), _)
-    ));
-    assert_eq!(
-        Frame {
-            length: Length::Wide16,
-            ..text(b"hi", true)
-        }
-        .encode()[1],
-        0x80 | 126
-    );
-}
-
-/// Runs `count` cases, `WORKERS` at a time, in batches of `BATCH`; checks the
-/// server after each batch (a batch that killed it is reported as such, and
-/// its other failures, which follow from the death, are dropped).
-fn fuzz<C>(
-    arena: &mut Arena,
-    label: &str,
-    count: usize,
-    make: impl Fn(&mut Rng, usize) -> C + Sync,
-    port: fn(&Server) -> SocketAddr,
-    run: impl Fn(SocketAddr, &C) -> cases::Failures + Sync,
-    describe: impl Fn(&C) -> String + Sync,
-) {
-    let seed = seed();
-    let started = Instant::now();
-    let mut failed = 0;
-    for start in (0..count).step_by(BATCH) {
-        let end = (start + BATCH).min(count);
-        let addr = port(&arena.server);
-        let next = AtomicUsize::new(start);
-        let found = Mutex::new(Vec::new());
-        thread::scope(|s| {
-            for w in 0..WORKERS {
-                let (next, found, make, run, describe) = (&next, &found, &make, &run, &describe);
-                named(s, &format!("{label}-{w}"), move || loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= end {
-                        break;
-                    }
-                    let mut rng = Rng::derive(seed, &format!("{label}/{i}"));
-                    let case = make(&mut rng, i);
-                    let failures = run(addr, &case);
-                    if !failures.is_empty() {
-                        found.lock().unwrap_or_else(|p| p.into_inner()).push((
-                            i,
-                            describe(&case),
-                            failures,
-                        ));
-                    }
-                });
-            }
-        });
-        let died = arena.server.exited().is_some();
-        arena.after(&format!(
-            "{label} cases {start}..{end} (BAD_INPUT_SEED={seed:#x})"
-        ));
-        if died {
-            continue;
-        }
-        let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-        found.sort_by_key(|(i, _, _)| *i);
-        for (i, description, failures) in found {
-            failed += 1;
-            if failed > SHOWN {
-                continue;
-            }
-            let core = failures.iter().any(|(k, _)| *k == Kind::Core);
-            let what: Vec<String> = failures.into_iter().map(|(_, m)| m).collect();
-            let message = format!(
-                "{label} case {i}: {}\n    case: {description}",
-                what.join("; ")
-            );
-            if core {
-                arena.core(false, || message);
-            } else {
-                arena.expect(false, || message);
-            }
-        }
-    }
-    arena.expect(failed <= SHOWN, || {
-        format!("{label}: {} more failing cases not shown", failed - SHOWN)
-    });
-    arena.note(format!(
-        "{label}: {count} cases in {:.1?}, {failed} failed",
-        started.elapsed()
-    ));
-}
-
-fn named<'scope, T: Send + 'scope>(
-    s: &'scope thread::Scope<'scope, '_>,
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'scope,
-) -> thread::ScopedJoinHandle<'scope, T> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn_scoped(s, f)
-        .expect("spawn an attacker thread")
-}
-
-/// Writes `bytes` (then half-closes, if asked), reads until the server
-/// closes or `within` passes; returns the statuses and how it ended.
-fn exchange(addr: SocketAddr, bytes: &[u8], half_close: bool, within: Duration) -> (Vec<u16>, End) {
-    let Ok(mut stream) = wire::connect(addr) else {
-        return (Vec::new(), End::Reset);
-    };
-    let _ = stream.write_all(bytes);
-    let (got, end) = if half_close {
-        wire::finish(&mut stream, within)
-    } else {
-        wire::read_to_end(&mut stream, within)
-    };
-    let statuses = match wire::responses(&got) {
-        Ok(all) => all.iter().map(|r| r.status).collect(),
-        Err((some, _)) => some.iter().map(|r| r.status).collect(),
-    };
-    (statuses, end)
-}
-
-/// Sends `bytes` and then nothing; returns what came and when it ended.
-fn hold(addr: SocketAddr, bytes: &[u8], within: Duration) -> (Vec<u16>, End, Duration) {
-    let at = Instant::now();
-    let (statuses, end) = exchange(addr, bytes, false, within);
-    (statuses, end, at.elapsed())
-}
-
-/// A head sent one byte a second; returns how it ended and when.
-fn slowloris(addr: SocketAddr, give_up: Duration) -> (End, Duration) {
-    let at = Instant::now();
-    let Ok(mut stream) = wire::connect(addr) else {
-        return (End::Reset, at.elapsed());
-    };
-    let head = b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Slow: ";
-    if stream.write_all(head).is_err() {
-        return (End::Reset, at.elapsed());
-    }
-    while at.elapsed() < give_up {
-        if stream.write_all(b"a").is_err() {
-            return (End::Reset, at.elapsed());
-        }
-        // Has the server given up on us? Look for a second, then send again.
-        let (_, end) = wire::read_to_end(&mut stream, Duration::from_secs(1));
-        if end != End::StillOpen {
-            return (end, at.elapsed());
-        }
-    }
-    (End::StillOpen, at.elapsed())
-}
-
-/// Opens `fresh` idle connections and `after_one` that go idle after one
-/// request; all must be closed by the server within `within`.
-fn idle_sockets(http: SocketAddr, fresh: usize, after_one: usize, within: Duration) -> Vec<String> {
-    let mut sockets = Vec::new();
-    for i in 0..fresh + after_one {
-        let Ok(mut stream) = wire::connect(http) else {
-            return vec![format!("idle connection #{i} could not connect")];
-        };
-        if i >= fresh {
-            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-        }
-        sockets.push(stream);
-    }
-    let at = Instant::now();
-    let mut open = 0;
-    for stream in &mut sockets {
-        let left = within
-            .saturating_sub(at.elapsed())
-            .max(Duration::from_millis(1));
-        if wire::read_to_end(stream, left).1 == End::StillOpen {
-            open += 1;
-        }
-    }
-    if open > 0 {
-        vec![format!(
-            "{open} of {} idle HTTP connections were still open after {within:?} (finding 4)",
-            fresh + after_one
-        )]
-    } else {
-        Vec::new()
-    }
-}
-
-/// An endless header line, 10,000 headers and a 1 MB URL (finding 5).
-fn oversized_heads(http: SocketAddr) -> Vec<String> {
-    let mut problems = Vec::new();
-    // The endless line: 16 MiB at most, in 64 KiB writes; the server must
-    // answer 431 (or close) long before.
-    if let Ok(mut stream) = wire::connect(http) {
-        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ");
-        let chunk = vec![b'e'; 64 * 1024];
-        let mut sent = 0;
-        while sent < 16 << 20 && stream.write_all(&chunk).is_ok() {
-            sent += chunk.len();
-        }
-        let (got, _) = wire::read_to_end(&mut stream, secs(5));
-        let statuses: Vec<u16> = wire::responses(&got)
-            .map(|r| r.iter().map(|r| r.status).collect())
-            .unwrap_or_default();
-        if sent >= 16 << 20 {
-            problems.push(format!(
-                "an endless header line: all 16 MiB were taken, answered {statuses:?} (finding 5)"
-            ));
-        } else if !(statuses.is_empty() || statuses == [431]) {
-            problems.push(format!(
-                "an endless header line was answered {statuses:?}, not 431 (finding 5)"
-            ));
-        }
-    }
-    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
-    for i in 0..10_000 {
-        many.push_str(&format!("X-H{i}: v\r\n"));
-    }
-    many.push_str("\r\n");
-    let (statuses, _) = exchange(http, many.as_bytes(), true, secs(10));
-    if statuses != [431] {
-        problems.push(format!(
-            "10,000 headers were answered {statuses:?}, not 431 (finding 5)"
-        ));
-    }
-    let url = format!(
-        "GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n",
-        "u".repeat(1 << 20)
-    );
-    let (statuses, _) = exchange(http, url.as_bytes(), true, secs(10));
-    if statuses != [414] {
-        problems.push(format!(
-            "a 1 MB URL was answered {statuses:?}, not 414 (finding 5)"
-        ));
-    }
-    problems
-}
-
-/// Opens an SSE stream and waits for its `200` head.
-fn sse_opens(http: SocketAddr, within: Duration) -> Result<(), String> {
-    let mut stream = wire::connect(http)?;
-    stream
-        .write_all(b"GET /events?room=watch HTTP/1.1\r\nHost: x\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + within;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while wire::find(&got, b"\r\n\r\n").is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no answer within {within:?}"));
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match std::io::Read::read(&mut stream, &mut chunk) {
-            Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
-            _ => return Err(format!("ended: {}", wire::show(&got))),
-        }
-    }
-    if got.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!("answered {}", wire::show(&got)))
-    }
-}
-
-/// A text-mode client sees a message and a nick full of escapes; returns the
-/// lines it got for them.
-fn terminal_lines(ws: SocketAddr) -> Result<Vec<String>, String> {
-    use tungstenite::Message;
-    let url = |q: &str| format!("ws://{ws}/ws?room=term&{q}");
-    let (mut reader, _) = tungstenite::connect(url("format=text")).map_err(|e| e.to_string())?;
-    let (mut writer, _) = tungstenite::connect(url("name=writer")).map_err(|e| e.to_string())?;
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = reader.get_ref() {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    }
-    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7} \u{202e}desrever \u{2028}next\u{0}";
-    for text in [
-        format!(
-            r#"{{"type":"message","room":"term","text":{}}}"#,
-            gen::json_string(evil)
-        ),
-        format!(
-            r#"{{"type":"nick","name":{}}}"#,
-            gen::json_string("\u{202e}evil\u{1b}[1m")
-        ),
-        r#"{"type":"message","room":"term","text":"TERM-END"}"#.to_string(),
-    ] {
-        writer
-            .send(Message::text(text))
-            .map_err(|e| e.to_string())?;
-    }
-    let deadline = Instant::now() + secs(5);
-    let mut lines = Vec::new();
-    while Instant::now() < deadline {
-        match reader.read() {
-            Ok(Message::Text(line)) => {
-                let line = line.to_string();
-                let end = line.contains("TERM-END");
-                lines.push(line);
-                if end {
-                    return Ok(lines);
-                }
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(_)) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err(format!("TERM-END never came; lines: {lines:?}"))
-}
-
-/// POSTs a body of `bytes` (written until the server stops taking it);
-/// returns the status, if one came.
-fn big_body(http: SocketAddr, bytes: usize) -> Option<u16> {
-    let mut stream = wire::connect(http).ok()?;
-    let head = format!(
-        "POST /rooms/x/messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {bytes}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).ok()?;
-    let reader = stream.try_clone().ok()?;
-    thread::scope(|s| {
-        let answer = named(s, "big-body-read", move || {
-            let mut reader = reader;
-            wire::read_to_end(&mut reader, secs(20))
-        });
-        let chunk = vec![b'b'; 1 << 20];
-        let mut sent = 0;
-        while sent < bytes && stream.write_all(&chunk).is_ok() {
-            sent += chunk.len();
-        }
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let (got, _) = answer.join().ok()?;
-        let first = match wire::responses(&got) {
-            Ok(all) => all.first().map(|r| r.status),
-            Err((some, _)) => some.first().map(|r| r.status),
-        };
-        first
-    })
 }

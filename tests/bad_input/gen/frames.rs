@@ -610,3 +610,120 @@ fn close_frame(rng: &mut Rng) -> Frame {
     };
     Frame::new(op::CLOSE, payload, mask(rng))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{op, Frame, Length, Peer, Step};
+
+    #[test]
+    fn the_oracle_follows_rfc_6455_as_tungstenite_reads_it() {
+        let mask = [1, 2, 3, 4];
+        let judge = |frames: Vec<Frame>| {
+            let mut peer = Peer::new(1000);
+            frames
+                .iter()
+                .map(|f| peer.judge(f, None))
+                .find(|s| *s != Step::Accepted)
+                .unwrap_or(Step::Accepted)
+        };
+        let text = |payload: &[u8], fin| Frame {
+            fin,
+            ..Frame::new(op::TEXT, payload.to_vec(), mask)
+        };
+        let cont = |payload: &[u8], fin| Frame {
+            fin,
+            ..Frame::new(op::CONTINUATION, payload.to_vec(), mask)
+        };
+        // "€" is E2 82 AC: split across fragments it is fine, cut short it is not.
+        assert_eq!(
+            judge(vec![text(b"\xE2\x82", false), cont(b"\xAC", true)]),
+            Step::Accepted
+        );
+        assert_eq!(
+            judge(vec![text(b"\xE2\x82", true)]),
+            Step::Closes(Some(1007), "invalid UTF-8 in a text message")
+        );
+        assert_eq!(
+            judge(vec![text(b"\xC0\x80", false)]),
+            Step::Closes(Some(1007), "invalid UTF-8 in a text message")
+        );
+        assert!(matches!(
+            judge(vec![cont(b"x", true)]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert!(matches!(
+            judge(vec![text(b"a", false), text(b"b", true)]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert!(matches!(
+            judge(vec![text(&[b'a'; 600], false), cont(&[b'b'; 600], true)]),
+            Step::Closes(Some(1009), _)
+        ));
+        let claims = Frame {
+            length: Length::Claims(u64::MAX),
+            ..text(b"", true)
+        };
+        assert!(matches!(judge(vec![claims]), Step::Closes(Some(1009), _)));
+        let reserved = Frame {
+            opcode: 0xB,
+            length: Length::Claims(u64::MAX),
+            ..text(b"", true)
+        };
+        assert!(
+            matches!(judge(vec![reserved]), Step::Closes(Some(1002), _)),
+            "the opcode is checked first"
+        );
+        let wide = Frame {
+            length: Length::Wide64,
+            ..text(b"hi", true)
+        };
+        assert_eq!(
+            judge(vec![wide]),
+            Step::Accepted,
+            "a non-minimal length is read, as tungstenite does"
+        );
+        let unmasked = Frame {
+            mask: None,
+            ..text(b"hi", true)
+        };
+        assert!(matches!(judge(vec![unmasked]), Step::Closes(Some(1002), _)));
+        let close = |payload: &[u8]| Frame::new(op::CLOSE, payload.to_vec(), mask);
+        assert!(matches!(
+            judge(vec![close(&1000u16.to_be_bytes())]),
+            Step::Closes(Some(1000), _)
+        ));
+        assert!(matches!(
+            judge(vec![close(&1005u16.to_be_bytes())]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert!(matches!(
+            judge(vec![close(&[3, 232, 0xC3, 0x28])]),
+            Step::Closes(Some(1007), _)
+        ));
+        assert!(matches!(
+            judge(vec![close(&[3])]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert!(matches!(judge(vec![close(&[])]), Step::Closes(None, _)));
+        let ping = |fin, len| Frame {
+            fin,
+            ..Frame::new(op::PING, vec![0; len], mask)
+        };
+        assert!(matches!(
+            judge(vec![ping(false, 1)]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert!(matches!(
+            judge(vec![ping(true, 126)]),
+            Step::Closes(Some(1002), _)
+        ));
+        assert_eq!(
+            Frame {
+                length: Length::Wide16,
+                ..text(b"hi", true)
+            }
+            .encode()[1],
+            0x80 | 126
+        );
+    }
+}

@@ -138,3 +138,30 @@ pub fn show(bytes: &[u8], max: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{frames, heads, Rng};
+
+    #[test]
+    fn one_seed_gives_one_input_and_another_seed_another() {
+        let bytes = |seed| {
+            let mut out = Vec::new();
+            for i in 0..50 {
+                let mut rng = Rng::derive(seed, &format!("ws-frames/{i}"));
+                let case = frames::case(&mut rng, i % 2 == 0, 65536);
+                out.extend(case.pieces.iter().flat_map(|p| p.bytes.clone()));
+                let mut rng = Rng::derive(seed, &format!("http-heads/{i}"));
+                out.extend(
+                    heads::http_case(&mut rng)
+                        .pieces
+                        .iter()
+                        .flat_map(|p| p.bytes.clone()),
+                );
+            }
+            out
+        };
+        assert_eq!(bytes(7), bytes(7), "one seed, one input");
+        assert_ne!(bytes(7), bytes(8), "another seed, another input");
+    }
+}
