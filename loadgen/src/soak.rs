@@ -32,10 +32,13 @@ use crate::attack::{self, AttackReport};
 use crate::churn::{self, ChurnReport, Targets};
 use crate::fanout::{self, PublishVia, PublisherConn, PublisherReport, Schedule};
 use crate::pool::{settle, ConnectOptions, Pool, SubscribeVia};
-use crate::sample::{self, Growth, Sample};
+use crate::sample::{self, Sample};
 use crate::target::Target;
 use crate::track::{self, Counts, Trial};
 use crate::{token, ws};
+
+mod grpc;
+mod summary;
 
 /// `loadgen soak` options.
 #[derive(Args, Debug)]
@@ -223,8 +226,8 @@ pub async fn run(a: SoakArgs) -> Result<(Value, bool), String> {
         tokio::spawn(publish(rest_pub, rest_schedule)),
     ];
     let grpc = a.grpc.clone().map(|addr| {
-        let command = grpc_command(&a.python, &a.grpc_script, &addr, a.grpc_rate, publish_s);
-        tokio::task::spawn_blocking(move || run_grpc_publisher(command))
+        let command = grpc::command(&a.python, &a.grpc_script, &addr, a.grpc_rate, publish_s);
+        tokio::task::spawn_blocking(move || grpc::run(command))
     });
 
     // The noise.
@@ -427,7 +430,7 @@ pub async fn run(a: SoakArgs) -> Result<(Value, bool), String> {
         ));
     }
     let passed = failures.is_empty();
-    print_summary(&Summary {
+    summary::print(&summary::Summary {
         duration,
         warmup_s,
         seed,
@@ -477,63 +480,6 @@ pub async fn run(a: SoakArgs) -> Result<(Value, bool), String> {
     Ok((line, passed))
 }
 
-fn grpc_command(
-    python: &str,
-    script: &str,
-    addr: &str,
-    rate: f64,
-    seconds: f64,
-) -> std::process::Command {
-    let mut command = std::process::Command::new(python);
-    command
-        .args([script, addr, "--room", "soak", "--trial", "1"])
-        .args([
-            "--publisher".to_string(),
-            GRPC_PUBLISHER.to_string(),
-            "--rate".into(),
-            rate.to_string(),
-            "--seconds".into(),
-            seconds.to_string(),
-            "--size".into(),
-            SIZE.to_string(),
-        ]);
-    command
-}
-
-/// Runs the gRPC publisher to its end; its last stdout line is
-/// `{"sent": N, "errors": E, "failure": ...}`.
-fn run_grpc_publisher(mut command: std::process::Command) -> PublisherReport {
-    let output = match command.stderr(std::process::Stdio::inherit()).output() {
-        Ok(output) => output,
-        Err(e) => {
-            return PublisherReport {
-                failure: Some(format!("grpc publisher: {e}")),
-                ..PublisherReport::default()
-            }
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
-    let failure = match &line["failure"] {
-        Value::String(why) => Some(format!("grpc: {why}")),
-        _ if line.is_null() => Some(format!(
-            "grpc publisher said {stdout:?} ({})",
-            output.status
-        )),
-        _ => None,
-    };
-    PublisherReport {
-        sent: line["sent"].as_u64().unwrap_or(0),
-        errors: line["errors"].as_u64().unwrap_or(0),
-        failure,
-        ..PublisherReport::default()
-    }
-}
-
 fn parse_seed(text: &str) -> Result<u64, String> {
     let text = text.trim();
     match text.strip_prefix("0x") {
@@ -575,133 +521,4 @@ async fn healthz(http: &Target) -> Option<u16> {
         .await
         .ok()
         .flatten()
-}
-
-struct Summary<'a> {
-    duration: Duration,
-    warmup_s: f64,
-    seed: u64,
-    ws_subs: usize,
-    sse_subs: usize,
-    reports: &'a [PublisherReport],
-    sent: u64,
-    counts: Counts,
-    lost: u64,
-    disconnected: usize,
-    latency: &'a hdrhistogram::Histogram<u64>,
-    churned: &'a ChurnReport,
-    attacks: &'a AttackReport,
-    healthz: Option<u16>,
-    growth: &'a [Growth],
-    failures: &'a [String],
-}
-
-fn print_summary(s: &Summary<'_>) {
-    let subs = (s.ws_subs + s.sse_subs) as u64;
-    let c = s.churned;
-    let rows = vec![
-        (
-            "duration".to_string(),
-            format!(
-                "{:.0} s (growth judged after {:.0} s), seed {:#x}",
-                s.duration.as_secs_f64(),
-                s.warmup_s,
-                s.seed
-            ),
-        ),
-        (
-            "healthy subscribers".into(),
-            format!("{} WebSocket + {} SSE in room soak", s.ws_subs, s.sse_subs),
-        ),
-        (
-            "published".into(),
-            format!(
-                "WebSocket {}, REST {}, gRPC {} ({} in all)",
-                s.reports.first().map_or(0, |r| r.sent),
-                s.reports.get(1).map_or(0, |r| r.sent),
-                s.reports
-                    .get(2)
-                    .map_or("off".to_string(), |r| r.sent.to_string()),
-                s.sent
-            ),
-        ),
-        (
-            "delivered".into(),
-            format!(
-                "{} of {}; lost {}, duplicated {}, out of order {}, disconnected {}",
-                s.counts.unique,
-                s.sent * subs,
-                s.lost,
-                s.counts.duplicates,
-                s.counts.out_of_order,
-                s.disconnected
-            ),
-        ),
-        (
-            "latency p50/p99/max".into(),
-            format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                s.latency.value_at_quantile(0.5) as f64 / 1000.0,
-                s.latency.value_at_quantile(0.99) as f64 / 1000.0,
-                s.latency.max() as f64 / 1000.0
-            ),
-        ),
-        (
-            "churn".into(),
-            format!("{:?}, failures {:?}", c.churned, c.churn_failures),
-        ),
-        (
-            "slow readers".into(),
-            format!(
-                "started {:?}: closed {:?}, never dropped {:?}, dropped but left open {:?}",
-                c.slow_started, c.slow_closed, c.slow_kept, c.slow_left_open
-            ),
-        ),
-        (
-            "other rooms".into(),
-            format!(
-                "{} rotating-room + {} bulk publishes; {} refused",
-                c.rooms_published, c.bulk_published, c.rooms_refused
-            ),
-        ),
-        (
-            "bad input".into(),
-            format!(
-                "{:?}; {} closed by the server, {} could not connect",
-                s.attacks.sent, s.attacks.closed_by_server, s.attacks.connect_failures
-            ),
-        ),
-        ("/healthz at the end".into(), format!("{:?}", s.healthz)),
-    ];
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    eprintln!("== soak");
-    for (k, v) in &rows {
-        eprintln!("  {k:<width$}  {v}");
-    }
-    eprintln!();
-    eprintln!(
-        "  {:<8} {:>10} {:>16} {:>15} {:>10} {:>10}  verdict",
-        "resource", "min", "first third max", "last third max", "limit", "max"
-    );
-    for g in s.growth {
-        eprintln!(
-            "  {:<8} {:>10} {:>16} {:>15} {:>10} {:>10}  {}",
-            g.name,
-            g.min,
-            g.first,
-            g.last,
-            g.limit,
-            g.max,
-            if g.passed { "ok" } else { "GROWS" }
-        );
-    }
-    eprintln!();
-    if s.failures.is_empty() {
-        eprintln!("  verdict: pass");
-    } else {
-        eprintln!("  verdict: FAIL");
-        for f in s.failures {
-            eprintln!("    - {f}");
-        }
-    }
 }
