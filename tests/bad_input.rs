@@ -269,7 +269,7 @@ fn slow_idle_and_oversized_requests_leave_http_answering() {
         });
         // A version tiny_http does not speak must still be answered or
         // closed within the request deadline.
-        for version in ["HTTP/2.0", "HTTP/2"] {
+        for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/2"] {
             let record = &record;
             named(s, &format!("version-{version}"), move || {
                 let request = format!("GET /healthz {version}\r\nHost: x\r\n\r\n");
