@@ -229,10 +229,34 @@ pub fn terminal_lines(ws: SocketAddr) -> Result<Vec<String>, String> {
     use tungstenite::Message;
     let url = |q: &str| format!("ws://{ws}/ws?room=term&{q}");
     let (mut reader, _) = tungstenite::connect(url("format=text")).map_err(|e| e.to_string())?;
-    let (mut writer, _) = tungstenite::connect(url("name=writer")).map_err(|e| e.to_string())?;
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = reader.get_ref() {
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     }
+    let mut lines = Vec::new();
+    let mut read_until = |reader: &mut tungstenite::WebSocket<_>, mark: &str| {
+        let deadline = Instant::now() + secs(5);
+        while Instant::now() < deadline {
+            match reader.read() {
+                Ok(Message::Text(line)) => {
+                    let line = line.to_string();
+                    let found = line.contains(mark);
+                    lines.push(line);
+                    if found {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!("{mark:?} never came; lines: {lines:?}"))
+    };
+    // The welcome says the reader is a member: the 101 alone does not (the
+    // server answers the handshake, then joins), and the writer's messages
+    // must come after.
+    read_until(&mut reader, "* welcome")?;
+    let (mut writer, _) = tungstenite::connect(url("name=writer")).map_err(|e| e.to_string())?;
     let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7} \u{202e}desrever \u{2028}next\u{0}";
     for text in [
         format!(
@@ -249,24 +273,8 @@ pub fn terminal_lines(ws: SocketAddr) -> Result<Vec<String>, String> {
             .send(Message::text(text))
             .map_err(|e| e.to_string())?;
     }
-    let deadline = Instant::now() + secs(5);
-    let mut lines = Vec::new();
-    while Instant::now() < deadline {
-        match reader.read() {
-            Ok(Message::Text(line)) => {
-                let line = line.to_string();
-                let end = line.contains("TERM-END");
-                lines.push(line);
-                if end {
-                    return Ok(lines);
-                }
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(_)) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err(format!("TERM-END never came; lines: {lines:?}"))
+    read_until(&mut reader, "TERM-END")?;
+    Ok(lines)
 }
 
 /// POSTs a body of `bytes` (written until the server stops taking it);
