@@ -18,13 +18,19 @@ use switchboard::hub::{Command, Hangup, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
 use switchboard::room::{Name, RoomName};
+use switchboard::rooms::Retention;
 
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("hub_fan_out");
     for members in [1usize, 100, 1000] {
         let (stop, shutdown) = bounded::<()>(0);
-        let (hub, hub_thread) =
-            Hub::spawn(1000, 4096, Arc::new(Metrics::new()), shutdown).expect("hub");
+        let (hub, hub_thread) = Hub::spawn(
+            Retention::default(),
+            4096,
+            Arc::new(Metrics::new()),
+            shutdown,
+        )
+        .expect("hub");
         let room = RoomName::parse("bench").expect("valid");
         let mut drainers = Vec::new();
         for n in 0..members {
@@ -57,6 +63,9 @@ fn fan_out(c: &mut Criterion) {
         });
         drop(stop);
         hub_thread.join().expect("hub ends");
+        // Connects the hub had not applied yet wait in its command queue,
+        // each with a queue's sender, until the handle goes too.
+        drop(hub);
         for drainer in drainers {
             drainer.join().expect("drainer ends");
         }
@@ -64,5 +73,55 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fan_out);
+/// Publishing round-robin into many rooms without members, each at its
+/// `--history` cap: what keeping history costs the hub per publish, with no
+/// fan-out. Publishes go in batches, all queued before the first reply is
+/// read, so the figure is the hub's own work per publish, not a round trip.
+fn history(c: &mut Criterion) {
+    const BATCH: usize = 1000;
+    let mut group = c.benchmark_group("hub_history");
+    for rooms in [1usize, 1000, 10_000] {
+        let (stop, shutdown) = bounded::<()>(0);
+        let (hub, hub_thread) =
+            Hub::spawn(history_of(16), 4096, Arc::new(Metrics::new()), shutdown).expect("hub");
+        let names: Vec<RoomName> = (0..rooms)
+            .map(|n| RoomName::parse(&format!("room-{n}")).expect("valid"))
+            .collect();
+        let from = Name::parse("bench").expect("valid");
+        let (reply, replies) = bounded(BATCH);
+        let mut next = 0;
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(rooms), &rooms, |b, _| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    next = (next + 1) % names.len();
+                    let publish = Command::Publish {
+                        room: names[next].clone(),
+                        from: from.clone(),
+                        from_id: "bench".into(),
+                        text: "x".repeat(64),
+                        reply: reply.clone(),
+                    };
+                    hub.send(publish).expect("hub runs");
+                }
+                for _ in 0..BATCH {
+                    replies.recv().expect("hub runs").expect("published");
+                }
+            })
+        });
+        drop(stop);
+        hub_thread.join().expect("hub ends");
+    }
+    group.finish();
+}
+
+/// The default ceilings, with `events` kept per room.
+fn history_of(events: usize) -> Retention {
+    Retention {
+        history: events,
+        ..Retention::default()
+    }
+}
+
+criterion_group!(benches, fan_out, history);
 criterion_main!(benches);

@@ -23,11 +23,16 @@ use switchboard::hub::{Command, Hangup, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
 use switchboard::room::{Name, RoomName};
+use switchboard::rooms::Retention;
 
 fn main() {
     let (_stop, shutdown) = bounded::<()>(0); // dropping `_stop` would stop the hub
+    let history = Retention {
+        history: 100, // events kept per room
+        ..Retention::default()
+    };
     let (hub, _thread) =
-        Hub::spawn(100, 64, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+        Hub::spawn(history, 64, Arc::new(Metrics::new()), shutdown).expect("hub starts");
     let lobby = RoomName::parse("lobby").expect("a valid room");
 
     let mut queues = Vec::new();

@@ -12,6 +12,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::origin::PublicHost;
+use crate::rooms::{
+    Retention, DEFAULT_HISTORY, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_EXPIRY_SECS,
+};
 
 /// switchboard: a real-time messaging hub (WebSocket, Server-Sent Events, REST,
 /// gRPC) on OS threads and bounded channels.
@@ -37,8 +41,24 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
     /// Events kept per room for replay
-    #[arg(long, env = "SWITCHBOARD_HISTORY", default_value_t = 1000)]
+    #[arg(long, env = "SWITCHBOARD_HISTORY", default_value_t = DEFAULT_HISTORY)]
     pub history: usize,
+    /// Rooms that may exist at once; creating one more is refused (REST 503,
+    /// an `unavailable` error event)
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
+    pub max_rooms: usize,
+    /// Memory all rooms' history may hold together, in bytes (256 MiB); past
+    /// it the oldest events of the hub are dropped first
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_HISTORY_BYTES",
+        default_value_t = DEFAULT_MAX_HISTORY_BYTES
+    )]
+    pub max_history_bytes: usize,
+    /// Seconds a room without members keeps its history after its last use;
+    /// then it is forgotten (0: at once)
+    #[arg(long, env = "SWITCHBOARD_ROOM_EXPIRY", default_value_t = DEFAULT_ROOM_EXPIRY_SECS)]
+    pub room_expiry: u64,
     /// WebSocket ping / SSE heartbeat period, in seconds
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value_t = 30)]
     pub ping_interval: u64,
@@ -95,6 +115,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Events kept per room.
     pub history: usize,
+    /// Rooms that may exist at once.
+    pub max_rooms: usize,
+    /// Memory all rooms' history may hold together.
+    pub max_history_bytes: usize,
+    /// How long a room without members keeps its history after its last use.
+    pub room_expiry: Duration,
     /// Ping / heartbeat period; a WebSocket peer silent for two is dropped.
     pub ping_interval: Duration,
     /// Browser origins allowed on the WebSocket listener and to publish.
@@ -163,6 +189,7 @@ impl Config {
             ("max-connections", args.max_connections),
             ("ping-interval", args.ping_interval as usize),
             ("max-http-connections", args.max_http_connections),
+            ("max-rooms", args.max_rooms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(option));
@@ -193,6 +220,9 @@ impl Config {
             max_message_bytes: args.max_message_size,
             max_connections: args.max_connections,
             history: args.history,
+            max_rooms: args.max_rooms,
+            max_history_bytes: args.max_history_bytes,
+            room_expiry: Duration::from_secs(args.room_expiry),
             ping_interval: Duration::from_secs(args.ping_interval),
             allowed_origins,
             public_hosts,
@@ -203,6 +233,16 @@ impl Config {
             max_http_connections: args.max_http_connections,
             request_timeout: Duration::from_secs(10),
         })
+    }
+
+    /// What the hub keeps, and for how long.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            history: self.history,
+            max_rooms: self.max_rooms,
+            max_history_bytes: self.max_history_bytes,
+            room_expiry: self.room_expiry,
+        }
     }
 
     /// Defaults on `127.0.0.1:0` for every listener, for tests and examples.

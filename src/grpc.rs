@@ -43,6 +43,9 @@
 //!   events already queued are sent — Go's `RouteChat` returns at `io.EOF` too;
 //! - a bad request (bad room, empty text, bad name): `INVALID_ARGUMENT` with a
 //!   clear message; in `Chat` the reader aborts the stream through a oneshot;
+//! - a `Publish` to a new room past `--max-rooms`: `UNAVAILABLE`, saying how
+//!   many were accepted before it (`Subscribe` and `Chat` get an `error`
+//!   event with code `unavailable` instead, and go on);
 //! - a slow client: the hub marks its `Hangup` too slow and closes its queue;
 //!   the stream ends with `RESOURCE_EXHAUSTED` and the id to resume from;
 //! - shutdown: the hub queues `GoingAway` (the stream ends `OK`), the `stopping`
@@ -77,7 +80,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::hub::{Command, Hangup, HubHandle, Outbound, Subscriber};
+use crate::hub::{Command, Hangup, HubHandle, Outbound, PublishError, Subscriber};
 use crate::protocol::{Body, ClientId, Event, ParseError, Request, Transport};
 use crate::room::{Name, RoomName};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
@@ -652,7 +655,15 @@ impl Publisher {
                     summary.accepted += 1;
                     summary.last_id = event_id;
                 }
-                Err(_) => {
+                Err(PublishError::Refused(refused)) => {
+                    return Err(Status::unavailable(format!(
+                        "message {}: {refused}; {} accepted before it, last id {}",
+                        summary.accepted + 1,
+                        summary.accepted,
+                        summary.last_id
+                    )))
+                }
+                Err(PublishError::Stopped(_)) => {
                     return Err(Status::unavailable(format!(
                         "the server is shutting down; {} accepted, last id {}",
                         summary.accepted, summary.last_id

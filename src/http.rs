@@ -15,9 +15,10 @@ use log::debug;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::hub::HubGone;
+use crate::hub::{HubGone, PublishError};
 use crate::origin::OriginRefused;
 use crate::protocol::ParseError;
+use crate::rooms::RoomLimit;
 use crate::transport::Shared;
 
 pub use listener::{bind, spawn_listener, PlainSlot};
@@ -60,6 +61,9 @@ pub enum ApiError {
     /// At `--max-connections`.
     #[error("at the connection limit ({0}); try again later")]
     Full(usize),
+    /// A new room at `--max-rooms`.
+    #[error(transparent)]
+    RoomLimit(#[from] RoomLimit),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -79,7 +83,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Full(_) | ApiError::ShuttingDown => 503,
+            ApiError::Full(_) | ApiError::RoomLimit(_) | ApiError::ShuttingDown => 503,
             ApiError::Timeout => 408,
         }
     }
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported",
             ApiError::Full(_) | ApiError::ShuttingDown => "unavailable",
             ApiError::Timeout => "timeout",
+            ApiError::RoomLimit(_) => RoomLimit::CODE,
         }
     }
 
@@ -127,6 +132,15 @@ impl ApiError {
 impl From<HubGone> for ApiError {
     fn from(_: HubGone) -> ApiError {
         ApiError::ShuttingDown
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> ApiError {
+        match e {
+            PublishError::Stopped(gone) => gone.into(),
+            PublishError::Refused(refused) => refused.into(),
+        }
     }
 }
 

@@ -30,15 +30,21 @@
 //! Replay without gaps: `Connect` registers the subscriber, snapshots the
 //! history it asked for (`since`) and joins its rooms in one step, so nothing
 //! published in between can be missed or sent twice.
+//!
+//! Rooms and their history live in `Rooms`, within `--max-rooms`,
+//! `--max-history-bytes` and `--room-expiry` (see `rooms`): a room that
+//! cannot be created is refused (`RoomLimit`: REST 503, an `unavailable`
+//! error event), and rooms without members are swept from the hub loop
+//! every `Retention::sweep_interval`, with no timer thread.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 use log::{debug, warn};
 use serde::Serialize;
 
@@ -48,7 +54,8 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     now_millis, Body, ClientId, Event, Member, Request, RoomCount, Transport, HELP,
 };
-use crate::room::{Name, Room, RoomMember, RoomName};
+use crate::room::{Name, RoomMember, RoomName};
+use crate::rooms::{Retention, RoomLimit, Rooms};
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// How many commands may wait for the hub before senders block.
@@ -66,6 +73,8 @@ const RUN_ROOM: usize = 160;
 const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= MAX_RUN_EVENTS);
 /// How many rooms one connection may be in at once.
 pub const MAX_ROOMS_PER_CLIENT: usize = 64;
+/// The least time between two warnings that rooms are being refused.
+const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What the hub puts in a subscriber's queue.
 #[derive(Debug)]
@@ -392,8 +401,8 @@ pub enum Command {
         from_id: Arc<str>,
         /// The message.
         text: String,
-        /// Gets the new event's id.
-        reply: Sender<u64>,
+        /// Gets the new event's id, or why the room could not be created.
+        reply: Sender<Result<u64, RoomLimit>>,
     },
     /// List the rooms.
     ListRooms {
@@ -424,6 +433,18 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the hub has stopped")]
 pub struct HubGone;
+
+/// Why a publish from outside a connection (REST, gRPC `Publish`) did not
+/// happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The hub has stopped.
+    #[error(transparent)]
+    Stopped(#[from] HubGone),
+    /// The room does not exist, and `--max-rooms` rooms do.
+    #[error(transparent)]
+    Refused(#[from] RoomLimit),
+}
 
 /// The sending side of the hub, cloned into every thread that talks to it.
 #[derive(Clone)]
@@ -465,14 +486,15 @@ impl HubHandle {
         from: Name,
         from_id: Arc<str>,
         text: String,
-    ) -> Result<u64, HubGone> {
-        self.ask(|reply| Command::Publish {
+    ) -> Result<u64, PublishError> {
+        let published = self.ask(|reply| Command::Publish {
             room,
             from,
             from_id,
             text,
             reply,
-        })
+        })?;
+        Ok(published?)
     }
 
     /// Every room, sorted by name.
@@ -535,11 +557,12 @@ pub struct Hub {
     commands: Receiver<Command>,
     shutdown: Receiver<()>,
     metrics: Arc<Metrics>,
-    history_cap: usize,
     clients: HashMap<ClientId, Client>,
-    rooms: HashMap<RoomName, Room>,
+    /// Every room, within the ceilings of `Retention`.
+    rooms: Rooms,
+    /// When rooms were last refused with a warning in the log.
+    room_limit_warned: Option<Instant>,
     last_id: u64,
-    history_events: usize,
     /// Subscribers found slow or gone during fan-out, removed after it.
     leaving: Vec<(ClientId, Leave)>,
     /// The run this round is filling, if any: its room, and its events in
@@ -565,9 +588,10 @@ struct OpenRun {
 impl Hub {
     /// Starts the hub thread. It runs until `shutdown` disconnects (its sender
     /// is dropped), then says goodbye to every subscriber and returns.
-    /// `send_buffer` is the subscribers' `--send-buffer`, which bounds a run.
+    /// `retention` says what it keeps and how long; `send_buffer` is the
+    /// subscribers' `--send-buffer`, which bounds a run.
     pub fn spawn(
-        history_cap: usize,
+        retention: Retention,
         send_buffer: usize,
         metrics: Arc<Metrics>,
         shutdown: Receiver<()>,
@@ -584,11 +608,10 @@ impl Hub {
             admission,
             shutdown,
             metrics,
-            history_cap,
             clients: HashMap::new(),
-            rooms: HashMap::new(),
+            rooms: Rooms::new(retention),
+            room_limit_warned: None,
             last_id: 0,
-            history_events: 0,
             leaving: Vec::new(),
             open_run: None,
             run_events: Vec::new(),
@@ -601,23 +624,56 @@ impl Hub {
     }
 
     fn run(mut self) {
-        loop {
+        let sweeps = self.rooms.sweep_interval().map_or_else(never, tick);
+        'hub: loop {
             // After heavy traffic, a quiet spell is the time to hand freed
             // memory back (`memory`); otherwise wait as long as it takes.
-            let quiet = self
+            // A deadline, not a timeout: sweeps on the way do not end the
+            // quiet spell.
+            let quiet_until = self
                 .housekeeping
                 .trim_after_quiet()
-                .unwrap_or(Duration::MAX);
-            select! {
-                recv(self.commands) -> command => match command {
-                    Ok(command) => self.round(command),
-                    Err(_) => break, // every sender is gone: nothing can reach the hub any more
-                },
-                recv(self.shutdown) -> _ => break,
-                default(quiet) => self.housekeeping.trim(),
+                .map(|quiet| Instant::now() + quiet);
+            loop {
+                let quiet = quiet_until.map_or(Duration::MAX, |until| {
+                    until.saturating_duration_since(Instant::now())
+                });
+                select! {
+                    recv(self.commands) -> command => match command {
+                        Ok(command) => {
+                            self.round(command);
+                            break;
+                        }
+                        Err(_) => break 'hub, // every sender is gone: nothing can reach the hub any more
+                    },
+                    recv(sweeps) -> _ => self.sweep(),
+                    recv(self.shutdown) -> _ => break 'hub,
+                    default(quiet) => {
+                        self.housekeeping.trim();
+                        break;
+                    }
+                }
             }
         }
         self.say_goodbye();
+    }
+
+    /// Forgets the rooms whose `--room-expiry` has passed.
+    fn sweep(&mut self) {
+        let expired = self.rooms.expire(Instant::now());
+        if expired > 0 {
+            debug!("{expired} rooms without members expired");
+            self.metrics.rooms_expired(expired);
+            self.count_rooms();
+        }
+    }
+
+    fn count_rooms(&self) {
+        self.metrics.set_rooms(
+            self.rooms.len(),
+            self.rooms.history_events(),
+            self.rooms.history_bytes(),
+        );
     }
 
     /// One round: `first`, then the commands already waiting (up to
@@ -639,8 +695,7 @@ impl Hub {
             }
             self.remove_leaving();
         }
-        self.metrics
-            .set_rooms(self.rooms.len(), self.history_events);
+        self.count_rooms();
     }
 
     fn apply(&mut self, command: Command) {
@@ -659,8 +714,8 @@ impl Hub {
                 text,
                 reply,
             } => {
-                let id = self.say(&room, from, from_id, text);
-                let _ = reply.send(id); // the asker may have given up; nothing to undo
+                let published = self.say(&room, from, from_id, text);
+                let _ = reply.send(published); // the asker may have given up; nothing to undo
             }
             Command::ListRooms { reply } => {
                 let _ = reply.send(self.summaries());
@@ -676,10 +731,7 @@ impl Hub {
             } => {
                 let events = self.rooms.get(&room).map(|r| match since {
                     Some(since) => r.since(since).take(limit).cloned().collect(),
-                    None => {
-                        let skip = r.history.len().saturating_sub(limit);
-                        r.history.iter().skip(skip).cloned().collect()
-                    }
+                    None => r.newest(limit).cloned().collect(),
                 });
                 let _ = reply.send(events);
             }
@@ -710,10 +762,23 @@ impl Hub {
             }
         }
         let _ = hangup.admission.set(Arc::clone(&self.admission)); // set once, before its first event
+
+        // The welcome lists the rooms it will be in: new rooms only while
+        // `--max-rooms` allows (`join` tells it about the others).
+        let mut vacancies = self.rooms.vacancies();
+        let mut joining = Vec::with_capacity(wanted.len());
+        for room in &wanted {
+            if self.rooms.contains(room) {
+                joining.push(room.clone());
+            } else if vacancies > 0 {
+                vacancies -= 1;
+                joining.push(room.clone());
+            }
+        }
         let welcome = Event::new(Body::Welcome {
             id,
             name: name.clone(),
-            rooms: wanted.clone(),
+            rooms: joining,
         });
         if offer(&events, &hangup, Outbound::Event(Arc::new(welcome))).is_err() {
             return; // the connection ended before the hub heard of it
@@ -768,7 +833,9 @@ impl Hub {
                     return self.tell(from, not_member(format!("join #{room} first")));
                 }
                 let (name, label) = (client.name.clone(), Arc::clone(&client.label));
-                self.say(&room, name, label, text);
+                if let Err(refused) = self.say(&room, name, label, text) {
+                    self.tell(from, refused.to_event()); // cannot happen: a member's room exists
+                }
             }
             Request::Join(room) => {
                 if client.rooms.contains(&room) {
@@ -828,13 +895,12 @@ impl Hub {
         }
     }
 
-    /// Adds `id` to `room` and announces it (to the joiner too).
+    /// Adds `id` to `room` and announces it (to the joiner too); a room that
+    /// cannot be created is refused, and the client told.
     fn join(&mut self, id: ClientId, room: RoomName) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        client.rooms.push(room.clone());
-        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
         // Joining in the middle of this room's run: only what follows is ours.
         let joined_at = match &self.open_run {
             Some(run) if run.room == room => RunPosition {
@@ -843,16 +909,18 @@ impl Hub {
             },
             _ => RunPosition::default(),
         };
-        self.rooms
-            .entry(room.clone())
-            .or_default()
-            .members
-            .push(RoomMember {
-                client: id,
-                queue: client.events.clone(),
-                hangup: Arc::clone(&client.hangup),
-                joined_at,
-            });
+        let member = RoomMember {
+            client: id,
+            queue: client.events.clone(),
+            hangup: Arc::clone(&client.hangup),
+            joined_at,
+        };
+        if let Err(refused) = self.rooms.join(&room, member) {
+            self.refused(&refused);
+            return self.tell(id, refused.to_event());
+        }
+        client.rooms.push(room.clone());
+        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
         self.broadcast(&room, |id, ts| Body::Joined {
             room: room.clone(),
             id,
@@ -879,18 +947,43 @@ impl Hub {
         self.forget_member(id, room); // after the run up to its own `left`
     }
 
-    /// Publishes a message; returns its id.
-    fn say(&mut self, room: &RoomName, from: Name, from_id: Arc<str>, text: String) -> u64 {
+    /// Publishes a message, creating its room if `--max-rooms` allows;
+    /// returns its id.
+    fn say(
+        &mut self,
+        room: &RoomName,
+        from: Name,
+        from_id: Arc<str>,
+        text: String,
+    ) -> Result<u64, RoomLimit> {
+        if let Err(refused) = self.rooms.create(room) {
+            self.refused(&refused);
+            return Err(refused);
+        }
         self.metrics.published();
-        self.rooms.entry(room.clone()).or_default();
-        self.broadcast(room, |id, ts| Body::Message {
+        Ok(self.broadcast(room, |id, ts| Body::Message {
             room: room.clone(),
             id,
             from,
             from_id,
             text,
             ts,
-        })
+        }))
+    }
+
+    /// Counts a room refused at `--max-rooms`, and says so in the log (at
+    /// most once a minute: the metric counts every one).
+    fn refused(&mut self, refused: &RoomLimit) {
+        self.metrics.room_refused();
+        let warned_lately = self
+            .room_limit_warned
+            .is_some_and(|at| at.elapsed() < ROOM_LIMIT_WARNING_EVERY);
+        if warned_lately {
+            debug!("{refused}");
+        } else {
+            warn!("{refused} (switchboard_rooms_refused_total counts every refusal)");
+            self.room_limit_warned = Some(Instant::now());
+        }
     }
 
     /// Gives the event the next id, keeps it, and adds it to the room's run;
@@ -902,14 +995,15 @@ impl Hub {
         if !same_room || self.run_events.len() >= self.max_run {
             self.flush_run();
         }
-        let Some(target) = self.rooms.get_mut(room) else {
+        if !self.rooms.contains(room) {
             return 0;
-        };
+        }
         self.last_id += 1;
         let event = Arc::new(Event::new(body(self.last_id, now_millis())));
-        let kept_before = target.history.len();
-        target.record(Arc::clone(&event), self.history_cap);
-        self.history_events = self.history_events + target.history.len() - kept_before;
+        let evicted = self.rooms.record(room, Arc::clone(&event));
+        if evicted > 0 {
+            self.metrics.history_evicted(evicted);
+        }
         if self.open_run.is_none() {
             self.runs += 1;
             self.open_run = Some(OpenRun {
@@ -998,7 +1092,7 @@ impl Hub {
             ..
         } = client; // dropping `events` here closes the queue
         for room in rooms {
-            if !self.rooms.contains_key(&room) {
+            if !self.rooms.contains(&room) {
                 continue;
             }
             let (name, label) = (name.clone(), Arc::clone(&label));
@@ -1009,7 +1103,6 @@ impl Hub {
                 from_id: label,
                 ts,
             });
-            self.drop_room_if_gone(&room);
         }
         self.metrics.disconnected(transport);
     }
@@ -1020,16 +1113,7 @@ impl Hub {
         if self.open_run.as_ref().is_some_and(|run| &run.room == room) {
             self.flush_run();
         }
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.remove(id);
-        }
-        self.drop_room_if_gone(room);
-    }
-
-    fn drop_room_if_gone(&mut self, room: &RoomName) {
-        if self.rooms.get(room).is_some_and(Room::is_gone) {
-            self.rooms.remove(room);
-        }
+        self.rooms.leave(room, id);
     }
 
     fn summaries(&self) -> Vec<RoomSummary> {
@@ -1162,7 +1246,20 @@ mod tests {
         answer
     }
 
-    fn publish(hub: &HubHandle, room: &RoomName, text: String, reply: &Sender<u64>) {
+    /// The default ceilings, with no history kept.
+    fn no_history() -> Retention {
+        Retention {
+            history: 0,
+            ..Retention::default()
+        }
+    }
+
+    fn publish(
+        hub: &HubHandle,
+        room: &RoomName,
+        text: String,
+        reply: &Sender<Result<u64, RoomLimit>>,
+    ) {
         let publish = Command::Publish {
             room: room.clone(),
             from: Name::guest(0),
@@ -1197,8 +1294,13 @@ mod tests {
         const SEND_BUFFER: usize = 64;
         const TOTAL: usize = 2000;
         let (stop, shutdown) = bounded::<()>(0);
-        let (hub, thread) =
-            Hub::spawn(0, SEND_BUFFER, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+        let (hub, thread) = Hub::spawn(
+            no_history(),
+            SEND_BUFFER,
+            Arc::new(Metrics::new()),
+            shutdown,
+        )
+        .expect("hub starts");
         let room = RoomName::parse("r").expect("valid");
         let (stalled, stalled_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
         // Room for everything: it takes nothing until the end.
@@ -1212,6 +1314,7 @@ mod tests {
         held.recv().expect("the hub answers the query");
         for _ in 0..TOTAL {
             ids.recv_timeout(Duration::from_secs(10))
+                .expect("answered")
                 .expect("published");
         }
         wait_until("the stalled subscriber is dropped", || {
@@ -1236,8 +1339,13 @@ mod tests {
     fn members_count_as_lagging_while_their_queue_is_past_a_quarter_full() {
         const SEND_BUFFER: usize = 16;
         let (stop, shutdown) = bounded::<()>(0);
-        let (hub, thread) =
-            Hub::spawn(0, SEND_BUFFER, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+        let (hub, thread) = Hub::spawn(
+            no_history(),
+            SEND_BUFFER,
+            Arc::new(Metrics::new()),
+            shutdown,
+        )
+        .expect("hub starts");
         let room = RoomName::parse("r").expect("valid");
         let (slow, slow_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
         let (gone, gone_hangup) = subscribe(&hub, 2, &room, SEND_BUFFER);
@@ -1246,6 +1354,7 @@ mod tests {
         for n in 0..3 {
             publish(&hub, &room, format!("m{n}"), &reply);
             ids.recv_timeout(Duration::from_secs(10))
+                .expect("answered")
                 .expect("published");
         }
         wait_until("both members lag", || hub.members_lagging() == 2);
@@ -1274,7 +1383,7 @@ mod tests {
         const JOINERS: u64 = 40;
         let (stop, shutdown) = bounded::<()>(0);
         let (hub, thread) =
-            Hub::spawn(0, 256, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+            Hub::spawn(no_history(), 256, Arc::new(Metrics::new()), shutdown).expect("hub starts");
         let room = RoomName::parse("r").expect("valid");
         let held = hold(&hub);
         let queues: Vec<_> = (1..=JOINERS)

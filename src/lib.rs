@@ -20,7 +20,9 @@
 //! Reading order for newcomers:
 //! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
 //!    each is written on the wire.
-//! 2. [`room`]: names checked once at the edge; a room is members + history.
+//! 2. [`room`]: names checked once at the edge; a room is members + history;
+//!    [`rooms`]: every room, within `--max-rooms`, `--max-history-bytes`
+//!    and `--room-expiry`.
 //! 3. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
 //!    consumers, replay; and [`admission`]: new members wait while a crowd
 //!    of old ones lags.
@@ -44,6 +46,7 @@ pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod room;
+pub mod rooms;
 pub mod server;
 pub mod shutdown;
 pub mod threads;

@@ -54,7 +54,11 @@ pub struct Metrics {
     slow_consumers: Family<TransportLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
     rooms: Gauge,
+    rooms_refused: Counter,
+    rooms_expired: Counter,
     history_events: Gauge,
+    history_bytes: Gauge,
+    history_evicted: Counter,
     members_lagging: Gauge,
     join_waits: Counter,
     http_connections: Gauge,
@@ -97,9 +101,29 @@ impl Metrics {
         );
         r.register("switchboard_rooms", "Rooms that exist", m.rooms.clone());
         r.register(
+            "switchboard_rooms_refused",
+            "Rooms not created because --max-rooms exist (a publish answered 503, a join answered an unavailable error)",
+            m.rooms_refused.clone(),
+        );
+        r.register(
+            "switchboard_rooms_expired",
+            "Rooms forgotten, history and all, --room-expiry after their last use without members",
+            m.rooms_expired.clone(),
+        );
+        r.register(
             "switchboard_history_events",
             "Events kept for replay, across all rooms",
             m.history_events.clone(),
+        );
+        r.register(
+            "switchboard_history_bytes",
+            "Memory history may hold, across all rooms (each event with every encoding it may cache); at most --max-history-bytes",
+            m.history_bytes.clone(),
+        );
+        r.register(
+            "switchboard_history_evicted",
+            "Events dropped from history, the hub's oldest first, to keep it within --max-history-bytes",
+            m.history_evicted.clone(),
         );
         r.register(
             "switchboard_members_lagging",
@@ -162,9 +186,22 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    pub(crate) fn set_rooms(&self, rooms: usize, history_events: usize) {
+    pub(crate) fn set_rooms(&self, rooms: usize, history_events: usize, history_bytes: usize) {
         self.rooms.set(rooms as i64);
         self.history_events.set(history_events as i64);
+        self.history_bytes.set(history_bytes as i64);
+    }
+
+    pub(crate) fn room_refused(&self) {
+        self.rooms_refused.inc();
+    }
+
+    pub(crate) fn rooms_expired(&self, count: u64) {
+        self.rooms_expired.inc_by(count);
+    }
+
+    pub(crate) fn history_evicted(&self, count: u64) {
+        self.history_evicted.inc_by(count);
     }
 
     /// How many members lag now (read from the hub's `Admission` as the

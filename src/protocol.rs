@@ -191,7 +191,8 @@ pub enum Body {
     /// Something the client sent could not be done; the connection lives on.
     Error {
         /// A stable code: `bad_request`, `bad_room`, `bad_name`, `not_member`,
-        /// `too_large`, `rate_limited`, `unsupported`.
+        /// `too_large`, `rate_limited`, `unsupported`, `unavailable` (a room
+        /// past `--max-rooms`).
         code: &'static str,
         /// What went wrong, for people.
         message: String,
@@ -266,11 +267,73 @@ impl Event {
         }
     }
 
-    /// The event as one JSON object (cached).
+    /// The event as one JSON object (cached, without spare capacity: serde
+    /// grows its buffer by doubling, and a kept event holds its JSON for as
+    /// long as it is in history).
     pub fn json(&self) -> &str {
         self.json.get_or_init(|| {
-            serde_json::to_string(&self.body).expect("Body has only strings, numbers and lists")
+            let mut json = serde_json::to_string(&self.body)
+                .expect("Body has only strings, numbers and lists");
+            json.shrink_to_fit();
+            json
         })
+    }
+
+    /// The most memory a room event (`message`, `joined`, `left`) holds once
+    /// every encoding a writer may cache is filled: the event itself, its
+    /// text, its names, its JSON, both WebSocket frames and its SSE block.
+    /// Worked out from the fields' lengths without encoding anything, since
+    /// the hub counts every event it keeps by it (`--max-history-bytes`) and
+    /// never serialises. Other events are never kept: for them it encodes
+    /// them to measure.
+    pub fn held_bytes(&self) -> usize {
+        let (names, text) = match &self.body {
+            Body::Message {
+                room,
+                from,
+                from_id,
+                text,
+                ..
+            } => ([room.as_str(), from.as_str(), from_id], Some(text)),
+            Body::Joined {
+                room,
+                name,
+                from_id,
+                ..
+            }
+            | Body::Left {
+                room,
+                name,
+                from_id,
+                ..
+            } => ([room.as_str(), name.as_str(), from_id], None),
+            _ => {
+                let json = self.json().len();
+                let line = self.text_line().len();
+                return EVENT_BYTES
+                    + json
+                    + (json + MAX_FRAME_HEADER_BYTES)
+                    + (line + MAX_FRAME_HEADER_BYTES)
+                    + (json + SSE_LINES_BYTES);
+            }
+        };
+        // Each name counted as if the event had its own copy (a REST
+        // publish's are), escaped as JSON escapes it.
+        let names_json: usize = names.iter().map(|name| json_string_bound(name)).sum();
+        let names_owned: usize = names.iter().map(|name| ARC_COUNTS_BYTES + name.len()).sum();
+        let text_json = text.map_or(0, |text| json_string_bound(text));
+        let json = JSON_SKELETON_BYTES + 2 * MAX_DIGITS + names_json + text_json;
+        // A text line shows the same strings, escaped its own way (names
+        // are printable: at most their backslashes double, as in JSON).
+        let text_line = text.map_or(0, |text| line_string_bound(text));
+        let line = LINE_SKELETON_BYTES + names_json + text_line;
+        EVENT_BYTES
+            + names_owned
+            + text.map_or(0, String::capacity)
+            + json // `json`
+            + (json + MAX_FRAME_HEADER_BYTES) // `ws_json`
+            + (line + MAX_FRAME_HEADER_BYTES) // `ws_text`
+            + (json + SSE_LINES_BYTES) // `sse`
     }
 
     /// The event as one readable line, without a newline, with every
@@ -334,7 +397,7 @@ impl Event {
     pub fn sse_block(&self) -> &[u8] {
         self.sse
             .get_or_init(|| {
-                let mut block = String::with_capacity(self.json().len() + 40);
+                let mut block = String::with_capacity(self.json().len() + SSE_LINES_BYTES);
                 if let Some(id) = self.id() {
                     let _ = writeln!(block, "id: {id}");
                 }
@@ -406,6 +469,62 @@ pub fn escape_unprintable(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// An `Event` behind its `Arc`: the struct and the two reference counts.
+const EVENT_BYTES: usize = std::mem::size_of::<Event>() + ARC_COUNTS_BYTES;
+/// The reference counts at the head of every `Arc` allocation.
+const ARC_COUNTS_BYTES: usize = 2 * std::mem::size_of::<usize>();
+/// A room event's JSON without its strings and numbers: keys, quotes,
+/// punctuation (73 bytes for the longest, `message`).
+const JSON_SKELETON_BYTES: usize = 80;
+/// A room event's text line without its strings (`[] : `, `[] *  joined`).
+const LINE_SKELETON_BYTES: usize = 16;
+/// The most digits a `u64` (an id, a `ts`) takes.
+const MAX_DIGITS: usize = 20;
+/// A server's WebSocket frame header: 2 bytes, and 8 more for a long payload.
+const MAX_FRAME_HEADER_BYTES: usize = 10;
+/// An SSE block's lines around the JSON: `id: <20 digits>`, `event: message`,
+/// `data: ` and the newlines.
+const SSE_LINES_BYTES: usize = 48;
+
+/// At least the length of `s` as a JSON string's contents: `"` and `\`
+/// take two bytes, a control character six (`\u001b`; serde writes `\n`
+/// and its like in two).
+fn json_string_bound(s: &str) -> usize {
+    s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+/// At least the length of `text` once `escape_unprintable` has escaped it,
+/// counted without escaping: a backslash may double, `\n` and its like take
+/// two bytes, another ASCII control four (`\x1b`), any other unprintable
+/// character `\u{H..}`. It follows `escape_unprintable`'s rules; the test
+/// `held_bytes_is_at_least_what_an_event_holds_with_every_encoding_cached`
+/// holds the two together.
+fn line_string_bound(text: &str) -> usize {
+    let ascii: usize = text
+        .bytes()
+        .map(|b| usize::from(b < 0x20 || b == 0x7f) * 3 + usize::from(b == b'\\'))
+        .sum();
+    let other: usize = if text.is_ascii() {
+        0 // the common case, without decoding a character
+    } else {
+        text.chars()
+            .filter(|&c| !c.is_ascii() && is_unprintable(c))
+            .map(|c| {
+                let hex_digits = (u32::from(c).ilog2() / 4 + 1) as usize;
+                "\\u{}".len() + hex_digits - c.len_utf8()
+            })
+            .sum()
+    };
+    text.len() + ascii + other
 }
 
 /// Encodes `text` as one final, unmasked WebSocket text frame.
@@ -684,6 +803,98 @@ mod tests {
         assert_eq!(parse_line(&deep).unwrap_err().code(), "bad_request");
         assert!(nesting_exceeds(r#"{"a":[[[[]]]]}"#, 4));
         assert!(!nesting_exceeds(r#"{"a":"[[[[[[[[\"{{{{{{"}"#, 1));
+    }
+
+    /// What an event holds with every encoding cached, measured.
+    fn measured_bytes(event: &Event) -> usize {
+        let _ = (event.ws_frame(Format::Json), event.ws_frame(Format::Text));
+        let _ = event.sse_block();
+        let text = match event.body() {
+            Body::Message { text, .. } => text.capacity(),
+            _ => 0,
+        };
+        let cached = event.json.get().expect("cached").capacity()
+            + event.ws_json.get().expect("cached").len()
+            + event.ws_text.get().expect("cached").len()
+            + event.sse.get().expect("cached").capacity();
+        EVENT_BYTES + text + cached
+    }
+
+    #[test]
+    fn held_bytes_is_at_least_what_an_event_holds_with_every_encoding_cached() {
+        let texts = [
+            "hi".to_owned(),
+            "x".repeat(70_000),
+            "quotes \" and \\ backslashes \"\"".to_owned(),
+            "lines\r\nand\ttabs\n".repeat(100),
+            "\u{1b}[2J\u{1b}]0;title\u{7} and \u{0}".repeat(50),
+            "Zoë ünïcödé 🎉 \u{202e}reversed\u{2028}".repeat(100),
+            "del\u{7f} csi\u{9b} \u{61c}\u{2066}\\x1b \\\\ \\u{41}".repeat(100),
+        ];
+        for text in texts {
+            for id in [1, u64::MAX] {
+                let message = Event::new(Body::Message {
+                    room: room(&"r".repeat(64)),
+                    id,
+                    from: Name::parse("\"quoted\" \\ name").expect("valid"),
+                    from_id: "c18446744073709551615".into(),
+                    text: text.clone(),
+                    ts: u64::MAX,
+                });
+                let (held, measured) = (message.held_bytes(), measured_bytes(&message));
+                assert!(
+                    held >= measured,
+                    "{held} < {measured} for {:?}…",
+                    text.chars().take(24).collect::<String>()
+                );
+            }
+            let plain = Event::new(Body::Message {
+                room: room("lobby"),
+                id: 42,
+                from: Name::parse("alice").expect("valid"),
+                from_id: "c3".into(),
+                text: text.clone(),
+                ts: 1764000000000,
+            });
+            let (held, measured) = (plain.held_bytes(), measured_bytes(&plain));
+            assert!(
+                held >= measured,
+                "{held} < {measured} for {:?}…",
+                text.chars().take(24).collect::<String>()
+            );
+        }
+        let plain = Event::new(Body::Message {
+            room: room("lobby"),
+            id: 42,
+            from: Name::parse("alice").expect("valid"),
+            from_id: "c3".into(),
+            text: "x".repeat(1000),
+            ts: 1764000000000,
+        });
+        let over = plain.held_bytes() - measured_bytes(&plain);
+        assert!(
+            over < 400,
+            "plain text is counted closely: {over} bytes over"
+        );
+        for body in [
+            Body::Joined {
+                room: room("lobby"),
+                id: u64::MAX,
+                name: Name::parse("\\\\\\").expect("valid"),
+                from_id: "c1".into(),
+                ts: u64::MAX,
+            },
+            Body::Left {
+                room: room("lobby"),
+                id: 7,
+                name: Name::parse("bob").expect("valid"),
+                from_id: "c1".into(),
+                ts: 0,
+            },
+        ] {
+            let event = Event::new(body);
+            assert!(event.held_bytes() >= measured_bytes(&event));
+        }
     }
 
     #[test]

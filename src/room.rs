@@ -1,13 +1,17 @@
-//! Names checked once at the edge: `RoomName` and `Name`.
+//! Names checked once at the edge, `RoomName` and `Name`; and one `Room`.
 //!
 //! Everything a peer sends is a `&str` until it passes through one of these
 //! constructors; past the edge a `RoomName` is known to be valid, so the hub and
 //! the codecs never check again. Both are cheap to clone (`Arc<str>`), because a
 //! room name is copied into every event of that room.
+//!
+//! A `Room` is its members and its history, with what that history may hold
+//! in bytes; the ceilings on all rooms together live in `rooms`.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
@@ -103,12 +107,32 @@ impl fmt::Debug for Name {
     }
 }
 
-/// A room: who is in it and what was said lately. Plain data, owned by the hub.
+/// A room: who is in it and what was said lately. Plain data, owned by the
+/// hub through `Rooms`, which keeps the hub-wide accounts of every room's
+/// history: only `Rooms` changes a room's history or its `idle` time.
 pub struct Room {
     /// Members in joining order, each with its queue, so fan-out needs no lookup.
     pub members: Vec<RoomMember>,
-    /// The last `--history` events, oldest first; ids increase along it.
-    pub history: VecDeque<Arc<Event>>,
+    /// The last `--history` events at most, oldest first; ids increase along it.
+    history: VecDeque<Kept>,
+    /// What the kept events may hold, in bytes (`Event::held_bytes`).
+    events_bytes: usize,
+    /// While the room has no members (see `Rooms`).
+    pub(crate) idle: Option<Idle>,
+}
+
+/// One kept event and the bytes it is counted for.
+struct Kept {
+    event: Arc<Event>,
+    bytes: usize,
+}
+
+/// When a room without members was last used, and when it was filed under
+/// in `Rooms`' expiry order (its last use then, or earlier).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Idle {
+    pub(crate) since: Instant,
+    pub(crate) filed: Instant,
 }
 
 /// One member's seat in a room.
@@ -123,12 +147,19 @@ pub struct RoomMember {
     pub joined_at: RunPosition,
 }
 
+/// A history shorter than a quarter of its allocation gives half of it back
+/// (a room whose history was evicted must not keep room for `--history`
+/// events), unless it is this small anyway.
+const SHRINK_ABOVE_SLOTS: usize = 16;
+
 impl Room {
     /// An empty room.
     pub fn new() -> Room {
         Room {
             members: Vec::new(),
             history: VecDeque::new(),
+            events_bytes: 0,
+            idle: None,
         }
     }
 
@@ -144,33 +175,69 @@ impl Room {
         self.members.len() != before
     }
 
-    /// Keeps `event` for replay, dropping the oldest past `cap` events.
-    pub fn record(&mut self, event: Arc<Event>, cap: usize) {
-        if cap == 0 {
-            return;
+    /// Keeps `event` for replay, dropping the oldest past `cap` (at least 1)
+    /// events. Called by `Rooms` only, which counts the change in
+    /// `history_bytes`.
+    pub(crate) fn record(&mut self, event: Arc<Event>, cap: usize) {
+        if self.history.len() >= cap {
+            self.drop_oldest();
         }
-        if self.history.len() == cap {
-            self.history.pop_front();
+        let bytes = event.held_bytes();
+        self.events_bytes += bytes;
+        self.history.push_back(Kept { event, bytes });
+    }
+
+    /// Drops the oldest kept event; returns whether there was one. Called by
+    /// `Rooms` only.
+    pub(crate) fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.history.pop_front() else {
+            return false;
+        };
+        self.events_bytes -= oldest.bytes;
+        let slots = self.history.capacity();
+        if slots > SHRINK_ABOVE_SLOTS && self.history.len() < slots / 4 {
+            self.history.shrink_to(slots / 2);
         }
-        self.history.push_back(event);
+        true
     }
 
     /// The kept events with an id above `since`, oldest first.
     pub fn since(&self, since: u64) -> impl Iterator<Item = &Arc<Event>> + '_ {
         let start = self
             .history
-            .partition_point(|e| e.id().unwrap_or(0) <= since);
-        self.history.range(start..)
+            .partition_point(|kept| kept.event.id().unwrap_or(0) <= since);
+        self.history.range(start..).map(|kept| &kept.event)
+    }
+
+    /// The newest `limit` kept events, oldest first.
+    pub fn newest(&self, limit: usize) -> impl Iterator<Item = &Arc<Event>> + '_ {
+        let skip = self.history.len().saturating_sub(limit);
+        self.history.range(skip..).map(|kept| &kept.event)
+    }
+
+    /// The id of the oldest kept event, if any.
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.history.front().and_then(|kept| kept.event.id())
     }
 
     /// The id of the newest kept event, or 0.
     pub fn last_id(&self) -> u64 {
-        self.history.back().and_then(|e| e.id()).unwrap_or(0)
+        self.history
+            .back()
+            .and_then(|kept| kept.event.id())
+            .unwrap_or(0)
     }
 
-    /// A room exists while it has members or history.
-    pub fn is_gone(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+    /// How many events are kept.
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// What the history may hold, in bytes: each kept event once every
+    /// encoding is cached (`Event::held_bytes`), and every slot of the
+    /// queue that keeps them, in use or not.
+    pub fn history_bytes(&self) -> usize {
+        self.events_bytes + self.history.capacity() * std::mem::size_of::<Kept>()
     }
 }
 

@@ -69,7 +69,7 @@ impl Server {
         let (shutdown, shutdown_rx) = bounded::<()>(0);
         let (done, done_rx) = done_channel();
         let (hub, hub_thread) = Hub::spawn(
-            config.history,
+            config.retention(),
             config.send_buffer,
             Arc::clone(&metrics),
             shutdown_rx.clone(),

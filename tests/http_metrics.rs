@@ -69,7 +69,11 @@ fn every_series_exists_at_zero_from_the_start() {
         "switchboard_events_in_total",
         "switchboard_events_out_total",
         "switchboard_rooms",
+        "switchboard_rooms_refused_total",
+        "switchboard_rooms_expired_total",
         "switchboard_history_events",
+        "switchboard_history_bytes",
+        "switchboard_history_evicted_total",
         "switchboard_members_lagging",
         "switchboard_join_waits_total",
     ] {

@@ -1,0 +1,649 @@
+//! Every room, and how much the hub may keep for them: `Rooms`, owned by the
+//! hub thread like everything else it holds (no lock: the thread is the lock).
+//!
+//! Without ceilings, any peer that may publish could make the server hold
+//! whatever it liked: tens of thousands of rooms, each with `--history`
+//! events of up to `--max-message-size`, kept for ever. Three ceilings bound
+//! it (`docs/limits.md` has the defaults and why a 1 GB server survives them):
+//!
+//! - **Rooms**: at most `--max-rooms` exist at once. Creating one more (a
+//!   publish or a join into a new room) is refused with `RoomLimit`: REST
+//!   answers `503`, a connection gets an `unavailable` error event and lives
+//!   on, and the rooms that exist keep working.
+//! - **History memory**: all rooms' history together stays within
+//!   `--max-history-bytes`. History is a replay buffer, so nobody is refused
+//!   for it: past the budget, the oldest events of the whole hub are dropped
+//!   first, whichever room they are in. One room alone can therefore never
+//!   hold more than the budget either. The per-room `--history` count stays.
+//! - **Time**: a room without members is forgotten, history and all,
+//!   `--room-expiry` after it was last used (its last member left, or its
+//!   last event). A room with members never expires.
+//!
+//! **Counting honestly.** A kept event counts for what it may come to hold
+//! once every writer has cached its encodings (`Event::held_bytes`: the event,
+//! its text, its JSON, both WebSocket frames and its SSE block), plus its slot
+//! in the room's history. Counted when the event is kept, before any writer
+//! has encoded it, so the budget is a ceiling on what history can grow to,
+//! not on what it holds at the moment.
+//!
+//! **Finding the oldest event.** Ids increase across the whole hub, and each
+//! room's history is in id order, so the hub-wide oldest event is the oldest
+//! event of some room. `by_oldest` files every room that keeps history under
+//! the id of its oldest event; its first entry is where the next eviction
+//! comes from. A room's oldest id changes only when the room keeps its first
+//! event or drops one, so a publish costs at most two B-tree operations on a
+//! map no larger than `--max-rooms` (whatever the number of events kept), and
+//! no scan. A queue of every event in the order kept would find the oldest
+//! in O(1), but events that the per-room `--history` cap drops from the
+//! middle of that queue pile up behind live ones until a full scan clears
+//! them, a pause on the hub thread; the map is exact and never needs one.
+//!
+//! **Expiry** needs no timer per room: rooms without members are filed in
+//! `idle` by the time they became idle, and the hub calls `expire` from its
+//! loop every `Retention::sweep_interval`. A room used again while filed
+//! (a publish, or a join then a leave) is not refiled at each use: when its
+//! entry comes due, it is filed again under its last use, so each room has
+//! exactly one entry.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ClientId, Event};
+use crate::room::{Idle, Room, RoomMember, RoomName};
+
+/// `--history`: events kept per room.
+pub const DEFAULT_HISTORY: usize = 1000;
+/// `--max-rooms`.
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// `--max-history-bytes`: 256 MiB.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 256 * 1024 * 1024;
+/// `--room-expiry`, in seconds: an hour.
+pub const DEFAULT_ROOM_EXPIRY_SECS: u64 = 3600;
+
+/// The shortest time between two expiry sweeps.
+const SWEEP_MIN: Duration = Duration::from_millis(10);
+/// The longest: how late a room may be forgotten, at most.
+const SWEEP_MAX: Duration = Duration::from_secs(30);
+
+/// What the hub keeps, and for how long (from `Config::retention`).
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// `--history`: events kept per room.
+    pub history: usize,
+    /// `--max-rooms`: rooms that may exist at once.
+    pub max_rooms: usize,
+    /// `--max-history-bytes`: what all rooms' history may hold together.
+    pub max_history_bytes: usize,
+    /// `--room-expiry`: how long a room without members keeps its history
+    /// after its last use; zero forgets it as its last member leaves.
+    pub room_expiry: Duration,
+}
+
+impl Default for Retention {
+    /// The command line's defaults.
+    fn default() -> Retention {
+        Retention {
+            history: DEFAULT_HISTORY,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
+            room_expiry: Duration::from_secs(DEFAULT_ROOM_EXPIRY_SECS),
+        }
+    }
+}
+
+impl Retention {
+    /// How often the hub calls `Rooms::expire`: a sixteenth of the expiry,
+    /// so a room outlives it by that much at most, between 10 ms and 30 s.
+    /// `None` when rooms without members are forgotten at once.
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        if self.room_expiry.is_zero() {
+            return None;
+        }
+        Some((self.room_expiry / 16).clamp(SWEEP_MIN, SWEEP_MAX))
+    }
+}
+
+/// A room that could not be created: `--max-rooms` rooms exist. The peer is
+/// told (REST `503`, an `unavailable` error event); its connection lives.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "#{room} cannot be created: the server holds its limit of {max} rooms (--max-rooms); \
+     use a room that exists, or try again once unused rooms expire"
+)]
+pub struct RoomLimit {
+    /// The room that was not created.
+    pub room: RoomName,
+    /// `--max-rooms`.
+    pub max: usize,
+}
+
+impl RoomLimit {
+    /// The error code peers get (REST body, `error` event, gRPC `UNAVAILABLE`).
+    pub const CODE: &'static str = "unavailable";
+
+    /// The `error` event that tells a connection.
+    pub fn to_event(&self) -> Event {
+        Event::error(Self::CODE, self.to_string())
+    }
+}
+
+/// Every room, with the hub-wide accounts of their history (see the module doc).
+pub struct Rooms {
+    rooms: HashMap<RoomName, Room>,
+    /// Rooms that keep history, by the id of their oldest kept event.
+    by_oldest: BTreeMap<u64, RoomName>,
+    /// Rooms without members, by the time they are filed under (`Idle::filed`).
+    idle: BTreeSet<(Instant, RoomName)>,
+    retention: Retention,
+    /// What every room's history holds, in bytes and in events.
+    history_bytes: usize,
+    history_events: usize,
+}
+
+impl Rooms {
+    /// No rooms yet.
+    pub fn new(retention: Retention) -> Rooms {
+        Rooms {
+            rooms: HashMap::new(),
+            by_oldest: BTreeMap::new(),
+            idle: BTreeSet::new(),
+            retention,
+            history_bytes: 0,
+            history_events: 0,
+        }
+    }
+
+    /// The room called `name`, if it exists.
+    pub fn get(&self, name: &RoomName) -> Option<&Room> {
+        self.rooms.get(name)
+    }
+
+    /// Whether a room called `name` exists.
+    pub fn contains(&self, name: &RoomName) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// Every room, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&RoomName, &Room)> {
+        self.rooms.iter()
+    }
+
+    /// How many rooms exist.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether no room exists.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// How often the hub should call `expire` (see `Retention::sweep_interval`).
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        self.retention.sweep_interval()
+    }
+
+    /// How many more rooms may be created now.
+    pub fn vacancies(&self) -> usize {
+        self.retention.max_rooms.saturating_sub(self.rooms.len())
+    }
+
+    /// What all rooms' history holds, in bytes (see `Event::held_bytes`).
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// How many events all rooms' history holds.
+    pub fn history_events(&self) -> usize {
+        self.history_events
+    }
+
+    /// Makes sure `name` exists, creating it if `--max-rooms` allows. The
+    /// caller then joins it or records into it: a room left with neither
+    /// members nor history is forgotten at once.
+    pub fn create(&mut self, name: &RoomName) -> Result<(), RoomLimit> {
+        if self.rooms.contains_key(name) {
+            return Ok(());
+        }
+        if self.vacancies() == 0 {
+            return Err(RoomLimit {
+                room: name.clone(),
+                max: self.retention.max_rooms,
+            });
+        }
+        self.rooms.insert(name.clone(), Room::new());
+        Ok(())
+    }
+
+    /// Adds `member` to `name`, creating the room if `--max-rooms` allows.
+    pub fn join(&mut self, name: &RoomName, member: RoomMember) -> Result<(), RoomLimit> {
+        self.create(name)?;
+        let room = self.rooms.get_mut(name).expect("created above");
+        if let Some(idle) = room.idle.take() {
+            self.idle.remove(&(idle.filed, name.clone()));
+        }
+        room.members.push(member);
+        Ok(())
+    }
+
+    /// Takes `client` out of `name`; says whether it was there. A room left
+    /// without members starts to expire, or is forgotten at once if it keeps
+    /// no history (or `--room-expiry` is zero).
+    pub fn leave(&mut self, name: &RoomName, client: ClientId) -> bool {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return false;
+        };
+        let removed = room.remove(client);
+        self.settle(name);
+        removed
+    }
+
+    /// Keeps `event` (a room event, with an id above every kept one) in the
+    /// history of `name`, then drops the hub's oldest events while history
+    /// is over `--max-history-bytes`. Returns how many that dropped (what the
+    /// per-room `--history` cap drops is not counted: it is the cap).
+    pub fn record(&mut self, name: &RoomName, event: Arc<Event>) -> u64 {
+        let cap = self.retention.history;
+        let Some(room) = self.rooms.get_mut(name) else {
+            return 0;
+        };
+        if cap > 0 {
+            let (oldest_before, bytes_before, events_before) =
+                (room.oldest_id(), room.history_bytes(), room.history_len());
+            room.record(event, cap);
+            self.history_bytes = self.history_bytes - bytes_before + room.history_bytes();
+            self.history_events = self.history_events - events_before + room.history_len();
+            let oldest_after = room.oldest_id();
+            if oldest_after != oldest_before {
+                if let Some(before) = oldest_before {
+                    self.by_oldest.remove(&before);
+                }
+                if let Some(after) = oldest_after {
+                    self.by_oldest.insert(after, name.clone());
+                }
+            }
+        }
+        if room.members.is_empty() {
+            self.settle(name); // used now: its expiry starts again
+        }
+        self.evict_over_budget()
+    }
+
+    /// Forgets the rooms without members whose last use is `--room-expiry`
+    /// before `now`; returns how many.
+    pub fn expire(&mut self, now: Instant) -> u64 {
+        let expiry = self.retention.room_expiry;
+        let due = |since: Instant| since.checked_add(expiry).is_some_and(|at| at <= now);
+        let mut expired = 0;
+        while let Some((filed, name)) = self.idle.first().cloned() {
+            if !due(filed) {
+                break; // filed in time order: nothing later is due either
+            }
+            self.idle.pop_first();
+            let Some(idle) = self.rooms.get_mut(&name).and_then(|r| r.idle.as_mut()) else {
+                continue; // cannot happen: a room leaves `idle` as it stops being idle
+            };
+            if due(idle.since) {
+                self.forget(&name);
+                expired += 1;
+            } else {
+                // Used since it was filed: file it again under its last use.
+                idle.filed = idle.since;
+                self.idle.insert((idle.since, name));
+            }
+        }
+        expired
+    }
+
+    /// Forgets every room (at shutdown).
+    pub fn clear(&mut self) {
+        self.rooms.clear();
+        self.by_oldest.clear();
+        self.idle.clear();
+        self.history_bytes = 0;
+        self.history_events = 0;
+    }
+
+    /// Drops the hub's oldest events until history fits the budget; returns
+    /// how many. A room left without history and without members goes too.
+    fn evict_over_budget(&mut self) -> u64 {
+        let mut evicted = 0;
+        while self.history_bytes > self.retention.max_history_bytes {
+            let Some((_, name)) = self.by_oldest.pop_first() else {
+                break; // nothing kept: cannot happen while bytes are counted
+            };
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue; // cannot happen: `forget` takes a room out of `by_oldest`
+            };
+            let bytes_before = room.history_bytes();
+            if !room.drop_oldest() {
+                continue; // cannot happen: only rooms with history are filed
+            }
+            self.history_bytes = self.history_bytes - bytes_before + room.history_bytes();
+            self.history_events -= 1;
+            evicted += 1;
+            match room.oldest_id() {
+                Some(next) => {
+                    self.by_oldest.insert(next, name);
+                }
+                None => self.settle(&name),
+            }
+        }
+        evicted
+    }
+
+    /// After a change to a room without members: forgets it if it keeps
+    /// nothing to replay (or expiry is zero), else notes it was used now,
+    /// filing it in `idle` if it is not there yet.
+    fn settle(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if !room.members.is_empty() {
+            return;
+        }
+        if room.history_len() == 0 || self.retention.room_expiry.is_zero() {
+            self.forget(name);
+            return;
+        }
+        let now = Instant::now();
+        match &mut room.idle {
+            Some(idle) => idle.since = now, // its entry is checked when it comes due
+            None => {
+                room.idle = Some(Idle {
+                    since: now,
+                    filed: now,
+                });
+                self.idle.insert((now, name.clone()));
+            }
+        }
+    }
+
+    /// The only code that removes a room: it leaves every index and the
+    /// accounts with it.
+    fn forget(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.remove(name) else {
+            return;
+        };
+        if let Some(oldest) = room.oldest_id() {
+            self.by_oldest.remove(&oldest);
+        }
+        if let Some(idle) = &room.idle {
+            self.idle.remove(&(idle.filed, name.clone()));
+        }
+        self.history_bytes -= room.history_bytes();
+        self.history_events -= room.history_len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::hub::{Hangup, RunPosition};
+    use crate::protocol::Body;
+    use crate::room::Name;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).expect("test room names are valid")
+    }
+
+    fn message(room_name: &str, id: u64, text: &str) -> Arc<Event> {
+        Arc::new(Event::new(Body::Message {
+            room: room(room_name),
+            id,
+            from: Name::guest(1),
+            from_id: "c1".into(),
+            text: text.to_owned(),
+            ts: 0,
+        }))
+    }
+
+    fn member(n: u64) -> RoomMember {
+        let (queue, _) = crossbeam_channel::unbounded();
+        RoomMember {
+            client: ClientId(n),
+            queue,
+            hangup: Hangup::new(None, 16),
+            joined_at: RunPosition::default(),
+        }
+    }
+
+    fn retention(history: usize, max_history_bytes: usize) -> Retention {
+        Retention {
+            history,
+            max_history_bytes,
+            ..Retention::default()
+        }
+    }
+
+    /// Records `text` into `name` as the next id; returns how many were evicted.
+    fn publish(rooms: &mut Rooms, next_id: &mut u64, name: &str, text: &str) -> u64 {
+        *next_id += 1;
+        rooms.create(&room(name)).expect("under the room limit");
+        rooms.record(&room(name), message(name, *next_id, text))
+    }
+
+    /// Every kept id, across rooms, in order; checks the accounts on the way.
+    fn kept_ids(rooms: &Rooms) -> Vec<u64> {
+        let mut ids: Vec<u64> = rooms
+            .iter()
+            .flat_map(|(_, r)| r.since(0).filter_map(|e| e.id()))
+            .collect();
+        ids.sort_unstable();
+        let bytes: usize = rooms.iter().map(|(_, r)| r.history_bytes()).sum();
+        assert_eq!(
+            rooms.history_bytes(),
+            bytes,
+            "bytes are the sum of the rooms'"
+        );
+        assert_eq!(rooms.history_events(), ids.len(), "events are the sum too");
+        ids
+    }
+
+    #[test]
+    fn an_event_counts_for_all_its_encodings_and_a_room_for_its_slots() {
+        let mut rooms = Rooms::new(retention(1000, usize::MAX));
+        let mut id = 0;
+        publish(&mut rooms, &mut id, "a", &"x".repeat(10_000));
+        let held = rooms.history_bytes();
+        // The text, and the JSON four times over (its own, a frame, the SSE
+        // block, the text line), and a little more.
+        assert!(held > 50_000 && held < 52_000, "{held}");
+        publish(&mut rooms, &mut id, "b", "hi");
+        assert_eq!(kept_ids(&rooms), [1, 2]);
+    }
+
+    #[test]
+    fn the_per_room_cap_still_holds_and_what_it_drops_is_not_an_eviction() {
+        let mut rooms = Rooms::new(retention(3, usize::MAX));
+        let mut id = 0;
+        for _ in 0..10 {
+            assert_eq!(publish(&mut rooms, &mut id, "a", "hello"), 0);
+        }
+        assert_eq!(kept_ids(&rooms), [8, 9, 10]);
+    }
+
+    #[test]
+    fn past_the_budget_the_hubs_oldest_events_go_first_whatever_their_room() {
+        let text = "y".repeat(1000);
+        let one = {
+            let mut rooms = Rooms::new(retention(1000, usize::MAX));
+            publish(&mut rooms, &mut 0, "a", &text);
+            rooms.history_bytes()
+        };
+        let mut rooms = Rooms::new(retention(1000, 10 * one));
+        let mut id = 0;
+        let mut evicted = 0;
+        for n in 0..100 {
+            let name = ["a", "b", "b", "c"][n % 4];
+            evicted += publish(&mut rooms, &mut id, name, &text);
+            assert!(rooms.history_bytes() <= 10 * one);
+        }
+        let kept = kept_ids(&rooms);
+        assert!(kept.len() >= 5, "{kept:?}");
+        let newest: Vec<u64> = (100 - kept.len() as u64 + 1..=100).collect();
+        assert_eq!(kept, newest, "the kept events are the newest");
+        assert_eq!(evicted as usize + kept.len(), 100);
+    }
+
+    #[test]
+    fn one_room_alone_cannot_hold_more_than_the_budget() {
+        let budget = 100_000;
+        let mut rooms = Rooms::new(retention(1000, budget));
+        let mut id = 0;
+        for _ in 0..50 {
+            publish(&mut rooms, &mut id, "solo", &"z".repeat(5000));
+            assert!(rooms.history_bytes() <= budget, "{}", rooms.history_bytes());
+        }
+        let kept = kept_ids(&rooms);
+        assert_eq!(kept.last(), Some(&50));
+        // An event bigger than the whole budget is not kept either.
+        publish(&mut rooms, &mut id, "solo", &"w".repeat(budget));
+        assert!(rooms.history_bytes() <= budget);
+        assert!(
+            !rooms.contains(&room("solo")),
+            "no members, no history: gone"
+        );
+    }
+
+    #[test]
+    fn a_room_evicted_empty_stays_while_it_has_members() {
+        let text = "v".repeat(2000);
+        let mut rooms = Rooms::new(retention(1000, 30_000));
+        rooms.join(&room("busy"), member(1)).expect("room for it");
+        let mut id = 0;
+        publish(&mut rooms, &mut id, "busy", &text);
+        for _ in 0..20 {
+            publish(&mut rooms, &mut id, "other", &text);
+        }
+        let busy = rooms
+            .get(&room("busy"))
+            .expect("a room with a member stays");
+        assert_eq!(busy.history_len(), 0);
+        assert_eq!(
+            kept_ids(&rooms).first(),
+            Some(&(id - kept_ids(&rooms).len() as u64 + 1))
+        );
+    }
+
+    #[test]
+    fn a_room_past_max_rooms_is_refused_and_rooms_that_exist_are_not() {
+        let mut rooms = Rooms::new(Retention {
+            max_rooms: 2,
+            ..Retention::default()
+        });
+        rooms.join(&room("a"), member(1)).expect("first");
+        rooms.create(&room("b")).expect("second");
+        let refused = rooms.join(&room("c"), member(1)).expect_err("third");
+        assert_eq!((refused.room, refused.max), (room("c"), 2));
+        assert!(rooms.create(&room("c")).is_err());
+        rooms.join(&room("a"), member(2)).expect("a exists");
+        rooms.create(&room("b")).expect("b exists");
+        assert_eq!(rooms.vacancies(), 0);
+    }
+
+    #[test]
+    fn a_room_without_members_expires_after_its_last_use_and_one_with_members_never() {
+        let expiry = Duration::from_secs(60);
+        let mut rooms = Rooms::new(Retention {
+            room_expiry: expiry,
+            ..Retention::default()
+        });
+        let mut id = 0;
+        let start = Instant::now();
+        publish(&mut rooms, &mut id, "empty", "nobody here");
+        rooms.join(&room("lived-in"), member(1)).expect("room");
+        publish(&mut rooms, &mut id, "lived-in", "someone here");
+        rooms.join(&room("left"), member(2)).expect("room");
+        publish(&mut rooms, &mut id, "left", "soon empty");
+        assert!(rooms.leave(&room("left"), ClientId(2)));
+
+        assert_eq!(rooms.expire(start + expiry / 2), 0);
+        assert_eq!(rooms.len(), 3);
+        let late = Instant::now() + expiry;
+        assert_eq!(rooms.expire(late), 2);
+        assert!(rooms.contains(&room("lived-in")) && rooms.len() == 1);
+        assert_eq!(kept_ids(&rooms), [2]);
+        assert_eq!(rooms.expire(late + 10 * expiry), 0, "members keep it");
+    }
+
+    #[test]
+    fn a_room_used_again_before_its_expiry_is_kept_for_another_expiry() {
+        let expiry = Duration::from_millis(200);
+        let mut rooms = Rooms::new(Retention {
+            room_expiry: expiry,
+            ..Retention::default()
+        });
+        let mut id = 0;
+        publish(&mut rooms, &mut id, "r", "first");
+        // Time passes between the two uses (this is the clock, not a wait
+        // for something to happen).
+        std::thread::sleep(expiry / 2);
+        publish(&mut rooms, &mut id, "r", "again");
+        let used = Instant::now();
+        // Due by its filing, not by its last use: refiled, not forgotten.
+        assert_eq!(rooms.expire(used + expiry / 4), 0);
+        assert!(rooms.contains(&room("r")));
+        assert_eq!(rooms.idle.len(), 1, "one entry per room");
+        assert_eq!(rooms.expire(used + expiry), 1);
+        assert!(rooms.is_empty() && rooms.idle.is_empty());
+        assert_eq!(rooms.history_bytes(), 0);
+    }
+
+    #[test]
+    fn joining_an_idle_room_stops_its_expiry() {
+        let mut rooms = Rooms::new(Retention::default());
+        publish(&mut rooms, &mut 0, "r", "kept");
+        assert_eq!(rooms.idle.len(), 1);
+        rooms.join(&room("r"), member(1)).expect("exists");
+        assert!(rooms.idle.is_empty());
+        assert_eq!(
+            rooms.expire(Instant::now() + Duration::from_secs(86_400)),
+            0
+        );
+        rooms.leave(&room("r"), ClientId(1));
+        assert_eq!(rooms.idle.len(), 1);
+    }
+
+    #[test]
+    fn a_room_with_nothing_to_replay_is_forgotten_as_its_last_member_leaves() {
+        let mut rooms = Rooms::new(Retention::default());
+        rooms.join(&room("r"), member(1)).expect("room");
+        rooms.leave(&room("r"), ClientId(1));
+        assert!(rooms.is_empty());
+        // With no expiry, history goes with the last member too.
+        let mut rooms = Rooms::new(Retention {
+            room_expiry: Duration::ZERO,
+            ..Retention::default()
+        });
+        rooms.join(&room("r"), member(1)).expect("room");
+        publish(&mut rooms, &mut 0, "r", "said");
+        rooms.leave(&room("r"), ClientId(1));
+        assert!(rooms.is_empty());
+        assert_eq!((rooms.history_bytes(), rooms.history_events()), (0, 0));
+        publish(&mut rooms, &mut 1, "s", "to nobody");
+        assert!(rooms.is_empty(), "kept for nobody");
+    }
+
+    #[test]
+    fn sweeps_come_a_sixteenth_of_the_expiry_apart_within_bounds() {
+        let every = |secs: u64| {
+            Retention {
+                room_expiry: Duration::from_secs(secs),
+                ..Retention::default()
+            }
+            .sweep_interval()
+        };
+        assert_eq!(every(0), None);
+        assert_eq!(every(16), Some(Duration::from_secs(1)));
+        assert_eq!(every(3600), Some(SWEEP_MAX));
+        assert_eq!(every(u64::MAX), Some(SWEEP_MAX));
+        let short = Retention {
+            room_expiry: Duration::from_millis(1),
+            ..Retention::default()
+        };
+        assert_eq!(short.sweep_interval(), Some(SWEEP_MIN));
+    }
+}
