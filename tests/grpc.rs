@@ -579,6 +579,44 @@ fn publish_names_the_bad_message_and_keeps_the_ones_before_it() {
     assert_eq!((empty.accepted, empty.last_id), (0, 0));
 }
 
+#[test]
+fn a_new_room_past_max_rooms_is_unavailable_to_publish_and_an_error_event_to_chat() {
+    // Issue 17, finding 8.
+    let server = grpc_server(|config| config.max_rooms = 2);
+    let mut grpc = Grpc::connect(&server);
+    let summary = grpc
+        .publish(vec![message("a", "one"), message("b", "two")])
+        .expect("two rooms fit");
+    assert_eq!(summary.accepted, 2);
+    let status = grpc
+        .publish(vec![message("a", "three"), message("c", "four")])
+        .expect_err("a third room does not");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .starts_with("message 2: #c cannot be created")
+            && status.message().contains("limit of 2 rooms")
+            && status.message().contains("1 accepted before it"),
+        "{status:?}"
+    );
+
+    let (chat, mut events) = grpc.chat();
+    events.wait_for(|e| e.r#type == "welcome", secs(5));
+    chat.join("d");
+    let error = events.wait_for(|e| e.r#type == "error", secs(5));
+    assert!(error.text.starts_with("unavailable: #d"), "{error:?}");
+    chat.join("a");
+    chat.say("a", "the chat lives on");
+    events.wait_for(|e| e.text == "the chat lives on", secs(5));
+
+    let mut subscriber = grpc.subscribe(&["a", "e"], "sub", 0).expect("subscribe");
+    let welcome = subscriber.wait_for(|e| e.r#type == "welcome", secs(5));
+    assert_eq!(welcome.room, "a", "the welcome lists the rooms joined");
+    let error = subscriber.wait_for(|e| e.r#type == "error", secs(5));
+    assert!(error.text.starts_with("unavailable: #e"), "{error:?}");
+}
+
 // ---- Chat ----
 
 #[test]
