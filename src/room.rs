@@ -119,6 +119,9 @@ pub struct Room {
     events_bytes: usize,
     /// While the room has no members (see `Rooms`).
     pub(crate) idle: Option<Idle>,
+    /// While it keeps history: the id it is filed under in `Rooms`' order of
+    /// oldest events (its oldest event's, or older).
+    pub(crate) filed_oldest: Option<u64>,
 }
 
 /// One kept event and the bytes it is counted for.
@@ -160,6 +163,7 @@ impl Room {
             history: VecDeque::new(),
             events_bytes: 0,
             idle: None,
+            filed_oldest: None,
         }
     }
 
@@ -187,18 +191,16 @@ impl Room {
         self.history.push_back(Kept { event, bytes });
     }
 
-    /// Drops the oldest kept event; returns whether there was one. Called by
-    /// `Rooms` only.
-    pub(crate) fn drop_oldest(&mut self) -> bool {
+    /// Drops the oldest kept event, if any. Called by `Rooms` only.
+    pub(crate) fn drop_oldest(&mut self) {
         let Some(oldest) = self.history.pop_front() else {
-            return false;
+            return;
         };
         self.events_bytes -= oldest.bytes;
         let slots = self.history.capacity();
         if slots > SHRINK_ABOVE_SLOTS && self.history.len() < slots / 4 {
             self.history.shrink_to(slots / 2);
         }
-        true
     }
 
     /// The kept events with an id above `since`, oldest first.

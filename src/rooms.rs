@@ -29,14 +29,16 @@
 //! **Finding the oldest event.** Ids increase across the whole hub, and each
 //! room's history is in id order, so the hub-wide oldest event is the oldest
 //! event of some room. `by_oldest` files every room that keeps history under
-//! the id of its oldest event; its first entry is where the next eviction
-//! comes from. A room's oldest id changes only when the room keeps its first
-//! event or drops one, so a publish costs at most two B-tree operations on a
-//! map no larger than `--max-rooms` (whatever the number of events kept), and
-//! no scan. A queue of every event in the order kept would find the oldest
-//! in O(1), but events that the per-room `--history` cap drops from the
-//! middle of that queue pile up behind live ones until a full scan clears
-//! them, a pause on the hub thread; the map is exact and never needs one.
+//! the id of its oldest event, or an older one: the per-room `--history` cap
+//! drops a busy room's oldest event at every publish, and refiling it each
+//! time would be two B-tree operations per publish. A room is filed once,
+//! with its first kept event; `evict_over_budget` refiles a room it finds
+//! stale at the front. So a publish costs no B-tree work until history is
+//! over budget, and then O(log rooms) per eviction, on a map no larger than
+//! `--max-rooms` whatever the number of events kept; never a scan. (A queue
+//! of every event in the order kept would find the oldest in O(1), but the
+//! events the cap drops from its middle would pile up behind live ones until
+//! a full scan cleared them: a pause on the hub thread.)
 //!
 //! **Expiry** needs no timer per room: rooms without members are filed in
 //! `idle` by the time they became idle, and the hub calls `expire` from its
@@ -131,7 +133,8 @@ impl RoomLimit {
 /// Every room, with the hub-wide accounts of their history (see the module doc).
 pub struct Rooms {
     rooms: HashMap<RoomName, Room>,
-    /// Rooms that keep history, by the id of their oldest kept event.
+    /// Rooms that keep history, by the id of their oldest kept event or an
+    /// older one (`Room::filed_oldest`; see `evict_over_budget`).
     by_oldest: BTreeMap<u64, RoomName>,
     /// Rooms without members, by the time they are filed under (`Idle::filed`).
     idle: BTreeSet<(Instant, RoomName)>,
@@ -249,23 +252,26 @@ impl Rooms {
             return 0;
         };
         if cap > 0 {
-            let (oldest_before, bytes_before, events_before) =
-                (room.oldest_id(), room.history_bytes(), room.history_len());
+            let (bytes_before, events_before) = (room.history_bytes(), room.history_len());
             room.record(event, cap);
             self.history_bytes = self.history_bytes - bytes_before + room.history_bytes();
             self.history_events = self.history_events - events_before + room.history_len();
-            let oldest_after = room.oldest_id();
-            if oldest_after != oldest_before {
-                if let Some(before) = oldest_before {
-                    self.by_oldest.remove(&before);
-                }
-                if let Some(after) = oldest_after {
-                    self.by_oldest.insert(after, name.clone());
+            if room.filed_oldest.is_none() {
+                // Its first kept event. (What the cap drops later leaves the
+                // room filed below its oldest event: see `evict_over_budget`.)
+                room.filed_oldest = room.oldest_id();
+                if let Some(oldest) = room.filed_oldest {
+                    self.by_oldest.insert(oldest, name.clone());
                 }
             }
         }
         if room.members.is_empty() {
-            self.settle(name); // used now: its expiry starts again
+            match &mut room.idle {
+                // Used now: its expiry starts again (its entry in `idle` is
+                // checked when it comes due).
+                Some(idle) if cap > 0 => idle.since = Instant::now(),
+                _ => self.settle(name),
+            }
         }
         self.evict_over_budget()
     }
@@ -307,23 +313,40 @@ impl Rooms {
 
     /// Drops the hub's oldest events until history fits the budget; returns
     /// how many. A room left without history and without members goes too.
+    ///
+    /// A room is filed in `by_oldest` under the id of its oldest event *or
+    /// an older one*: what the per-room cap drops does not refile it, so a
+    /// publish costs no B-tree work. The first entry is still where the
+    /// hub's oldest event is, once checked: every other room is filed at or
+    /// below its own oldest id, so none holds an event older than the first
+    /// entry's id. A first entry found stale is refiled under the room's
+    /// oldest id and the search goes on; each refile makes up for cap drops
+    /// already made, so it costs O(log rooms) per drop at most, once.
     fn evict_over_budget(&mut self) -> u64 {
         let mut evicted = 0;
         while self.history_bytes > self.retention.max_history_bytes {
-            let Some((_, name)) = self.by_oldest.pop_first() else {
+            let Some((filed, name)) = self.by_oldest.pop_first() else {
                 break; // nothing kept: cannot happen while bytes are counted
             };
             let Some(room) = self.rooms.get_mut(&name) else {
                 continue; // cannot happen: `forget` takes a room out of `by_oldest`
             };
-            let bytes_before = room.history_bytes();
-            if !room.drop_oldest() {
-                continue; // cannot happen: only rooms with history are filed
+            let oldest = room.oldest_id();
+            room.filed_oldest = oldest;
+            if oldest != Some(filed) {
+                // The cap dropped events since it was filed: refile it.
+                if let Some(oldest) = oldest {
+                    self.by_oldest.insert(oldest, name);
+                }
+                continue;
             }
+            let bytes_before = room.history_bytes();
+            room.drop_oldest();
             self.history_bytes = self.history_bytes - bytes_before + room.history_bytes();
             self.history_events -= 1;
             evicted += 1;
-            match room.oldest_id() {
+            room.filed_oldest = room.oldest_id();
+            match room.filed_oldest {
                 Some(next) => {
                     self.by_oldest.insert(next, name);
                 }
@@ -366,8 +389,8 @@ impl Rooms {
         let Some(room) = self.rooms.remove(name) else {
             return;
         };
-        if let Some(oldest) = room.oldest_id() {
-            self.by_oldest.remove(&oldest);
+        if let Some(filed) = room.filed_oldest {
+            self.by_oldest.remove(&filed);
         }
         if let Some(idle) = &room.idle {
             self.idle.remove(&(idle.filed, name.clone()));
@@ -486,6 +509,53 @@ mod tests {
         let newest: Vec<u64> = (100 - kept.len() as u64 + 1..=100).collect();
         assert_eq!(kept, newest, "the kept events are the newest");
         assert_eq!(evicted as usize + kept.len(), 100);
+    }
+
+    #[test]
+    fn with_per_room_caps_too_each_eviction_takes_the_hubs_oldest_kept_event() {
+        use std::collections::VecDeque;
+        // A model: each room's ids under its cap; each eviction the smallest.
+        const CAP: usize = 5;
+        let mut model: HashMap<&str, VecDeque<u64>> = HashMap::new();
+        let mut rooms = Rooms::new(retention(CAP, 60_000));
+        let mut id = 0;
+        let names = ["a", "b", "c", "d", "e", "f", "g"];
+        let mut seed = 17u64;
+        let mut evictions = 0;
+        for n in 0..2000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (name, size) = if n % 50 < 25 {
+                ("a", 100) // a busy room, at its cap, with small messages
+            } else {
+                (
+                    names[(seed >> 33) as usize % names.len()],
+                    200 + (seed >> 40) as usize % 3000,
+                )
+            };
+            let evicted = publish(&mut rooms, &mut id, name, &"m".repeat(size));
+            let kept = model.entry(name).or_default();
+            kept.push_back(id);
+            if kept.len() > CAP {
+                kept.pop_front();
+            }
+            for _ in 0..evicted {
+                let (_, oldest) = model
+                    .iter_mut()
+                    .filter_map(|(name, ids)| ids.front().map(|&front| (front, name)))
+                    .min()
+                    .map(|(front, name)| (front, *name))
+                    .expect("something to evict");
+                model.get_mut(oldest).expect("in the model").pop_front();
+            }
+            evictions += evicted;
+            let mut expected: Vec<u64> = model.values().flatten().copied().collect();
+            expected.sort_unstable();
+            assert_eq!(kept_ids(&rooms), expected, "after publish {n}");
+            assert!(rooms.history_bytes() <= 60_000);
+        }
+        assert!(evictions > 500, "the budget was binding: {evictions}");
     }
 
     #[test]
