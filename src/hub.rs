@@ -995,12 +995,14 @@ impl Hub {
         if !same_room || self.run_events.len() >= self.max_run {
             self.flush_run();
         }
-        if !self.rooms.contains(room) {
-            return 0;
-        }
-        self.last_id += 1;
-        let event = Arc::new(Event::new(body(self.last_id, now_millis())));
-        let evicted = self.rooms.record(room, Arc::clone(&event));
+        let last_id = &mut self.last_id;
+        let make = || {
+            *last_id += 1;
+            Arc::new(Event::new(body(*last_id, now_millis())))
+        };
+        let Some((event, evicted)) = self.rooms.record(room, make) else {
+            return 0; // the room is gone (everyone left)
+        };
         if evicted > 0 {
             self.metrics.history_evicted(evicted);
         }

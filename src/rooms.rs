@@ -242,18 +242,23 @@ impl Rooms {
         removed
     }
 
-    /// Keeps `event` (a room event, with an id above every kept one) in the
-    /// history of `name`, then drops the hub's oldest events while history
-    /// is over `--max-history-bytes`. Returns how many that dropped (what the
-    /// per-room `--history` cap drops is not counted: it is the cap).
-    pub fn record(&mut self, name: &RoomName, event: Arc<Event>) -> u64 {
+    /// Keeps the event `make` makes (a room event, with an id above every
+    /// kept one) in the history of `name`, then drops the hub's oldest events
+    /// while history is over `--max-history-bytes`. Returns the event and how
+    /// many that dropped (what the per-room `--history` cap drops is not
+    /// counted: it is the cap); `None`, without making the event, if the room
+    /// does not exist, so no id is spent on it.
+    pub fn record(
+        &mut self,
+        name: &RoomName,
+        make: impl FnOnce() -> Arc<Event>,
+    ) -> Option<(Arc<Event>, u64)> {
         let cap = self.retention.history;
-        let Some(room) = self.rooms.get_mut(name) else {
-            return 0;
-        };
+        let room = self.rooms.get_mut(name)?;
+        let event = make();
         if cap > 0 {
             let (bytes_before, events_before) = (room.history_bytes(), room.history_len());
-            room.record(event, cap);
+            room.record(Arc::clone(&event), cap);
             self.history_bytes = self.history_bytes - bytes_before + room.history_bytes();
             self.history_events = self.history_events - events_before + room.history_len();
             if room.filed_oldest.is_none() {
@@ -273,7 +278,7 @@ impl Rooms {
                 _ => self.settle(name),
             }
         }
-        self.evict_over_budget()
+        Some((event, self.evict_over_budget()))
     }
 
     /// Forgets the rooms without members whose last use is `--room-expiry`
@@ -445,7 +450,11 @@ mod tests {
     fn publish(rooms: &mut Rooms, next_id: &mut u64, name: &str, text: &str) -> u64 {
         *next_id += 1;
         rooms.create(&room(name)).expect("under the room limit");
-        rooms.record(&room(name), message(name, *next_id, text))
+        let id = *next_id;
+        let (_, evicted) = rooms
+            .record(&room(name), || message(name, id, text))
+            .expect("the room exists");
+        evicted
     }
 
     /// Every kept id, across rooms, in order; checks the accounts on the way.
