@@ -83,6 +83,7 @@ use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 use crate::hub::{Command, Hangup, HubHandle, Outbound, PublishError, Subscriber};
 use crate::protocol::{Body, ClientId, Event, ParseError, Request, Transport};
 use crate::room::{Name, RoomName};
+use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::transport::{Permit, Shared};
 
@@ -200,16 +201,21 @@ impl Switchboard for Front {
     ) -> Result<Response<EventStream>, Status> {
         let peer = request.remote_addr();
         let wanted = request.into_inner();
-        let mut rooms = Vec::with_capacity(wanted.rooms.len().max(1));
+        let mut subscription = SubscriptionBuilder::default();
         for raw in &wanted.rooms {
-            rooms.push(room_name(raw)?);
+            subscription.room(raw).map_err(|e| invalid(e, raw))?;
         }
-        if rooms.is_empty() {
-            rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
+        if !wanted.name.is_empty() {
+            // An empty name asks for the default `guest-<n>`.
+            subscription
+                .name(&wanted.name)
+                .map_err(|e| invalid(e, &wanted.name))?;
         }
-        let name = optional_name(&wanted.name)?;
         // proto3 cannot tell 0 from unset; ids start at 1, so 0 means "live only".
-        let since = (wanted.since > 0).then_some(wanted.since);
+        if wanted.since > 0 {
+            subscription.since_id(wanted.since);
+        }
+        let Subscription { rooms, name, since } = subscription.finish();
         let permit = self.permit()?;
         let id = self.shared.ids.next();
         let name = name.unwrap_or_else(|| Name::guest(id.0));
@@ -773,14 +779,6 @@ fn room_name(raw: &str) -> Result<RoomName, Status> {
 
 fn display_name(raw: &str) -> Result<Name, Status> {
     Name::parse(raw).map_err(|e| invalid(e, raw))
-}
-
-/// An empty name asks for the default `guest-<n>`.
-fn optional_name(raw: &str) -> Result<Option<Name>, Status> {
-    match raw {
-        "" => Ok(None),
-        raw => display_name(raw).map(Some),
-    }
 }
 
 fn message_text(text: String, max_message_bytes: usize) -> Result<String, Status> {

@@ -56,6 +56,7 @@ use crate::protocol::{
 };
 use crate::room::{Name, RoomMember, RoomName};
 use crate::rooms::{Retention, RoomLimit, Rooms};
+use crate::subscription::MAX_ROOMS;
 use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// How many commands may wait for the hub before senders block.
@@ -71,8 +72,6 @@ const MAX_RUN_EVENTS: usize = 64;
 /// a cached block would stay for good (see `transport::ws::write_frames`).
 const RUN_ROOM: usize = 160;
 const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= MAX_RUN_EVENTS);
-/// How many rooms one connection may be in at once.
-pub const MAX_ROOMS_PER_CLIENT: usize = 64;
 /// The least time between two warnings that rooms are being refused.
 const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -757,7 +756,7 @@ impl Hub {
         } = subscriber;
         let mut wanted: Vec<RoomName> = Vec::with_capacity(rooms.len());
         for room in rooms {
-            if !wanted.contains(&room) && wanted.len() < MAX_ROOMS_PER_CLIENT {
+            if !wanted.contains(&room) && wanted.len() < MAX_ROOMS {
                 wanted.push(room);
             }
         }
@@ -841,8 +840,8 @@ impl Hub {
                 if client.rooms.contains(&room) {
                     return; // already there: joining is idempotent
                 }
-                if client.rooms.len() >= MAX_ROOMS_PER_CLIENT {
-                    let message = format!("at most {MAX_ROOMS_PER_CLIENT} rooms per connection");
+                if client.rooms.len() >= MAX_ROOMS {
+                    let message = format!("at most {MAX_ROOMS} rooms per connection");
                     return self.tell(from, Event::error("bad_request", message));
                 }
                 self.join(from, room);

@@ -49,6 +49,7 @@ pub mod room;
 pub mod rooms;
 pub mod server;
 pub mod shutdown;
+pub mod subscription;
 pub mod threads;
 pub mod transport;
 

@@ -316,6 +316,12 @@ fn subscribe_refuses_bad_rooms_and_names_with_invalid_argument() {
         grpc.subscribe(&["lobby"], "tab\tname", 0).map(|_| ()),
         "names are 1-32 printable",
     );
+    let rooms: Vec<String> = (0..65).map(|n| format!("r{n}")).collect();
+    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    assert_invalid(
+        grpc.subscribe(&rooms, "", 0).map(|_| ()),
+        "at most 64 rooms per connection",
+    );
     // The refused streams took no connection and left no member behind.
     let detail = server
         .server()

@@ -94,6 +94,11 @@ fn handshakes_are_refused_with_the_right_status() {
     assert!(status(handshake_request("/ws?room=bad%20room", "")).starts_with("HTTP/1.1 400"));
     assert!(status("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".into()).starts_with("HTTP/1.1 426"));
     assert!(status("garbage\r\n\r\n".into()).starts_with("HTTP/1.1 400"));
+    // Past 64 rooms: refused, as SSE and gRPC refuse it, not cut to 64.
+    let rooms: String = (0..65).map(|n| format!("room=r{n}&")).collect();
+    assert!(status(handshake_request(&format!("/ws?{rooms}"), "")).starts_with("HTTP/1.1 400"));
+    let rooms: String = (0..64).map(|n| format!("room=r{n}&")).collect();
+    assert!(status(handshake_request(&format!("/ws?{rooms}"), "")).starts_with("HTTP/1.1 101"));
 }
 
 #[test]

@@ -41,7 +41,8 @@ use tiny_http::Request;
 use crate::http::{respond, ApiError, PlainSlot};
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, ParseError, Transport};
-use crate::room::{Name, RoomName};
+use crate::room::Name;
+use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Pace, Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
@@ -57,54 +58,17 @@ const IDLE_BATCH_BYTES: usize = 4096;
 /// Events written in one go at most; the rest wait for the next write.
 const MAX_BATCH_EVENTS: usize = 256;
 
-/// What `GET /events` asked for.
-#[derive(Debug, PartialEq)]
-pub struct SseQuery {
-    /// Rooms to join, in order (default `lobby`).
-    pub rooms: Vec<RoomName>,
-    /// Display name, if given.
-    pub name: Option<Name>,
-    /// Replay events after this id first.
-    pub since: Option<u64>,
-}
-
-impl SseQuery {
-    /// Reads `room=` (repeatable), `name=` and `last_event_id=` from `query`;
-    /// a `Last-Event-ID` header wins over the query, because a browser sends
-    /// it on reconnect while the URL still carries the first `last_event_id`.
-    pub fn parse(query: &str, last_event_id: Option<&str>) -> Result<SseQuery, ParseError> {
-        let mut rooms = Vec::new();
-        let mut name = None;
-        let mut since = None;
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "room" => {
-                    let room = RoomName::parse(&value)?;
-                    if !rooms.contains(&room) {
-                        // Refused as soon as it is past the bound: the check
-                        // above is then never longer than the bound either.
-                        if rooms.len() == crate::hub::MAX_ROOMS_PER_CLIENT {
-                            return Err(ParseError::BadRequest(format!(
-                                "at most {} rooms per connection",
-                                crate::hub::MAX_ROOMS_PER_CLIENT
-                            )));
-                        }
-                        rooms.push(room);
-                    }
-                }
-                "name" => name = Some(Name::parse(&value)?),
-                "last_event_id" => since = Some(event_id(&value)?),
-                _ => {} // unknown parameters are ignored, as HTTP servers do
-            }
-        }
-        if let Some(header) = last_event_id {
-            since = Some(event_id(header.trim())?);
-        }
-        if rooms.is_empty() {
-            rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
-        }
-        Ok(SseQuery { rooms, name, since })
+/// What `GET /events` asks for: `room=` (repeatable), `name=`, and
+/// `last_event_id=` (or `since=`); a `Last-Event-ID` header wins over the
+/// query, because a browser sends it on reconnect while the URL still
+/// carries the first `last_event_id`.
+pub fn subscription(query: &str, last_event_id: Option<&str>) -> Result<Subscription, ParseError> {
+    let mut wanted = SubscriptionBuilder::default();
+    wanted.query(query, |_, _| Ok(()))?;
+    if let Some(header) = last_event_id {
+        wanted.since(header)?;
     }
+    Ok(wanted.finish())
 }
 
 /// Answers `GET /events` on the connection's own thread: checks the
@@ -141,13 +105,17 @@ pub fn serve(
     .run();
 }
 
-fn check(request: &Request, query: &str, shared: &Shared) -> Result<(SseQuery, Permit), ApiError> {
+fn check(
+    request: &Request,
+    query: &str,
+    shared: &Shared,
+) -> Result<(Subscription, Permit), ApiError> {
     let last_event_id = request
         .headers()
         .iter()
         .find(|h| h.field.equiv("Last-Event-ID"))
         .map(|h| h.value.as_str());
-    let parsed = SseQuery::parse(query, last_event_id)?;
+    let parsed = subscription(query, last_event_id)?;
     if shared.shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
@@ -178,7 +146,7 @@ struct SseStream {
     id: ClientId,
     peer: String,
     wire: Wire,
-    query: Option<SseQuery>,
+    query: Option<Subscription>,
     shared: Shared,
     /// Held for the life of the stream: its place under `--max-connections`.
     permit: Permit,
@@ -193,7 +161,7 @@ impl SseStream {
         id: ClientId,
         peer: Option<SocketAddr>,
         wire: Wire,
-        query: SseQuery,
+        query: Subscription,
         permit: Permit,
         socket: Arc<TcpStream>,
         shared: Shared,
@@ -220,7 +188,8 @@ impl SseStream {
         let (to_client, events) = crossbeam_channel::unbounded();
         let hangup =
             Hangup::cut_when_slow(Arc::clone(&self.socket), self.shared.config.send_buffer);
-        let SseQuery { rooms, name, since } = self.query.take().expect("the query is taken once");
+        let Subscription { rooms, name, since } =
+            self.query.take().expect("the query is taken once");
         let subscriber = Subscriber {
             id,
             name: name.unwrap_or_else(|| Name::guest(id.0)),
@@ -330,11 +299,6 @@ fn append(chunk: &mut Chunk, hangup: &Hangup, item: Outbound) -> Option<usize> {
         Outbound::GoingAway => None,
         _ => Some(item.events().len()),
     }
-}
-
-fn event_id(raw: &str) -> Result<u64, ParseError> {
-    raw.parse::<u64>()
-        .map_err(|_| ParseError::BadRequest(format!("an event id is a number, not {raw:?}")))
 }
 
 /// What goes out in one write: the body bytes of one HTTP chunk, with room
@@ -473,59 +437,9 @@ mod tests {
     }
 
     #[test]
-    fn query_defaults_to_the_lobby() {
-        let q = SseQuery::parse("", None).expect("an empty query is fine");
-        assert_eq!(q.rooms, vec![RoomName::parse("lobby").expect("valid")]);
-        assert_eq!(q.name, None);
-        assert_eq!(q.since, None);
-    }
-
-    #[test]
-    fn query_reads_rooms_name_and_last_event_id() {
-        let q = SseQuery::parse("room=a&room=b&room=a&name=al%20ice&last_event_id=7", None)
-            .expect("valid");
-        let rooms: Vec<&str> = q.rooms.iter().map(RoomName::as_str).collect();
-        assert_eq!(rooms, ["a", "b"]);
-        assert_eq!(q.name.as_ref().map(Name::as_str), Some("al ice"));
-        assert_eq!(q.since, Some(7));
-    }
-
-    #[test]
-    fn issue_17_many_rooms_are_refused_without_quadratic_work() {
-        let query: String = (0..40_000).map(|n| format!("room=r{n}&")).collect();
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            SseQuery::parse(&query, None),
-            Err(ParseError::BadRequest(_))
-        ));
-        assert!(
-            started.elapsed() < std::time::Duration::from_millis(200),
-            "took {:?}",
-            started.elapsed()
-        );
-        let at_the_bound: String = (0..64).map(|n| format!("room=r{n}&")).collect();
-        assert_eq!(
-            SseQuery::parse(&at_the_bound, None).map(|q| q.rooms.len()),
-            Ok(64)
-        );
-    }
-
-    #[test]
     fn the_last_event_id_header_wins_over_the_query() {
-        let q = SseQuery::parse("last_event_id=7", Some("12")).expect("valid");
-        assert_eq!(q.since, Some(12));
-    }
-
-    #[test]
-    fn bad_rooms_and_ids_are_refused() {
-        assert_eq!(
-            SseQuery::parse("room=a%20b", None),
-            Err(ParseError::BadRoom)
-        );
-        assert!(matches!(
-            SseQuery::parse("last_event_id=x", None),
-            Err(ParseError::BadRequest(_))
-        ));
-        assert!(SseQuery::parse("", Some("-1")).is_err());
+        let wanted = subscription("last_event_id=7", Some("12")).expect("valid");
+        assert_eq!(wanted.since, Some(12));
+        assert!(subscription("", Some("-1")).is_err());
     }
 }

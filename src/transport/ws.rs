@@ -47,6 +47,7 @@ use tungstenite::Message;
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
+use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::transport::refuse::{
     linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
@@ -509,29 +510,18 @@ fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted, Refusal> {
     })
 }
 
-/// `room=R` (repeatable, default `lobby`), `name=N`, `format=json|text`, `since=ID`.
+/// The subscription (`room=`, `name=`, `since=`: see `subscription`) and
+/// `format=json|text`.
 fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
-    let mut rooms = Vec::new();
-    let mut name = None;
     let mut format = Format::Json;
-    let mut since = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "room" => rooms.push(RoomName::parse(&value)?),
-            "name" => name = Some(Name::parse(&value)?),
-            "format" => format = Format::parse(&value)?,
-            "since" => {
-                let id = value.parse::<u64>().map_err(|_| {
-                    ParseError::BadRequest(format!("since must be an event id, not {value:?}"))
-                })?;
-                since = Some(id);
-            }
-            _ => {} // unknown parameters are ignored, as HTTP servers do
+    let mut wanted = SubscriptionBuilder::default();
+    wanted.query(query, |key, value| {
+        if key == "format" {
+            format = Format::parse(value)?;
         }
-    }
-    if rooms.is_empty() {
-        rooms.push(RoomName::parse("lobby").expect("lobby is a valid room name"));
-    }
+        Ok(())
+    })?;
+    let Subscription { rooms, name, since } = wanted.finish();
     Ok(Route::Chat {
         rooms,
         name,
