@@ -19,9 +19,9 @@ use crate::hub::{HubGone, PublishError};
 use crate::origin::OriginRefused;
 use crate::protocol::ParseError;
 use crate::rooms::RoomLimit;
-use crate::transport::Shared;
+use crate::transport::{sse, Shared};
 
-pub use listener::{bind, spawn_listener, PlainSlot};
+pub use listener::{bind, spawn_listener};
 
 /// The chat page, with `__WS_PORT__` where the WebSocket port goes.
 const PAGE: &str = include_str!("page/index.html");
@@ -126,6 +126,16 @@ impl ApiError {
             _ => {}
         }
         reply
+    }
+}
+
+impl From<sse::Refused> for ApiError {
+    fn from(refused: sse::Refused) -> ApiError {
+        match refused {
+            sse::Refused::Parse(e) => ApiError::Parse(e),
+            sse::Refused::Full(max) => ApiError::Full(max),
+            sse::Refused::ShuttingDown => ApiError::ShuttingDown,
+        }
     }
 }
 

@@ -193,7 +193,7 @@ impl Drop for Registered<'_> {
 
 /// A plain connection's place under `--max-http-connections`, counted in
 /// `switchboard_http_connections` while it is held.
-pub struct PlainSlot {
+struct PlainSlot {
     _permit: Permit,
     metrics: Arc<Metrics>,
 }
@@ -237,7 +237,14 @@ impl Site {
         let url = request.url().to_owned();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         if path == "/events" && matches!(request.method(), Method::Get) {
-            return sse::serve(request, query, id, socket, slot, &self.shared);
+            match sse::admit(&request, query, &self.shared) {
+                Ok(admitted) => {
+                    drop(slot.take()); // a subscriber now, not a plain request
+                    sse::run(request, admitted, id, socket, &self.shared);
+                }
+                Err(refused) => respond(request, refused.into()),
+            }
+            return;
         }
         match route(&mut request, path, query, &self.shared, &self.page) {
             Ok(reply) => {

@@ -38,7 +38,6 @@ use crossbeam_channel::{after, never, select, tick, Receiver};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
-use crate::http::{respond, ApiError, PlainSlot};
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
 use crate::protocol::{ClientId, ParseError, Transport};
 use crate::room::Name;
@@ -71,53 +70,34 @@ pub fn subscription(query: &str, last_event_id: Option<&str>) -> Result<Subscrip
     Ok(wanted.finish())
 }
 
-/// Answers `GET /events` on the connection's own thread: checks the
-/// request, trades the connection's place under `--max-http-connections`
-/// (`slot`) for one under `--max-connections`, and runs the stream until it
-/// ends. Refusals are answered here, as JSON errors like the rest of the API.
-pub fn serve(
-    request: Request,
-    query: &str,
-    id: ClientId,
-    socket: &Arc<TcpStream>,
-    slot: &mut Option<PlainSlot>,
-    shared: &Shared,
-) {
-    let (query, permit) = match check(&request, query, shared) {
-        Ok(checked) => checked,
-        Err(e) => return respond(request, e),
-    };
-    drop(slot.take()); // a subscriber, not a plain request, from now on
-    let peer = request.remote_addr().copied();
-    let wire = Wire {
-        chunked: *request.http_version() >= (1, 1),
-        out: request.into_writer(),
-    };
-    SseStream::new(
-        id,
-        peer,
-        wire,
-        query,
-        permit,
-        Arc::clone(socket),
-        shared.clone(),
-    )
-    .run();
+/// A subscriber let in: what it asked for, and its place under
+/// `--max-connections`.
+pub struct Admitted {
+    subscription: Subscription,
+    permit: Permit,
 }
 
-fn check(
-    request: &Request,
-    query: &str,
-    shared: &Shared,
-) -> Result<(Subscription, Permit), ApiError> {
+/// Why `GET /events` was refused (the HTTP side answers it as JSON).
+#[derive(Debug)]
+pub enum Refused {
+    /// A bad room, name or id.
+    Parse(ParseError),
+    /// At `--max-connections`, which it says.
+    Full(usize),
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Checks `GET /events` and takes a place under `--max-connections`.
+pub fn admit(request: &Request, query: &str, shared: &Shared) -> Result<Admitted, Refused> {
     let last_event_id = request
         .headers()
         .iter()
         .find(|h| h.field.equiv("Last-Event-ID"))
         .map(|h| h.value.as_str());
-    let parsed = subscription(query, last_event_id)?;
+    let subscription = subscription(query, last_event_id).map_err(Refused::Parse)?;
     if shared.shutting_down() {
-        return Err(ApiError::ShuttingDown);
+        return Err(Refused::ShuttingDown);
     }
     let Some(permit) = shared.limit.try_acquire() else {
         shared.metrics.refused("limit");
@@ -125,9 +105,41 @@ fn check(
             "sse connection refused: at --max-connections ({})",
             shared.config.max_connections
         );
-        return Err(ApiError::Full(shared.config.max_connections));
+        return Err(Refused::Full(shared.config.max_connections));
     };
-    Ok((parsed, permit))
+    Ok(Admitted {
+        subscription,
+        permit,
+    })
+}
+
+/// Runs an admitted stream on the connection's own thread until it ends.
+pub fn run(
+    request: Request,
+    admitted: Admitted,
+    id: ClientId,
+    socket: &Arc<TcpStream>,
+    shared: &Shared,
+) {
+    let peer = request.remote_addr().copied();
+    let wire = Wire {
+        chunked: *request.http_version() >= (1, 1),
+        out: request.into_writer(),
+    };
+    let Admitted {
+        subscription,
+        permit,
+    } = admitted;
+    SseStream::new(
+        id,
+        peer,
+        wire,
+        subscription,
+        permit,
+        Arc::clone(socket),
+        shared.clone(),
+    )
+    .run();
 }
 
 /// Why a stream ended.
