@@ -49,15 +49,15 @@ use log::{debug, warn};
 use serde::Serialize;
 
 use crate::admission::Admission;
-use crate::memory::Housekeeping;
 use crate::metrics::Metrics;
+use crate::os::memory::Housekeeping;
+use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
 use crate::protocol::{
     now_millis, Body, ClientId, Event, Member, Request, RoomCount, Transport, HELP,
 };
 use crate::room::{Name, RoomMember, RoomName};
 use crate::rooms::{Retention, RoomLimit, Rooms};
 use crate::subscription::MAX_ROOMS;
-use crate::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// How many commands may wait for the hub before senders block.
 const COMMAND_QUEUE: usize = 4096;

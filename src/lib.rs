@@ -13,13 +13,14 @@
 //! ```
 //!
 //! One thread, the hub, owns all shared state; every other thread talks to it
-//! through channels. A connection costs two small threads (reader and writer);
-//! an event fanned out to a thousand members is encoded once and shared as an
-//! `Arc<Event>`.
+//! through channels. A WebSocket costs two small threads (reader and writer),
+//! an SSE stream or a plain HTTP connection one; an event fanned out to a
+//! thousand members is encoded once and shared as an `Arc<Event>`.
 //!
 //! Reading order for newcomers:
 //! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
-//!    each is written on the wire.
+//!    each is written on the wire; [`subscription`]: what a subscriber asks
+//!    for as it connects, parsed once for every transport.
 //! 2. [`room`]: names checked once at the edge; a room is members + history;
 //!    [`rooms`]: every room, within `--max-rooms`, `--max-history-bytes`
 //!    and `--room-expiry`.
@@ -27,30 +28,30 @@
 //!    consumers, replay; and [`admission`]: new members wait while a crowd
 //!    of old ones lags.
 //! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
-//! 5. [`transport::sse`] and [`http`]: one writer thread per SSE stream; REST
-//!    as request/reply with the hub; [`origin`]: which browser pages may
-//!    open a WebSocket or publish.
+//! 5. [`http`]: a thread per HTTP connection, bounded and timed
+//!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
+//!    stream; REST as request/reply with the hub; [`origin`]: which browser
+//!    pages may open a WebSocket or publish; [`transport::refuse`]: turning
+//!    connections away without a thread each.
 //! 6. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
-//! 7. `grpc` (feature `grpc`): the one place with an async runtime, bridged
-//!    to the same hub.
+//! 7. `transport::grpc` (feature `grpc`): the one place with an async
+//!    runtime, bridged to the same hub.
+//! 8. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
 
 pub mod admission;
 pub mod config;
-#[cfg(feature = "grpc")]
-pub mod grpc;
 pub mod http;
 pub mod hub;
-pub mod memory;
 pub mod metrics;
 pub mod origin;
+pub mod os;
 pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod server;
 pub mod shutdown;
 pub mod subscription;
-pub mod threads;
 pub mod transport;
 
 pub use config::Config;

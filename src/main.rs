@@ -8,7 +8,7 @@ use clap::Parser;
 use log::{error, info, warn};
 
 use switchboard::config::{Args, Config};
-use switchboard::memory::restart_with_malloc_tunables;
+use switchboard::os::memory::restart_with_malloc_tunables;
 use switchboard::shutdown::on_signal;
 use switchboard::Server;
 

@@ -61,7 +61,7 @@ impl Server {
             .transpose()?;
 
         let limit = connection_limit(&config);
-        match crate::threads::size_futex_table(limit) {
+        match crate::os::threads::size_futex_table(limit) {
             Some(slots) => debug!("futex hash table: {slots} slots"),
             None => debug!("futex hash table: the kernel's own"),
         }
@@ -154,7 +154,7 @@ impl Server {
 /// and is joined like the accept threads.
 #[cfg(feature = "grpc")]
 fn spawn_grpc(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()>> {
-    crate::grpc::spawn(listener, shared)
+    crate::transport::grpc::spawn(listener, shared)
 }
 
 /// Without the feature `Config` refuses `--grpc`, so this is never reached.
@@ -168,7 +168,7 @@ fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<
 /// `--max-connections`, lowered to what the kernel's limits allow: refusing a
 /// connection with 503 beats a thread that cannot start.
 fn connection_limit(config: &Config) -> usize {
-    match crate::threads::connection_ceiling() {
+    match crate::os::threads::connection_ceiling() {
         Some(ceiling) if ceiling < config.max_connections => {
             warn!(
                 "--max-connections {} is past what this kernel allows (about {ceiling}: each \

@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::threads::{spawn_named, WRITER_STACK_BYTES};
+use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// A channel that receives one message when SIGINT or SIGTERM arrives.
 pub fn on_signal() -> io::Result<Receiver<i32>> {

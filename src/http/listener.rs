@@ -34,8 +34,8 @@ use tiny_http::{ClientConnection, Limits, Method, Request};
 
 use super::{respond, route, ApiError, PAGE};
 use crate::metrics::Metrics;
+use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::ClientId;
-use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::transport::refuse::{linger_then_close, spawn_connection, Refuser, CLOSE_GRACE};
 use crate::transport::{sse, ConnectionLimit, Permit, Shared};
 

@@ -12,6 +12,8 @@
 //! apart), so that one wake-up carries many events and the writers wake
 //! together; when events come slower than that, it does not.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod refuse;
 pub mod sse;
 pub mod ws;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::threads::{spawn_named, WRITER_STACK_BYTES};
+use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
 
 /// Refused connections waiting for their 503 before they are simply closed.
 const REFUSE_QUEUE: usize = 64;

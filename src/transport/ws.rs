@@ -45,10 +45,10 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
 use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{encode_frame, parse_line, ClientId, Event, Format, ParseError, Transport};
 use crate::room::{Name, RoomName};
 use crate::subscription::{Subscription, SubscriptionBuilder};
-use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::transport::refuse::{
     linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
 };

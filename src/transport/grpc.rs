@@ -81,10 +81,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use crate::hub::{Command, Hangup, HubHandle, Outbound, PublishError, Subscriber};
+use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{Body, ClientId, Event, ParseError, Request, Transport};
 use crate::room::{Name, RoomName};
 use crate::subscription::{Subscription, SubscriptionBuilder};
-use crate::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::transport::{Permit, Shared};
 
 use proto::chat_request::Action;
