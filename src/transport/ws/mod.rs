@@ -1,0 +1,356 @@
+//! WebSocket on `--ws`: an accept thread, then one reader and one writer thread
+//! per connection, on one socket.
+//!
+//! ```text
+//! [ws-accept] --spawn--> [ws-r c7] --Command--------------------> [hub]
+//!      |                     |  Reply (pong, close, errors, echo)
+//!      |                     v
+//!      |                 [ws-w c7] <--Outbound (--send-buffer events)-- [hub]
+//!      +--TcpStream--> [ws-refuse]  (503 over --max-connections)
+//! ```
+//!
+//! The reader owns the handshake and the protocol state (tungstenite's
+//! `WebSocketContext`); it never writes to the socket. Everything the protocol
+//! owes the peer (a pong, a close reply, an error event, an echoed frame) goes
+//! to the writer as a `Reply`, so no reply is ever interleaved with a
+//! half-written frame. Both threads share one `Arc<TcpStream>`: `&TcpStream` is
+//! both `Read` and `Write`, and one file descriptor serves two threads.
+//!
+//! The writer waits on three things at once — hub events, the reader's replies,
+//! and the next ping — then drains whatever else is queued and writes it with
+//! one vectored syscall. Event frames come pre-encoded from `Event::ws_frame`,
+//! shared by every member.
+//!
+//! `/echo` runs the very same reader and writer, minus the hub: the
+//! Autobahn|Testsuite run against it checks the transport chat traffic uses.
+//!
+//! Ending a connection, whoever starts it: a side that sends a close frame
+//! then half-closes (`shutdown(Write)`); the reader reads until the peer's FIN
+//! (bounded by `CLOSE_GRACE`), so the socket closes cleanly without a reset.
+//!
+//! This file accepts, starts the two threads and opens the connection;
+//! `handshake` reads and checks the upgrade request, `reader` and `writer`
+//! are the two threads' bodies.
+
+mod handshake;
+mod reader;
+mod writer;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, never, Receiver, Sender};
+use log::{debug, warn};
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+
+use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
+use crate::protocol::{ClientId, Format, Transport};
+use crate::room::Name;
+use crate::transport::refuse::{
+    linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
+};
+use crate::transport::{Permit, Shared};
+
+use handshake::{handshake, Accepted, Refusal, Route};
+use reader::{RateLimit, Reader, Reply};
+use writer::Writer;
+
+/// Replies the reader may queue for the writer before it waits: none, the
+/// reader hands each one over in person. A queue of 8 took 1.1 kB of every
+/// connection (its slots, and its ends padded to cache lines), a rendezvous
+/// 0.3 (`heaptrack`, 1000 idle: 1546 against 906 bytes per connection live
+/// from `start_writer`). Replies are rare on `/ws` (pongs, errors); on
+/// `/echo` every frame is one, and waiting for the writer is the
+/// back-pressure an echo owes a peer that sends faster than it reads.
+const REPLY_QUEUE: usize = 0;
+
+/// The reader's buffer: small, because ten thousand idle connections each
+/// have one. Chat lines are short; a longer message takes a few more reads.
+const READ_BUFFER_BYTES: usize = 512;
+
+/// Starts the accept thread on `listener`.
+pub fn spawn_listener(listener: TcpListener, shared: Shared) -> io::Result<JoinHandle<()>> {
+    let refuser = Refuser::spawn("ws-refuse", shared.done.clone())?;
+    spawn_named("ws-accept".into(), WRITER_STACK_BYTES, move || {
+        accept_loop(listener, shared, refuser)
+    })
+}
+
+fn accept_loop(listener: TcpListener, shared: Shared, refuser: Refuser) {
+    for stream in listener.incoming() {
+        if shared.shutting_down() {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, most often: back off instead of spinning.
+                warn!("ws accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true); // small frames must not wait for Nagle
+        let Some(permit) = shared.limit.try_acquire() else {
+            shared.metrics.refused("limit");
+            warn!(
+                "ws connection refused: at --max-connections ({})",
+                shared.config.max_connections
+            );
+            refuser.refuse(stream, "the server is at its connection limit");
+            continue;
+        };
+        let id = shared.ids.next();
+        let conn_shared = shared.clone();
+        let spawned = spawn_connection(
+            format!("ws-r {id}"),
+            READER_STACK_BYTES,
+            stream,
+            move |stream| serve(stream, id, permit, conn_shared),
+        );
+        if let Err((e, stream)) = spawned {
+            shared.metrics.refused("threads");
+            warn!("{id} refused: cannot start a thread: {e}");
+            if let Some(stream) = stream {
+                refuser.refuse(stream, "the server cannot take more connections");
+            }
+        }
+    }
+    debug!("ws accept loop ends");
+}
+
+/// The reader thread's body: the handshake, the writer, the opening, then
+/// the read loop.
+///
+/// Each step is a function of its own, never inlined into this one, and
+/// returns before the next starts: a thread keeps every stack page it has
+/// ever touched, so one step's frame must not sit on the stack under the next
+/// (the read loop lasts as long as the connection). Keeping the handshake out
+/// took the reader from 16 to 12 KiB of stack; starting the writer and
+/// running the read loop from here, not from inside `open`, from 12 to 8
+/// (the deepest touched byte of each stack, read from `/proc/PID/mem`).
+fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
+    let _done = shared.done.clone();
+    let peer = peer_name(&stream);
+    let socket = Arc::new(stream);
+    // Held here for as long as the reader runs, and by the writer.
+    let permit = Arc::new(permit);
+    let accepted = match handshake(&socket, &shared) {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            debug!(
+                "{id} {peer} ws handshake refused: {} {}",
+                refusal.status, refusal.message
+            );
+            return refuse(&socket, &shared, &refusal);
+        }
+    };
+    // The writer starts before the upgrade, so a thread that cannot start is
+    // still a 503.
+    let link = match start_writer(&socket, id, &permit, &shared, &accepted.route) {
+        Ok(link) => link,
+        Err(e) => {
+            warn!("{id} refused: cannot start a thread: {e}");
+            let busy = Refusal::new(
+                503,
+                "Service Unavailable",
+                "threads",
+                "the server cannot take more connections",
+            );
+            return refuse(&socket, &shared, &busy);
+        }
+    };
+    if let Some(reader) = open(socket, id, &shared, &peer, accepted, link) {
+        reader.run();
+        debug!("{id} {peer} ws closed");
+    }
+}
+
+/// The peer's address, for the logs (its formatting in a frame of its own).
+#[inline(never)]
+fn peer_name(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string())
+}
+
+/// Counts a refused handshake, answers it with its HTTP error and closes.
+#[inline(never)]
+fn refuse(socket: &TcpStream, shared: &Shared, refusal: &Refusal) {
+    shared.metrics.refused(refusal.metric);
+    respond(
+        socket,
+        refusal.status,
+        refusal.reason,
+        &[],
+        &refusal.message,
+    );
+    linger_then_close(socket, CLOSE_GRACE);
+}
+
+/// The writer's end of a connection, as the reader and the hub hold it.
+struct WriterLink {
+    /// What the protocol owes the peer (pong, close, errors, echo).
+    replies: Sender<Reply>,
+    /// The connection's queue, for the hub (`/ws` only).
+    events: Sender<Outbound>,
+    hangup: Arc<Hangup>,
+}
+
+/// Starts the connection's writer thread.
+#[inline(never)]
+fn start_writer(
+    socket: &Arc<TcpStream>,
+    id: ClientId,
+    permit: &Arc<Permit>,
+    shared: &Shared,
+    route: &Route,
+) -> io::Result<WriterLink> {
+    let config = &shared.config;
+    let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
+    let _ = socket.set_write_timeout(Some(config.write_timeout));
+    let (replies, replies_rx) = queue(REPLY_QUEUE);
+    let (events, events_rx) = match route {
+        Route::Chat { .. } => unbounded_queue(),
+        Route::Echo => queue(0),
+    };
+    let hangup = Hangup::new(Some(Arc::clone(socket)), config.send_buffer);
+    let writer = Writer {
+        id,
+        socket: Arc::clone(socket),
+        events: match route {
+            Route::Chat { .. } => events_rx,
+            Route::Echo => never(),
+        },
+        replies: replies_rx,
+        format: match route {
+            Route::Chat { format, .. } => *format,
+            Route::Echo => Format::Json,
+        },
+        hangup: Arc::clone(&hangup),
+        ping_interval: config.ping_interval,
+        permit: Arc::clone(permit),
+        _done: shared.done.clone(),
+    };
+    spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
+        writer.run()
+    })?;
+    Ok(WriterLink {
+        replies,
+        events,
+        hangup,
+    })
+}
+
+/// A bounded queue, made out of line.
+///
+/// Building a channel assembles it on the stack, then allocates it with its
+/// slots' alignment (`posix_memalign`), and every page of the reader's stack
+/// that is touched stays resident for the life of the connection. When the
+/// compiler inlined both queues into `start_writer`, its frame grew to
+/// 1.1 KiB and each reader's stack went 8.9 KiB deep, one page past 8: 4 kB
+/// more per idle connection (5000 idle: 20.0 against 16.0 kB of stacks per
+/// connection, `/proc/PID/smaps`). Out of line, the deepest point is the read
+/// loop again, 7.9 KiB down (a scan of a reader's stack, `/proc/PID/mem`).
+#[inline(never)]
+fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    bounded(capacity)
+}
+
+/// The connection's event queue: unbounded, because the hub's count of its
+/// events is its bound (`Hangup::new`), and out of line like `queue`
+/// (inlined, it took every reader's stack a page deeper again: 5000 idle,
+/// 12.0 against 8.1 kB of reader stack per connection).
+#[inline(never)]
+fn unbounded_queue<T>() -> (Sender<T>, Receiver<T>) {
+    crossbeam_channel::unbounded()
+}
+
+/// Completes the handshake and joins the hub (for `/ws`); returns the reader
+/// for the read loop, or `None` if the connection is already over.
+#[inline(never)]
+fn open(
+    socket: Arc<TcpStream>,
+    id: ClientId,
+    shared: &Shared,
+    peer: &str,
+    accepted: Accepted,
+    link: WriterLink,
+) -> Option<Box<Reader>> {
+    let Accepted { route, key, tail } = accepted;
+    let WriterLink {
+        replies,
+        events: to_client,
+        hangup,
+    } = link;
+    let config = &shared.config;
+    if matches!(route, Route::Chat { .. }) {
+        // The upgrade is answered once the connection may join: see `admission`.
+        shared.hub.wait_to_join();
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if (&*socket).write_all(upgrade.as_bytes()).is_err() {
+        return None; // dropping `replies` lets the writer end too
+    }
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    // Boxed: `serve` holds it under the read loop, and a pointer there
+    // takes less of the reader's stack than the whole protocol state.
+    let mut reader = Box::new(Reader {
+        id,
+        socket,
+        context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
+        replies,
+        chat: None,
+        rate: config.rate_limit.map(RateLimit::new),
+        max_message_bytes: config.max_message_bytes,
+    });
+    match route {
+        Route::Echo => debug!("{id} {peer} ws echo open"),
+        Route::Chat {
+            rooms, name, since, ..
+        } => {
+            debug!("{id} {peer} ws open");
+            let subscriber = Subscriber {
+                id,
+                name: name.unwrap_or_else(|| Name::guest(id.0)),
+                transport: Transport::Ws,
+                events: to_client,
+                hangup,
+            };
+            let connect = Command::Connect {
+                subscriber,
+                rooms,
+                since,
+            };
+            if shared.hub.send(connect).is_err() {
+                return None; // shutting down
+            }
+            reader.chat = Some(shared.clone());
+        }
+    }
+    Some(reader)
+}
+
+/// The address to dial to wake an accept loop blocked on `addr`.
+pub fn wake_address(addr: SocketAddr) -> SocketAddr {
+    let mut wake = addr;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match addr {
+            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    wake
+}
