@@ -12,9 +12,9 @@
 //!
 //!     cargo run --example 00_go_hub
 //!
-//! In switchboard the same hub is `src/hub.rs` (`Hub::run`, `offer`,
+//! In switchboard the same hub is `src/hub/mod.rs` (`Hub::run`, `offer`,
 //! `remove_client`) and the pumps are the reader and writer threads of
-//! `src/transport/ws.rs`. What it changes: one `Command` channel instead of
+//! `src/transport/ws/`. What it changes: one `Command` channel instead of
 //! three, rooms, ids and history, a dropped client told why (close 1008),
 //! and a hub that ends when nothing can reach it.
 

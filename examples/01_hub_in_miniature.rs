@@ -12,9 +12,9 @@
 //!
 //!     cargo run --example 01_hub_in_miniature
 //!
-//! In switchboard: `src/hub.rs` (`Hub::spawn`, the loop, `offer` and
+//! In switchboard: `src/hub/mod.rs` (`Hub::spawn`, the loop, `offer` and
 //! `remove_client`); every transport builds its subscriber the way `main`
-//! does here (`src/transport/ws.rs`, `src/transport/sse.rs`).
+//! does here (`src/transport/ws/`, `src/transport/sse.rs`).
 
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@
 //!     SWITCHBOARD_URL='ws://127.0.0.1:8081/ws?name=lesson2' \
 //!         cargo run --example 02_chat_client -- "hello"    # terminal 3
 //!
-//! In switchboard: the other end of this conversation is `src/transport/ws.rs`
+//! In switchboard: the other end of this conversation is `src/transport/ws/`
 //! (a reader and a writer thread per connection); `Server::start` is in
 //! `src/server.rs`, and every integration test starts the server the same way.
 

@@ -10,7 +10,7 @@
 //!
 //!     cargo run --example 04_request_reply
 //!
-//! In switchboard: `HubHandle::ask` in `src/hub.rs`, which `POST /rooms/{room}/messages`
+//! In switchboard: `HubHandle::ask` in `src/hub/handle.rs`, which `POST /rooms/{room}/messages`
 //! and the `GET /rooms…` routes of `src/http/rest.rs` use to reach the hub.
 
 use std::collections::HashMap;

@@ -37,16 +37,22 @@
 //! error event), and rooms without members are swept from the hub loop
 //! every `Retention::sweep_interval`, with no timer thread.
 
+//!
+//! Files: `queue` is what the hub puts in each member's queue and the bound it
+//! keeps there (`Outbound`, `Hangup`); `handle` is how other threads reach the
+//! hub (`Command`, `HubHandle`, and the views they get back); this file is the
+//! thread itself: its loop, its rounds and fan-out, and the one exit door.
+
+mod handle;
+mod queue;
+
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 use log::{debug, warn};
-use serde::Serialize;
 
 use crate::admission::Admission;
 use crate::metrics::Metrics;
@@ -58,6 +64,12 @@ use crate::protocol::{
 use crate::room::{Name, RoomMember, RoomName};
 use crate::rooms::{Retention, RoomLimit, Rooms};
 use crate::subscription::MAX_ROOMS;
+
+pub use handle::{
+    ClientIds, Command, HubGone, HubHandle, MemberInfo, PublishError, RoomDetail, RoomSummary,
+    Subscriber,
+};
+pub use queue::{Backlog, Hangup, Outbound, Run, RunPosition};
 
 /// How many commands may wait for the hub before senders block.
 const COMMAND_QUEUE: usize = 4096;
@@ -74,460 +86,6 @@ const RUN_ROOM: usize = 160;
 const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= MAX_RUN_EVENTS);
 /// The least time between two warnings that rooms are being refused.
 const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// What the hub puts in a subscriber's queue.
-#[derive(Debug)]
-pub enum Outbound {
-    /// One event.
-    Event(Arc<Event>),
-    /// A run of events to one room (see the module doc), shared by all its
-    /// members, from the given index on: a member that joined during the
-    /// round missed the events before its own `joined`.
-    Run(Arc<Run>, u32),
-    /// Replayed history, in id order: it counts as one event however long it
-    /// is, so a replay larger than `--send-buffer` does not count as a slow
-    /// consumer. Boxed, so that `Outbound`, and with it every queue slot,
-    /// stays at 16 bytes.
-    Backlog(Box<Backlog>),
-    /// The server is shutting down: say goodbye (WebSocket close 1001) and end.
-    GoingAway,
-}
-
-impl Outbound {
-    /// The events this item carries, oldest first (none for `GoingAway`).
-    pub fn events(&self) -> &[Arc<Event>] {
-        match self {
-            Outbound::Event(event) => std::slice::from_ref(event),
-            Outbound::Run(run, from) => run.0.get(*from as usize..).unwrap_or_default(),
-            Outbound::Backlog(backlog) => &backlog.0,
-            Outbound::GoingAway => &[],
-        }
-    }
-
-    /// Hands over each event it carries, oldest first: moved where the item
-    /// owns them, cloned only out of a shared run.
-    pub fn for_each_event(self, f: impl FnMut(Arc<Event>)) {
-        match self {
-            Outbound::Event(event) => std::iter::once(event).for_each(f),
-            Outbound::Run(run, from) => run.0.iter().skip(from as usize).cloned().for_each(f),
-            Outbound::Backlog(backlog) => backlog.0.into_iter().for_each(f),
-            Outbound::GoingAway => {}
-        }
-    }
-
-    /// How many events it counts for against `--send-buffer`.
-    fn counted(&self) -> usize {
-        match self {
-            Outbound::Event(_) | Outbound::Backlog(_) => 1,
-            Outbound::Run(..) => self.events().len(),
-            Outbound::GoingAway => 0,
-        }
-    }
-}
-
-/// Events published to one room in one round, oldest first.
-#[derive(Debug)]
-pub struct Run(pub Vec<Arc<Event>>);
-
-impl Run {
-    /// What a member gets of `run` from its event `from` on: nothing, a
-    /// plain event when one is left, or its share of the run.
-    fn part_from(run: &Arc<Run>, from: usize) -> Option<Outbound> {
-        match run.0.len().checked_sub(from)? {
-            0 => None,
-            1 => Some(Outbound::Event(Arc::clone(&run.0[from]))),
-            _ => Some(Outbound::Run(Arc::clone(run), from as u32)),
-        }
-    }
-}
-
-/// Replayed events, oldest first.
-#[derive(Debug)]
-pub struct Backlog(pub Vec<Arc<Event>>);
-
-/// Where a member joined a room, in the hub's runs: during run `run`, after
-/// its first `offset` events. A member that joined before the current run
-/// (`run` older) gets all of it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunPosition {
-    run: u64,
-    offset: usize,
-}
-
-impl RunPosition {
-    /// Where the member's part of run `number` begins.
-    fn start_in(self, number: u64) -> usize {
-        if self.run == number {
-            self.offset
-        } else {
-            0
-        }
-    }
-}
-
-/// How the hub reaches a connection beyond its queue: to mark it too slow and
-/// wake its threads, or to cut it when even a goodbye will not fit.
-pub struct Hangup {
-    too_slow: AtomicBool,
-    /// Events in the queue, which `--send-buffer` bounds: one slot can carry
-    /// a whole run, so the bound counts events, not slots. The hub adds an
-    /// item's events before it sends it; the consumer takes them off as it
-    /// receives it (`took`).
-    queued: AtomicUsize,
-    /// `--send-buffer`: the most events `queued` may reach.
-    bound: usize,
-    socket: Option<Arc<TcpStream>>,
-    /// What dropping it as slow shuts on `socket`: reading only, where the
-    /// writer still owes a goodbye (WebSocket's close 1008), or both ways,
-    /// which also wakes a writer blocked on the peer (SSE owes nothing).
-    on_slow: Shutdown,
-    /// The writer thread, once it has said so: the hub nudges it awake when
-    /// its queue passes half full while it lingers (`transport::Pace`).
-    writer: OnceLock<Thread>,
-    /// Where the hub counts members whose queue lags (`lags_at`), set
-    /// when it takes the connection in (`Hub::connect`).
-    admission: OnceLock<Arc<Admission>>,
-}
-
-impl Hangup {
-    /// A hangup for a connection on `socket` (`None` for transports whose
-    /// threads notice a closed queue on their own, like gRPC), whose queue
-    /// may hold `bound` events (`--send-buffer`).
-    ///
-    /// The queue itself is an unbounded channel: this count is its bound. Every
-    /// item counts for at least one event but `GoingAway`, so it never holds
-    /// more than `bound + 1` items, and it allocates slots as it fills, in
-    /// blocks of 31, instead of `bound` slots up front: a bounded channel of
-    /// 256 took 6 KiB for every idle connection (5000 idle: 32.0 against
-    /// 27.1 kB RSS per connection, `/proc/PID/smaps`, 2-core VM).
-    pub fn new(socket: Option<Arc<TcpStream>>, bound: usize) -> Arc<Hangup> {
-        Hangup::build(socket, bound, Shutdown::Read)
-    }
-
-    /// A hangup for a stream that owes a slow peer no goodbye (SSE): dropped
-    /// as slow, its socket is shut both ways at once, so the peer sees the end
-    /// now and a write blocked on it fails now.
-    pub fn cut_when_slow(socket: Arc<TcpStream>, bound: usize) -> Arc<Hangup> {
-        Hangup::build(Some(socket), bound, Shutdown::Both)
-    }
-
-    fn build(socket: Option<Arc<TcpStream>>, bound: usize, on_slow: Shutdown) -> Arc<Hangup> {
-        Arc::new(Hangup {
-            too_slow: AtomicBool::new(false),
-            queued: AtomicUsize::new(0),
-            bound,
-            socket,
-            on_slow,
-            writer: OnceLock::new(),
-            admission: OnceLock::new(),
-        })
-    }
-
-    /// Adds `count` events to the queue's count; returns the new count.
-    fn count_in(&self, count: usize) -> usize {
-        let before = self.queued.fetch_add(count, Ordering::AcqRel);
-        let after = before + count;
-        if !self.lags_at(before) && self.lags_at(after) {
-            if let Some(admission) = self.admission.get() {
-                admission.lags();
-            }
-        }
-        after
-    }
-
-    /// Takes `count` events off the queue's count.
-    fn count_out(&self, count: usize) {
-        let before = self.queued.fetch_sub(count, Ordering::AcqRel);
-        if self.lags_at(before) && !self.lags_at(before - count) {
-            if let Some(admission) = self.admission.get() {
-                admission.caught_up();
-            }
-        }
-    }
-
-    /// Whether a queue of `queued` events lags: more than a quarter full.
-    /// (Half full is when the hub nudges its writer; new members stop at a
-    /// quarter, while the joins already under way still fit.)
-    fn lags_at(&self, queued: usize) -> bool {
-        queued * 4 > self.bound
-    }
-
-    /// Called by the connection's writer thread: lets the hub cut its linger
-    /// short when its queue fills (see `nudge`).
-    pub fn writer_is_current_thread(&self) {
-        let _ = self.writer.set(std::thread::current()); // set once; later calls change nothing
-    }
-
-    /// Wakes a lingering writer early. Cheap when it is not parked: `unpark`
-    /// then only marks a token, with no system call.
-    fn nudge(&self) {
-        if let Some(writer) = self.writer.get() {
-            writer.unpark();
-        }
-    }
-
-    /// Called by the consumer for every item it receives from its queue:
-    /// those events no longer count against `--send-buffer`.
-    pub fn took(&self, item: &Outbound) {
-        self.count_out(item.counted());
-    }
-
-    /// Whether the hub dropped this connection as a slow consumer.
-    pub fn is_too_slow(&self) -> bool {
-        self.too_slow.load(Ordering::Acquire)
-    }
-
-    /// Marks the connection too slow and wakes its threads: `shutdown` never
-    /// blocks. For WebSocket it shuts reading only, and leaves the writing
-    /// side to the writer, which still owes the peer a close 1008 frame.
-    fn drop_as_slow(&self) {
-        self.too_slow.store(true, Ordering::Release);
-        if let Some(socket) = &self.socket {
-            let _ = socket.shutdown(self.on_slow); // already closed is fine
-        }
-    }
-
-    /// Ends the connection without a goodbye.
-    fn cut(&self) {
-        if let Some(socket) = &self.socket {
-            let _ = socket.shutdown(Shutdown::Both); // already closed is fine
-        }
-    }
-}
-
-impl Drop for Hangup {
-    /// A member gone while its queue lagged no longer lags.
-    fn drop(&mut self) {
-        let queued = *self.queued.get_mut();
-        if self.lags_at(queued) {
-            if let Some(admission) = self.admission.get() {
-                admission.caught_up();
-            }
-        }
-    }
-}
-
-/// A connection, as a transport hands it to the hub.
-pub struct Subscriber {
-    /// Its id (from `ClientIds`).
-    pub id: ClientId,
-    /// Its display name.
-    pub name: Name,
-    /// How it is connected.
-    pub transport: Transport,
-    /// Its queue (see `Hangup::new`). Whoever receives from it calls
-    /// `hangup.took` for each item.
-    pub events: Sender<Outbound>,
-    /// How to end it from the hub.
-    pub hangup: Arc<Hangup>,
-}
-
-/// Hands out connection ids, `c1`, `c2`, ... (an atomic: transports need an id
-/// before the hub has heard of the connection, to name its threads).
-#[derive(Default)]
-pub struct ClientIds(AtomicU64);
-
-impl ClientIds {
-    /// The next unused id.
-    pub fn next(&self) -> ClientId {
-        ClientId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-}
-
-/// A room as `GET /rooms` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct RoomSummary {
-    /// The room's name.
-    pub name: RoomName,
-    /// How many members it has.
-    pub members: usize,
-    /// The id of its newest event (0 if none is kept).
-    pub last_id: u64,
-}
-
-/// A member as `GET /rooms/{room}` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberInfo {
-    /// Connection id.
-    pub id: ClientId,
-    /// Display name.
-    pub name: Name,
-    /// How it is connected.
-    pub transport: Transport,
-}
-
-/// A room as `GET /rooms/{room}` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct RoomDetail {
-    /// The room's name.
-    pub name: RoomName,
-    /// Its members, in joining order.
-    pub members: Vec<MemberInfo>,
-    /// The id of its newest event (0 if none is kept).
-    pub last_id: u64,
-}
-
-/// Everything the hub can be asked to do.
-pub enum Command {
-    /// A new subscriber: welcome it, replay history after `since`, join `rooms`.
-    Connect {
-        /// The subscriber.
-        subscriber: Subscriber,
-        /// Rooms to join, in order.
-        rooms: Vec<RoomName>,
-        /// Replay events after this id first.
-        since: Option<u64>,
-    },
-    /// A request from a connected subscriber; answers go to its queue.
-    Request {
-        /// Who asks.
-        from: ClientId,
-        /// What it asks.
-        request: Request,
-    },
-    /// A subscriber's connection ended.
-    Disconnect {
-        /// Whose.
-        id: ClientId,
-    },
-    /// A message from outside any connection (REST, gRPC `Publish`).
-    Publish {
-        /// Target room (created if need be).
-        room: RoomName,
-        /// Sender's display name.
-        from: Name,
-        /// Sender's id as shown in `from_id` (`rest`, `grpc`).
-        from_id: Arc<str>,
-        /// The message.
-        text: String,
-        /// Gets the new event's id, or why the room could not be created.
-        reply: Sender<Result<u64, RoomLimit>>,
-    },
-    /// List the rooms.
-    ListRooms {
-        /// Gets the list, sorted by name.
-        reply: Sender<Vec<RoomSummary>>,
-    },
-    /// Describe one room.
-    DescribeRoom {
-        /// Which.
-        room: RoomName,
-        /// Gets `None` if the room does not exist.
-        reply: Sender<Option<RoomDetail>>,
-    },
-    /// Read a room's history.
-    History {
-        /// Which room.
-        room: RoomName,
-        /// Only events after this id; `None` for the newest.
-        since: Option<u64>,
-        /// At most this many.
-        limit: usize,
-        /// Gets `None` if the room does not exist.
-        reply: Sender<Option<Vec<Arc<Event>>>>,
-    },
-}
-
-/// The hub has stopped (the server is shutting down).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the hub has stopped")]
-pub struct HubGone;
-
-/// Why a publish from outside a connection (REST, gRPC `Publish`) did not
-/// happen.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PublishError {
-    /// The hub has stopped.
-    #[error(transparent)]
-    Stopped(#[from] HubGone),
-    /// The room does not exist, and `--max-rooms` rooms do.
-    #[error(transparent)]
-    Refused(#[from] RoomLimit),
-}
-
-/// The sending side of the hub, cloned into every thread that talks to it.
-#[derive(Clone)]
-pub struct HubHandle {
-    to_hub: Sender<Command>,
-    admission: Arc<Admission>,
-    metrics: Arc<Metrics>,
-}
-
-impl HubHandle {
-    /// Waits, a bounded time, while a crowd of members lags (see
-    /// `admission`); returns how long. Called by every transport's
-    /// connection just before it joins; a wait is logged and counted here.
-    pub fn wait_to_join(&self) -> Duration {
-        let waited = self.admission.wait_to_join();
-        if !waited.is_zero() {
-            debug!("a connection waited {waited:?} to join: members lag");
-            self.metrics.join_waited();
-        }
-        waited
-    }
-
-    /// How many members lag now (see `admission`).
-    pub fn members_lagging(&self) -> usize {
-        self.admission.lagging()
-    }
-
-    /// Sends a command, waiting while the hub's queue is full (back-pressure).
-    /// Fails only once the hub has stopped, which callers may ignore: a hub
-    /// that has stopped has nothing left to be told.
-    pub fn send(&self, command: Command) -> Result<(), HubGone> {
-        self.to_hub.send(command).map_err(|_| HubGone)
-    }
-
-    /// Publishes `text` to `room` from outside a connection; returns its id.
-    pub fn publish(
-        &self,
-        room: RoomName,
-        from: Name,
-        from_id: Arc<str>,
-        text: String,
-    ) -> Result<u64, PublishError> {
-        let published = self.ask(|reply| Command::Publish {
-            room,
-            from,
-            from_id,
-            text,
-            reply,
-        })?;
-        Ok(published?)
-    }
-
-    /// Every room, sorted by name.
-    pub fn rooms(&self) -> Result<Vec<RoomSummary>, HubGone> {
-        self.ask(|reply| Command::ListRooms { reply })
-    }
-
-    /// One room's members, if it exists.
-    pub fn describe(&self, room: RoomName) -> Result<Option<RoomDetail>, HubGone> {
-        self.ask(|reply| Command::DescribeRoom { room, reply })
-    }
-
-    /// One room's history after `since` (or its newest), at most `limit` events.
-    pub fn history(
-        &self,
-        room: RoomName,
-        since: Option<u64>,
-        limit: usize,
-    ) -> Result<Option<Vec<Arc<Event>>>, HubGone> {
-        self.ask(|reply| Command::History {
-            room,
-            since,
-            limit,
-            reply,
-        })
-    }
-
-    /// Request/reply: a one-slot channel travels with the command.
-    fn ask<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, HubGone> {
-        let (reply, answer) = bounded(1);
-        self.send(command(reply))?;
-        answer.recv().map_err(|_| HubGone)
-    }
-}
 
 /// Why a subscriber leaves the hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1195,6 +753,8 @@ fn not_member(message: impl Into<String>) -> Event {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     use crate::protocol::Transport;
