@@ -139,7 +139,7 @@ fn issue_17_a_huge_content_length_neither_aborts_nor_kills_a_worker() {
 
 #[test]
 fn issue_17_slow_posts_hold_only_their_own_connection() {
-    let server = TestServer::start_with(|c| c.request_timeout = secs(2));
+    let server = TestServer::start_with(|c| c.request_timeout = secs(5));
     let mut slow = Vec::new();
     for _ in 0..8 {
         let mut raw = Raw::connect(server.http);
@@ -152,12 +152,12 @@ fn issue_17_slow_posts_hold_only_their_own_connection() {
     }
     // While eight bodies are stuck, the rest of HTTP answers at once.
     let started = Instant::now();
-    assert!(healthy_within(server.http, secs(1)), "/healthz froze");
+    assert!(healthy_within(server.http, secs(3)), "/healthz froze");
     assert_eq!(get(server.http, "/rooms").status, 200);
     let mut sse = Sse::connect(server.http, "/events?room=lobby", &[]);
     assert_eq!(sse.status, 200);
     sse.wait_for_data(|d| d["type"] == "joined", secs(2));
-    assert!(started.elapsed() < secs(2), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < secs(4), "took {:?}", started.elapsed());
     // And each slow request ends at the request deadline: 408, then closed.
     for raw in &mut slow {
         assert_eq!(raw.status(), Some(408));
@@ -167,18 +167,16 @@ fn issue_17_slow_posts_hold_only_their_own_connection() {
 
 #[test]
 fn issue_17_idle_http_connections_are_counted_bounded_and_timed_out() {
+    // Long enough a deadline that counting them, on a loaded machine, is
+    // over before the first one times out.
     let server = TestServer::start_with(|c| {
-        c.request_timeout = secs(3);
+        c.request_timeout = secs(6);
         c.max_http_connections = 20;
     });
-    let mut idle: Vec<Raw> = (0..19).map(|_| Raw::connect(server.http)).collect();
-    // The scrape's own connection is the twentieth.
-    wait_until("19 idle HTTP connections counted", secs(5), || {
-        metric(&server, "switchboard_http_connections", &[]) == 20.0
-    });
-    idle.push(Raw::connect(server.http));
-    wait_until("the twentieth to be accepted", secs(5), || {
-        server.server().metrics().http_connections() == 20
+    let metrics = server.server().metrics();
+    let idle: Vec<Raw> = (0..20).map(|_| Raw::connect(server.http)).collect();
+    wait_until("20 idle HTTP connections counted", secs(5), || {
+        metrics.http_connections() == 20
     });
     // Past the bound: a clear refusal, not a thread.
     let mut over = Raw::connect(server.http);
@@ -186,11 +184,16 @@ fn issue_17_idle_http_connections_are_counted_bounded_and_timed_out() {
     assert_eq!(over.status(), Some(503));
     // Each idle socket is closed at the request deadline, and the slots return.
     for mut raw in idle {
-        assert!(raw.closed_within(secs(6)), "an idle connection stayed open");
+        assert!(
+            raw.closed_within(secs(12)),
+            "an idle connection stayed open"
+        );
     }
     wait_until("the slots to come back", secs(5), || {
-        get(server.http, "/healthz").status == 200
+        metrics.http_connections() == 0
     });
+    // Both figures are exported: the scrape's own connection is the one open.
+    assert_eq!(metric(&server, "switchboard_http_connections", &[]), 1.0);
     assert!(
         metric(
             &server,
@@ -452,7 +455,7 @@ fn issue_17_refusals_past_the_http_limit_are_prompt_even_for_silent_peers() {
         assert_eq!(raw.status(), Some(503));
     }
     assert!(
-        started.elapsed() < secs(3),
+        started.elapsed() < secs(5),
         "refusals took {:?}",
         started.elapsed()
     );
