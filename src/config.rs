@@ -38,8 +38,9 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 65536)]
     pub max_message_size: usize,
     /// Connections across all transports; past it new ones are refused
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
-    pub max_connections: usize,
+    /// [default: 10000, or what the kernel's limits allow if that is less]
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Events kept per room for replay
     #[arg(long, env = "SWITCHBOARD_HISTORY", default_value_t = DEFAULT_HISTORY)]
     pub history: usize,
@@ -84,6 +85,9 @@ pub struct Args {
     pub max_http_connections: usize,
 }
 
+/// `--max-connections` when it is not given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Which browser origins may open a WebSocket or publish (`origin.rs` has
 /// the whole rule).
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +117,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Connection limit across transports.
     pub max_connections: usize,
+    /// Whether the user chose `max_connections` (else it is the default, and
+    /// the kernel's limits may lower it without a warning).
+    pub max_connections_chosen: bool,
     /// Events kept per room.
     pub history: usize,
     /// Rooms that may exist at once.
@@ -186,7 +193,10 @@ impl Config {
         for (option, value) in [
             ("send-buffer", args.send_buffer),
             ("max-message-size", args.max_message_size),
-            ("max-connections", args.max_connections),
+            (
+                "max-connections",
+                args.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            ),
             ("ping-interval", args.ping_interval as usize),
             ("max-http-connections", args.max_http_connections),
             ("max-rooms", args.max_rooms),
@@ -218,7 +228,8 @@ impl Config {
             grpc_addr,
             send_buffer: args.send_buffer,
             max_message_bytes: args.max_message_size,
-            max_connections: args.max_connections,
+            max_connections: args.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections_chosen: args.max_connections.is_some(),
             history: args.history,
             max_rooms: args.max_rooms,
             max_history_bytes: args.max_history_bytes,

@@ -50,11 +50,15 @@ impl Server {
     /// Binds the listeners and starts every thread.
     pub fn start(config: Config) -> io::Result<Server> {
         let config = Arc::new(config);
-        let ws_listener = TcpListener::bind(config.ws_addr)?;
-        let http_listener = crate::http::bind(config.http_addr, config.write_timeout)?;
+        let ws_listener = bind_for("--ws", config.ws_addr)?;
+        let http_listener = crate::http::bind(config.http_addr, config.write_timeout)
+            .map_err(|e| with_address(e, "--http", config.http_addr))?;
         let http_addr = http_listener.local_addr()?;
         let ws_addr = ws_listener.local_addr()?;
-        let grpc_listener = config.grpc_addr.map(TcpListener::bind).transpose()?;
+        let grpc_listener = config
+            .grpc_addr
+            .map(|addr| bind_for("--grpc", addr))
+            .transpose()?;
         let grpc_addr = grpc_listener
             .as_ref()
             .map(TcpListener::local_addr)
@@ -166,20 +170,38 @@ fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<
 }
 
 /// `--max-connections`, lowered to what the kernel's limits allow: refusing a
-/// connection with 503 beats a thread that cannot start.
+/// connection with 503 beats a thread that cannot start. Lowering a limit the
+/// user chose is worth a warning; lowering the default is only said.
 fn connection_limit(config: &Config) -> usize {
-    match crate::os::threads::connection_ceiling() {
-        Some(ceiling) if ceiling < config.max_connections => {
+    let ceiling = crate::os::threads::connection_ceiling();
+    let limit = lowered(config.max_connections, ceiling);
+    if limit < config.max_connections {
+        let why = "each connection is up to two threads, each thread four memory maps";
+        if config.max_connections_chosen {
             warn!(
-                "--max-connections {} is past what this kernel allows (about {ceiling}: each \
-                 connection is two threads, each thread four memory maps); using {ceiling}. \
-                 Raise it with: sysctl -w vm.max_map_count=262144",
+                "--max-connections {} is past what this kernel allows (about {limit}: {why}); \
+                 using {limit}. Raise it with: sysctl -w vm.max_map_count=262144",
                 config.max_connections
             );
-            ceiling
+        } else {
+            info!("at most {limit} connections: what this kernel allows ({why})");
         }
-        _ => config.max_connections,
     }
+    limit
+}
+
+/// The connection limit: `asked`, or the kernel's `ceiling` if that is lower.
+fn lowered(asked: usize, ceiling: Option<usize>) -> usize {
+    ceiling.map_or(asked, |ceiling| asked.min(ceiling))
+}
+
+/// Binds `addr` for `option`; a failure says which address it was.
+fn bind_for(option: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| with_address(e, option, addr))
+}
+
+fn with_address(e: io::Error, option: &str, addr: SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("{option} {addr}: {e}"))
 }
 
 impl Drop for Server {
@@ -187,5 +209,17 @@ impl Drop for Server {
         if self.shutdown.is_some() {
             self.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowered;
+
+    #[test]
+    fn the_kernel_lowers_the_connection_limit_never_raises_it() {
+        assert_eq!(lowered(10_000, Some(8066)), 8066);
+        assert_eq!(lowered(500, Some(8066)), 500);
+        assert_eq!(lowered(10_000, None), 10_000);
     }
 }

@@ -109,6 +109,25 @@ fn the_binary_prints_its_addresses_and_shuts_down_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_taken_port_is_refused_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    for (option, other) in [("--http", "--ws"), ("--ws", "--http")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([option, &addr, other, "127.0.0.1:0"])
+            .env("SWITCHBOARD_MALLOC_RESTARTED", "1")
+            .output()
+            .expect("the binary runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{option} {addr}")) && stderr.contains("in use"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_option_is_a_one_line_error_and_exit_status_2() {
     for (option, value) in [
         ("--ws", "not-an-address"),
@@ -193,4 +212,16 @@ fn the_server_runs_with_its_malloc_settings_beside_the_users_own() {
     );
     // A server that has restarted once never restarts again (nor one told so).
     assert_eq!(tunables_it_runs_with(None, true), None);
+}
+
+#[test]
+fn a_default_start_does_not_warn_about_the_connection_limit() {
+    let (mut child, _http, _ws) = start(&[]);
+    terminate(&child);
+    assert!(wait_exit(&mut child, secs(10)).success());
+    let stderr = stderr_of(&mut child);
+    assert!(
+        !stderr.contains("past what this kernel allows") && !stderr.contains(" WARN "),
+        "{stderr}"
+    );
 }
