@@ -41,6 +41,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod metrics;

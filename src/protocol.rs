@@ -253,6 +253,16 @@ impl Event {
         }
     }
 
+    /// The room of a room event (`message`, `joined`, `left`).
+    pub fn room(&self) -> Option<&RoomName> {
+        match &self.body {
+            Body::Message { room, .. } | Body::Joined { room, .. } | Body::Left { room, .. } => {
+                Some(room)
+            }
+            _ => None,
+        }
+    }
+
     /// The event's `type` as it appears on the wire.
     pub fn kind(&self) -> &'static str {
         match &self.body {

@@ -242,6 +242,12 @@ impl Rooms {
         removed
     }
 
+    /// After a room was created for an event an engine keeps elsewhere:
+    /// forgets it again if it has neither members nor history.
+    pub fn release(&mut self, name: &RoomName) {
+        self.settle(name);
+    }
+
     /// Keeps the event `make` makes (a room event, with an id above every
     /// kept one) in the history of `name`, then drops the hub's oldest events
     /// while history is over `--max-history-bytes`. Returns the event and how

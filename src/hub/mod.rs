@@ -55,6 +55,7 @@ use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 use log::{debug, warn};
 
 use crate::admission::Admission;
+use crate::engine::{Answer, Draft, Engine, MemoryEngine, Read, Reading, Sequenced, Ticket, What};
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
@@ -107,6 +108,34 @@ struct Client {
     hangup: Arc<Hangup>,
     /// Rooms in joining order: the last one is where plain lines go.
     rooms: Vec<RoomName>,
+    /// While its backlog is on its way from an engine that answers later:
+    /// its requests, applied once it has joined its rooms.
+    held: Option<Vec<Request>>,
+}
+
+/// What became of a room event handed to the engine.
+enum Published {
+    /// Sequenced with this id (0: not at all, and no id spent, because the
+    /// room is gone or the engine refused it).
+    Now(u64),
+    /// The engine answers later, under this ticket.
+    Later(Ticket),
+}
+
+/// Who waits for an engine's `Later` answer.
+enum Waiting {
+    /// A publisher from outside a connection, for its event's id.
+    Publish(Sender<Result<u64, RoomLimit>>),
+    /// A new subscriber, for its backlog: it joins `rooms` once that is sent.
+    Backlog {
+        client: ClientId,
+        rooms: Vec<RoomName>,
+    },
+    /// A history reader (REST), for one room's events.
+    History {
+        room: RoomName,
+        reply: Sender<Option<Vec<Arc<Event>>>>,
+    },
 }
 
 /// The hub thread's state.
@@ -119,7 +148,14 @@ pub struct Hub {
     rooms: Rooms,
     /// When rooms were last refused with a warning in the log.
     room_limit_warned: Option<Instant>,
-    last_id: u64,
+    /// Ids and history (see `engine`).
+    engine: Box<dyn Engine>,
+    /// The engine's `Later` answers.
+    answers: Receiver<Answer>,
+    /// Tickets handed out to calls on the engine, to number them.
+    tickets: u64,
+    /// Who waits for which `Later` answer.
+    waiting: HashMap<Ticket, Waiting>,
     /// Subscribers found slow or gone during fan-out, removed after it.
     leaving: Vec<(ClientId, Leave)>,
     /// The run this round is filling, if any: its room, and its events in
@@ -143,11 +179,24 @@ struct OpenRun {
 }
 
 impl Hub {
-    /// Starts the hub thread. It runs until `shutdown` disconnects (its sender
-    /// is dropped), then says goodbye to every subscriber and returns.
-    /// `retention` says what it keeps and how long; `send_buffer` is the
-    /// subscribers' `--send-buffer`, which bounds a run.
+    /// Starts the hub thread on the in-memory engine. It runs until
+    /// `shutdown` disconnects (its sender is dropped), then says goodbye to
+    /// every subscriber and returns. `retention` says what it keeps and how
+    /// long; `send_buffer` is the subscribers' `--send-buffer`, which bounds
+    /// a run.
     pub fn spawn(
+        retention: Retention,
+        send_buffer: usize,
+        metrics: Arc<Metrics>,
+        shutdown: Receiver<()>,
+    ) -> std::io::Result<(HubHandle, JoinHandle<()>)> {
+        let engine = Box::new(MemoryEngine::new(Arc::clone(&metrics)));
+        Hub::spawn_with_engine(engine, retention, send_buffer, metrics, shutdown)
+    }
+
+    /// Starts the hub thread on `engine` (see `spawn`).
+    pub fn spawn_with_engine(
+        engine: Box<dyn Engine>,
         retention: Retention,
         send_buffer: usize,
         metrics: Arc<Metrics>,
@@ -168,7 +217,10 @@ impl Hub {
             clients: HashMap::new(),
             rooms: Rooms::new(retention),
             room_limit_warned: None,
-            last_id: 0,
+            answers: engine.answers(),
+            engine,
+            tickets: 0,
+            waiting: HashMap::new(),
             leaving: Vec::new(),
             open_run: None,
             run_events: Vec::new(),
@@ -202,6 +254,17 @@ impl Hub {
                             break;
                         }
                         Err(_) => break 'hub, // every sender is gone: nothing can reach the hub any more
+                    },
+                    recv(self.answers) -> answer => match answer {
+                        Ok(answer) => {
+                            self.answer_round(answer);
+                            break;
+                        }
+                        Err(_) => {
+                            // An engine whose threads have ended answers no more.
+                            log::error!("the engine stopped answering");
+                            self.answers = never();
+                        }
                     },
                     recv(sweeps) -> _ => self.sweep(),
                     recv(self.shutdown) -> _ => break 'hub,
@@ -243,6 +306,23 @@ impl Hub {
                 Err(_) => break, // nothing else waiting (or the hub is stopping)
             }
         }
+        self.end_round();
+    }
+
+    /// A round of the engine's `Later` answers: `first`, then those already
+    /// waiting, then the fan-out, as for commands.
+    fn answer_round(&mut self, first: Answer) {
+        self.answer(first);
+        for _ in 1..ROUND_COMMANDS {
+            match self.answers.try_recv() {
+                Ok(answer) => self.answer(answer),
+                Err(_) => break, // nothing else waiting
+            }
+        }
+        self.end_round();
+    }
+
+    fn end_round(&mut self) {
         // The fan-out can find members slow, and removing them sends `left`
         // notices: a run of their own, which can find more.
         loop {
@@ -270,10 +350,17 @@ impl Hub {
                 from_id,
                 text,
                 reply,
-            } => {
-                let published = self.say(&room, from, from_id, text);
-                let _ = reply.send(published); // the asker may have given up; nothing to undo
-            }
+            } => match self.say(&room, from, from_id, text) {
+                Ok(Published::Now(id)) => {
+                    let _ = reply.send(Ok(id)); // the asker may have given up; nothing to undo
+                }
+                Ok(Published::Later(ticket)) => {
+                    self.waiting.insert(ticket, Waiting::Publish(reply));
+                }
+                Err(refused) => {
+                    let _ = reply.send(Err(refused));
+                }
+            },
             Command::ListRooms { reply } => {
                 let _ = reply.send(self.summaries());
             }
@@ -286,14 +373,58 @@ impl Hub {
                 limit,
                 reply,
             } => {
-                let events = self.rooms.get(&room).map(|r| match since {
-                    Some(since) => r.since(since).take(limit).cloned().collect(),
-                    None => r.newest(limit).cloned().collect(),
-                });
-                let _ = reply.send(events);
+                let read = Read {
+                    rooms: vec![room.clone()],
+                    since,
+                    limit,
+                };
+                let ticket = self.next_ticket();
+                match self.engine.history(&self.rooms, ticket, read) {
+                    Reading::Now(events) => {
+                        let _ = reply.send(self.found(&room, events));
+                    }
+                    Reading::Later => {
+                        self.waiting
+                            .insert(ticket, Waiting::History { room, reply });
+                    }
+                }
             }
         }
         self.remove_leaving();
+    }
+
+    /// Applies one of the engine's `Later` answers for whoever waits for it.
+    fn answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Sequenced(ticket, event) => {
+                if let Some(Waiting::Publish(reply)) = self.waiting.remove(&ticket) {
+                    let _ = reply.send(Ok(event.id().unwrap_or(0))); // the asker may have given up
+                }
+                let Some(room) = event.room().cloned() else {
+                    return; // not a room event: an engine's mistake, nothing to fan out
+                };
+                self.add_to_run(&room, event);
+            }
+            Answer::History(ticket, events) => match self.waiting.remove(&ticket) {
+                Some(Waiting::Backlog { client, rooms }) => self.replayed(client, rooms, events),
+                Some(Waiting::History { room, reply }) => {
+                    let _ = reply.send(self.found(&room, events));
+                }
+                Some(Waiting::Publish(_)) | None => {} // nobody waits for it (any more)
+            },
+        }
+        self.remove_leaving();
+    }
+
+    /// A history read's answer: `None` for a room that does not exist.
+    fn found(&self, room: &RoomName, events: Vec<Arc<Event>>) -> Option<Vec<Arc<Event>>> {
+        (self.rooms.contains(room) || !events.is_empty()).then_some(events)
+    }
+
+    /// A new ticket for a call on the engine.
+    fn next_ticket(&mut self) -> Ticket {
+        self.tickets += 1;
+        Ticket(self.tickets)
     }
 
     /// The one exit door, taken after every command: removes the clients
@@ -340,24 +471,30 @@ impl Hub {
         if offer(&events, &hangup, Outbound::Event(Arc::new(welcome))).is_err() {
             return; // the connection ended before the hub heard of it
         }
-        if let Some(since) = since {
-            let mut backlog: Vec<Arc<Event>> = wanted
-                .iter()
-                .filter_map(|room| self.rooms.get(room))
-                .flat_map(|room| room.since(since).cloned())
-                .collect();
-            backlog.sort_unstable_by_key(|e| e.id());
-            if !backlog.is_empty()
-                && offer(
-                    &events,
-                    &hangup,
-                    Outbound::Backlog(Box::new(Backlog(backlog))),
-                )
-                .is_err()
-            {
-                return;
+        let backlog = match since {
+            None => Some(Vec::new()),
+            Some(since) => {
+                let read = Read {
+                    rooms: wanted.clone(),
+                    since: Some(since),
+                    limit: usize::MAX,
+                };
+                let ticket = self.next_ticket();
+                match self.engine.history(&self.rooms, ticket, read) {
+                    Reading::Now(events) => Some(events),
+                    Reading::Later => {
+                        // It joins when its backlog arrives (`replayed`): what
+                        // the engine answers before that is in the backlog,
+                        // what it answers after reaches it live (the
+                        // engine's contract).
+                        let rooms = std::mem::take(&mut wanted);
+                        self.waiting
+                            .insert(ticket, Waiting::Backlog { client: id, rooms });
+                        None
+                    }
+                }
             }
-        }
+        };
         debug!("{id} joins the hub over {}", transport.as_str());
         self.metrics.connected(transport);
         self.clients.insert(
@@ -369,11 +506,35 @@ impl Hub {
                 events,
                 hangup,
                 rooms: Vec::new(),
+                held: backlog.is_none().then(Vec::new),
             },
         );
         self.admission.set_members(self.clients.len());
-        for room in wanted {
+        if let Some(backlog) = backlog {
+            self.replayed(id, wanted, backlog);
+        }
+    }
+
+    /// Sends a new subscriber its backlog, then joins it to its rooms and
+    /// applies the requests it sent meanwhile. With the memory engine this
+    /// is the same hub step as `connect`, so nothing can come in between.
+    fn replayed(&mut self, id: ClientId, rooms: Vec<RoomName>, backlog: Vec<Arc<Event>>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return; // it left while its backlog was on its way
+        };
+        let held = client.held.take().unwrap_or_default();
+        if !backlog.is_empty() {
+            let backlog = Outbound::Backlog(Box::new(Backlog(backlog)));
+            if let Err(why) = offer(&client.events, &client.hangup, backlog) {
+                self.leaving.push((id, why));
+                return;
+            }
+        }
+        for room in rooms {
             self.join(id, room);
+        }
+        for request in held {
+            self.request(id, request);
         }
     }
 
@@ -381,6 +542,10 @@ impl Hub {
         let Some(client) = self.clients.get_mut(&from) else {
             return; // it left while this request was queued
         };
+        if let Some(held) = &mut client.held {
+            held.push(request); // its backlog comes first (`replayed`)
+            return;
+        }
         match request {
             Request::Say { room, text } => {
                 let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
@@ -477,14 +642,8 @@ impl Hub {
             return self.tell(id, refused.to_event());
         }
         client.rooms.push(room.clone());
-        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
-        self.broadcast(&room, |id, ts| Body::Joined {
-            room: room.clone(),
-            id,
-            name,
-            from_id: label,
-            ts,
-        });
+        let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        self.broadcast(&room, What::Joined { name, from_id });
     }
 
     /// Announces that `id` leaves `room` (to the leaver too), then removes it.
@@ -493,39 +652,36 @@ impl Hub {
             return;
         };
         client.rooms.retain(|r| r != room);
-        let (name, label) = (client.name.clone(), Arc::clone(&client.label));
-        self.broadcast(room, |id, ts| Body::Left {
-            room: room.clone(),
-            id,
-            name,
-            from_id: label,
-            ts,
-        });
+        let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        self.broadcast(room, What::Left { name, from_id });
         self.forget_member(id, room); // after the run up to its own `left`
     }
 
-    /// Publishes a message, creating its room if `--max-rooms` allows;
-    /// returns its id.
+    /// Publishes a message, creating its room if `--max-rooms` allows.
     fn say(
         &mut self,
         room: &RoomName,
         from: Name,
         from_id: Arc<str>,
         text: String,
-    ) -> Result<u64, RoomLimit> {
+    ) -> Result<Published, RoomLimit> {
         if let Err(refused) = self.rooms.create(room) {
             self.refused(&refused);
             return Err(refused);
         }
         self.metrics.published();
-        Ok(self.broadcast(room, |id, ts| Body::Message {
-            room: room.clone(),
-            id,
+        let what = What::Message {
             from,
             from_id,
             text,
-            ts,
-        }))
+        };
+        let published = self.broadcast(room, what);
+        if !matches!(published, Published::Now(id) if id > 0) {
+            // Nothing was kept here (an engine that keeps history elsewhere,
+            // or one that refused): a room just created for it goes again.
+            self.rooms.release(room);
+        }
+        Ok(published)
     }
 
     /// Counts a room refused at `--max-rooms`, and says so in the log (at
@@ -543,25 +699,34 @@ impl Hub {
         }
     }
 
-    /// Gives the event the next id, keeps it, and adds it to the room's run;
-    /// the run goes to the members when the round ends (`flush_run`). A run
-    /// holds one room's events, so that a member of several rooms still gets
-    /// every event in id order.
-    fn broadcast(&mut self, room: &RoomName, body: impl FnOnce(u64, u64) -> Body) -> u64 {
+    /// Has the engine sequence a room event (give it the next id and keep
+    /// it), and fans it out: now, if the engine answers at once, or when its
+    /// answer arrives (`answer`).
+    fn broadcast(&mut self, room: &RoomName, what: What) -> Published {
+        let draft = Draft {
+            room: room.clone(),
+            ts: now_millis(),
+            what,
+        };
+        let ticket = self.next_ticket();
+        match self.engine.sequence(&mut self.rooms, ticket, draft) {
+            Sequenced::Now(event) => {
+                let id = event.id().unwrap_or(0);
+                self.add_to_run(room, event);
+                Published::Now(id)
+            }
+            Sequenced::Later => Published::Later(ticket),
+            Sequenced::Refused => Published::Now(0),
+        }
+    }
+
+    /// Adds a sequenced event to the room's run; the run goes to the members
+    /// when the round ends (`flush_run`). A run holds one room's events, so
+    /// that a member of several rooms still gets every event in id order.
+    fn add_to_run(&mut self, room: &RoomName, event: Arc<Event>) {
         let same_room = self.open_run.as_ref().is_some_and(|run| &run.room == room);
         if !same_room || self.run_events.len() >= self.max_run {
             self.flush_run();
-        }
-        let last_id = &mut self.last_id;
-        let make = || {
-            *last_id += 1;
-            Arc::new(Event::new(body(*last_id, now_millis())))
-        };
-        let Some((event, evicted)) = self.rooms.record(room, make) else {
-            return 0; // the room is gone (everyone left)
-        };
-        if evicted > 0 {
-            self.metrics.history_evicted(evicted);
         }
         if self.open_run.is_none() {
             self.runs += 1;
@@ -574,7 +739,6 @@ impl Hub {
             self.run_events.reserve_exact(RUN_ROOM);
         }
         self.run_events.push(event);
-        self.last_id
     }
 
     /// The fan-out: `try_send` the open run to every member of its room, one
@@ -654,14 +818,8 @@ impl Hub {
             if !self.rooms.contains(&room) {
                 continue;
             }
-            let (name, label) = (name.clone(), Arc::clone(&label));
-            self.broadcast(&room, |id, ts| Body::Left {
-                room: room.clone(),
-                id,
-                name,
-                from_id: label,
-                ts,
-            });
+            let (name, from_id) = (name.clone(), Arc::clone(&label));
+            self.broadcast(&room, What::Left { name, from_id });
         }
         self.metrics.disconnected(transport);
     }
