@@ -15,6 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::config::Config;
+use crate::engine::{Engine, MemoryEngine};
 use crate::hub::{ClientIds, Hub, HubHandle};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
@@ -47,8 +48,19 @@ pub struct ShutdownReport {
 }
 
 impl Server {
-    /// Binds the listeners and starts every thread.
+    /// Binds the listeners and starts every thread, with ids and history in
+    /// memory (`engine::MemoryEngine`).
     pub fn start(config: Config) -> io::Result<Server> {
+        Server::launch(config, None)
+    }
+
+    /// Like `start`, with ids and history in `engine` (see `engine`: how a
+    /// second engine plugs in).
+    pub fn start_with_engine(config: Config, engine: Box<dyn Engine>) -> io::Result<Server> {
+        Server::launch(config, Some(engine))
+    }
+
+    fn launch(config: Config, engine: Option<Box<dyn Engine>>) -> io::Result<Server> {
         let config = Arc::new(config);
         let ws_listener = bind_for("--ws", config.ws_addr)?;
         let http_listener = crate::http::bind(config.http_addr, config.write_timeout)
@@ -72,7 +84,9 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = bounded::<()>(0);
         let (done, done_rx) = done_channel();
-        let (hub, hub_thread) = Hub::spawn(
+        let engine = engine.unwrap_or_else(|| Box::new(MemoryEngine::new(Arc::clone(&metrics))));
+        let (hub, hub_thread) = Hub::spawn_with_engine(
+            engine,
             config.retention(),
             config.send_buffer,
             Arc::clone(&metrics),

@@ -14,6 +14,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchboard::engine::Engine;
 use switchboard::{Config, Server};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
@@ -28,9 +29,11 @@ fn watch_server_panics() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let name = std::thread::current().name().unwrap_or("").to_owned();
-            let server_thread = ["hub", "ws-", "http", "sse", "grpc", "signals", "rest"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix));
+            let server_thread = [
+                "hub", "ws-", "http", "sse", "grpc", "signals", "rest", "engine",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
             if server_thread {
                 SERVER_PANICS.fetch_add(1, Ordering::SeqCst);
             }
@@ -57,12 +60,25 @@ impl TestServer {
     }
 
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(adjust, None)
+    }
+
+    /// A server whose ids and history live in `engine`.
+    pub fn start_on(engine: Box<dyn Engine>, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(adjust, Some(engine))
+    }
+
+    fn launch(adjust: impl FnOnce(&mut Config), engine: Option<Box<dyn Engine>>) -> TestServer {
         watch_server_panics();
         let _ = env_logger::builder().is_test(true).try_init();
         let mut config = Config::for_tests();
         config.write_timeout = secs(2);
         adjust(&mut config);
-        let server = Server::start(config).expect("server starts on port 0");
+        let server = match engine {
+            Some(engine) => Server::start_with_engine(config, engine),
+            None => Server::start(config),
+        };
+        let server = server.expect("server starts on port 0");
         TestServer {
             ws: server.ws_addr,
             http: server.http_addr,
