@@ -6,14 +6,21 @@
 //! [ws-accept] -spawn-> [ws-r c7]  --Command--------------->+
 //!                      [ws-w c7]  <--Outbound--------------+
 //! [http]      -spawn-> [sse c9]   <--Outbound--------------+   [hub]
-//!                      REST       --Command + reply tx---->+   owns clients, rooms,
-//! [grpc]      -spawn-> [grpc c12] <--Command / Outbound--->+   history, next id
+//!                      REST       --Command + reply tx---->+   owns clients and
+//! [grpc]      -spawn-> [grpc c12] <--Command / Outbound--->+   each room's members
+//!                                                              | sequence, history:
+//!                                                              | now, or Answer later
+//!                                                          [engine] ids + history (memory:
+//!                                                              on the hub thread)
 //! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
 //! Outbound: one bounded queue per client (--send-buffer events); full = that client is dropped.
+//! Answer: an engine that works elsewhere answers on a channel the hub selects on; never waited for.
 //! ```
 //!
 //! One thread, the hub, owns all shared state; every other thread talks to it
-//! through channels. A WebSocket costs two small threads (reader and writer),
+//! through channels. Ids and history sit behind the engine, which the hub
+//! calls and which never makes it wait: in memory by default, on the hub's
+//! own thread. A WebSocket costs two small threads (reader and writer),
 //! an SSE stream or a plain HTTP connection one; an event fanned out to a
 //! thousand members is encoded once and shared as an `Arc<Event>`.
 //!
@@ -27,17 +34,20 @@
 //! 3. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
 //!    consumers, replay; and [`admission`]: new members wait while a crowd
 //!    of old ones lags.
-//! 4. [`transport::ws`]: a reader and a writer thread per WebSocket.
-//! 5. [`http`]: a thread per HTTP connection, bounded and timed
+//! 4. [`engine`]: ids and history behind one small boundary — the hub asks,
+//!    the engine answers now or later on a channel; [`engine::MemoryEngine`]
+//!    is the default, and the module doc says how a second one plugs in.
+//! 5. [`transport::ws`]: a reader and a writer thread per WebSocket.
+//! 6. [`http`]: a thread per HTTP connection, bounded and timed
 //!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
 //!    stream; REST as request/reply with the hub; [`origin`]: which browser
 //!    pages may open a WebSocket or publish; [`transport::refuse`]: turning
 //!    connections away without a thread each.
-//! 6. [`server`] and [`shutdown`]: starting everything, and ending it by
+//! 7. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
-//! 7. `transport::grpc` (feature `grpc`): the one place with an async
+//! 8. `transport::grpc` (feature `grpc`): the one place with an async
 //!    runtime, bridged to the same hub.
-//! 8. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
+//! 9. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
 
 pub mod admission;
 pub mod config;

@@ -1,4 +1,4 @@
-//! The hub: one thread that owns every client, room, history and event id.
+//! The hub: one thread that owns every client and every room's members.
 //!
 //! Every change arrives as a `Command` on one bounded channel and is applied in
 //! arrival order. No lock guards this state, because no other thread can reach
@@ -27,11 +27,20 @@
 //! Queries (`rooms`, a room's members, history) are commands that carry a reply
 //! channel: request/reply over channels, with the hub as the only owner.
 //!
-//! Replay without gaps: `Connect` registers the subscriber, snapshots the
-//! history it asked for (`since`) and joins its rooms in one step, so nothing
-//! published in between can be missed or sent twice.
+//! Ids and history sit behind the engine (`engine`): the hub drafts each
+//! room event (`broadcast`), the engine gives it its id and keeps it, and the
+//! hub fans it out (`add_to_run`): at once with the in-memory engine, or when
+//! the engine's answer arrives on the channel the loop selects on beside its
+//! commands (`answer`). The hub never waits on the engine.
 //!
-//! Rooms and their history live in `Rooms`, within `--max-rooms`,
+//! Replay without gaps: `Connect` registers the subscriber, has the engine
+//! read the history it asked for (`since`), and joins its rooms once that
+//! backlog is sent (`replayed`): in the same step with the in-memory engine;
+//! with an engine that answers later, when its answer arrives, holding the
+//! subscriber's requests until then. Either way nothing published in between
+//! can be missed or sent twice (the engine's contract says why).
+//!
+//! Rooms live in `Rooms` (with the in-memory engine's history), within `--max-rooms`,
 //! `--max-history-bytes` and `--room-expiry` (see `rooms`): a room that
 //! cannot be created is refused (`RoomLimit`: REST 503, an `unavailable`
 //! error event), and rooms without members are swept from the hub loop
