@@ -235,3 +235,32 @@ pub fn merge(mut events: Vec<Arc<Event>>, since: Option<u64>, limit: usize) -> V
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64) -> Arc<Event> {
+        let draft = Draft {
+            room: RoomName::parse("r").expect("valid"),
+            ts: 0,
+            what: What::Joined {
+                name: Name::guest(id),
+                from_id: "c1".into(),
+            },
+        };
+        Arc::new(draft.into_event(id))
+    }
+
+    fn ids(events: &[Arc<Event>]) -> Vec<u64> {
+        events.iter().filter_map(|e| e.id()).collect()
+    }
+
+    #[test]
+    fn merged_reads_are_in_id_order_the_oldest_after_since_or_else_the_newest() {
+        let rooms = || vec![event(5), event(2), event(9), event(7)];
+        assert_eq!(ids(&merge(rooms(), Some(1), 3)), [2, 5, 7]);
+        assert_eq!(ids(&merge(rooms(), None, 3)), [5, 7, 9]);
+        assert_eq!(ids(&merge(rooms(), None, usize::MAX)), [2, 5, 7, 9]);
+    }
+}

@@ -94,6 +94,8 @@ const MAX_RUN_EVENTS: usize = 64;
 /// a cached block would stay for good (see `transport::ws::write_frames`).
 const RUN_ROOM: usize = 160;
 const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= MAX_RUN_EVENTS);
+/// The most requests held from a member whose backlog is on its way.
+const HELD_REQUESTS: usize = 64;
 /// The least time between two warnings that rooms are being refused.
 const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -552,8 +554,14 @@ impl Hub {
             return; // it left while this request was queued
         };
         if let Some(held) = &mut client.held {
-            held.push(request); // its backlog comes first (`replayed`)
-            return;
+            // Its backlog comes first (`replayed`); held within a bound, so
+            // that an engine slow to answer cannot make the hub hoard.
+            if held.len() < HELD_REQUESTS {
+                held.push(request);
+                return;
+            }
+            let wait = "your history is on its way; send again once it has arrived";
+            return self.tell(from, Event::error("rate_limited", wait));
         }
         match request {
             Request::Say { room, text } => {
