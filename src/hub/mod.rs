@@ -40,12 +40,11 @@
 //! subscriber's requests until then. Either way nothing published in between
 //! can be missed or sent twice (the engine's contract says why).
 //!
-//! Rooms live in `Rooms` (with the in-memory engine's history), within `--max-rooms`,
-//! `--max-history-bytes` and `--room-expiry` (see `rooms`): a room that
-//! cannot be created is refused (`RoomLimit`: REST 503, an `unavailable`
-//! error event), and rooms without members are swept from the hub loop
-//! every `Retention::sweep_interval`, with no timer thread.
-
+//! Rooms live in `Rooms` (and with them the in-memory engine's history),
+//! within `--max-rooms`, `--max-history-bytes` and `--room-expiry` (see
+//! `rooms`): a room that cannot be created is refused (`RoomLimit`: REST
+//! 503, an `unavailable` error event), and rooms without members are swept
+//! from the hub loop every `Retention::sweep_interval`, with no timer thread.
 //!
 //! Files: `queue` is what the hub puts in each member's queue and the bound it
 //! keeps there (`Outbound`, `Hangup`); `handle` is how other threads reach the
