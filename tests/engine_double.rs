@@ -313,3 +313,38 @@ fn on_an_engine_that_answers_later_a_room_without_members_lives_in_the_engine() 
     let missing = get(server.http, "/rooms/nowhere/messages");
     assert_eq!(missing.status, 404, "{missing:?}");
 }
+
+#[test]
+fn on_an_engine_that_answers_later_a_member_hears_its_own_left_and_may_come_straight_back() {
+    let server = deferred_server();
+    let mut alice = server.client("room=r&name=alice");
+    alice.wait_for(|e| e["type"] == "joined", secs(5));
+    // Back in before the engine has sequenced its `left`.
+    alice.send_json(json!({"type": "leave", "room": "r"}));
+    alice.send_json(json!({"type": "join", "room": "r"}));
+    let left = alice.wait_for(|e| e["type"] == "left", secs(5));
+    let joined = alice.wait_for(|e| e["type"] == "joined", secs(5));
+    assert!(
+        left["id"].as_u64() < joined["id"].as_u64(),
+        "{left} then {joined}"
+    );
+    // One seat, not two: each message once, and presence lists it once.
+    alice.say("r", "still here");
+    alice.send_json(json!({"type": "who", "room": "r"}));
+    let presence = alice.wait_for(|e| e["type"] == "presence", secs(5));
+    assert_eq!(presence["members"].as_array().map(Vec::len), Some(1));
+    let again = alice.seen.iter().filter(|e| e["text"] == "still here");
+    assert_eq!(again.count(), 0, "a second copy: {:?}", alice.seen);
+    // Leaving for good: its own `left`, then nothing more from the room.
+    alice.send_json(json!({"type": "leave", "room": "r"}));
+    alice.wait_for(|e| e["type"] == "left", secs(5));
+    let resp = post_json(server.http, "/rooms/r/messages", &json!({"text": "after"}));
+    assert_eq!(resp.status, 202);
+    alice.send_json(json!({"type": "rooms"}));
+    alice.wait_for(|e| e["type"] == "rooms", secs(5));
+    assert!(
+        !alice.seen.iter().any(|e| e["text"] == "after"),
+        "{:?}",
+        alice.seen
+    );
+}

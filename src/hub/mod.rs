@@ -121,6 +121,10 @@ struct Client {
     /// While its backlog is on its way from an engine that answers later:
     /// its requests, applied once it has joined its rooms.
     held: Option<Vec<Request>>,
+    /// Rooms it has left whose `left` notice an engine that answers later
+    /// has yet to sequence: it keeps its seat until its own `left` reaches
+    /// it, as with the memory engine. Almost always empty.
+    parting: Vec<RoomName>,
 }
 
 /// What became of a room event handed to the engine.
@@ -141,6 +145,8 @@ enum Waiting {
         client: ClientId,
         rooms: Vec<RoomName>,
     },
+    /// A member that left a room, for its own `left` (see `Client::parting`).
+    Part { client: ClientId, room: RoomName },
     /// A history reader (REST), for one room's events.
     History {
         room: RoomName,
@@ -407,20 +413,24 @@ impl Hub {
     fn answer(&mut self, answer: Answer) {
         match answer {
             Answer::Sequenced(ticket, event) => {
-                if let Some(Waiting::Publish(reply)) = self.waiting.remove(&ticket) {
+                let waiting = self.waiting.remove(&ticket);
+                if let Some(Waiting::Publish(reply)) = &waiting {
                     let _ = reply.send(Ok(event.id().unwrap_or(0))); // the asker may have given up
                 }
                 let Some(room) = event.room().cloned() else {
                     return; // not a room event: an engine's mistake, nothing to fan out
                 };
                 self.add_to_run(&room, event);
+                if let Some(Waiting::Part { client, room }) = waiting {
+                    self.parted(client, &room);
+                }
             }
             Answer::History(ticket, events) => match self.waiting.remove(&ticket) {
                 Some(Waiting::Backlog { client, rooms }) => self.replayed(client, rooms, events),
                 Some(Waiting::History { room, reply }) => {
                     let _ = reply.send(self.found(&room, events));
                 }
-                Some(Waiting::Publish(_)) | None => {} // nobody waits for it (any more)
+                Some(Waiting::Publish(_) | Waiting::Part { .. }) | None => {} // nobody waits for it
             },
         }
         self.remove_leaving();
@@ -517,6 +527,7 @@ impl Hub {
                 hangup,
                 rooms: Vec::new(),
                 held: backlog.is_none().then(Vec::new),
+                parting: Vec::new(),
             },
         );
         self.admission.set_members(self.clients.len());
@@ -647,15 +658,20 @@ impl Hub {
             },
             _ => RunPosition::default(),
         };
-        let member = RoomMember {
-            client: id,
-            queue: client.events.clone(),
-            hangup: Arc::clone(&client.hangup),
-            joined_at,
-        };
-        if let Err(refused) = self.rooms.join(&room, member) {
-            self.refused(&refused);
-            return self.tell(id, refused.to_event());
+        if let Some(seat) = client.parting.iter().position(|r| *r == room) {
+            // Back before its `left` came: it still has its seat.
+            client.parting.swap_remove(seat);
+        } else {
+            let member = RoomMember {
+                client: id,
+                queue: client.events.clone(),
+                hangup: Arc::clone(&client.hangup),
+                joined_at,
+            };
+            if let Err(refused) = self.rooms.join(&room, member) {
+                self.refused(&refused);
+                return self.tell(id, refused.to_event());
+            }
         }
         client.rooms.push(room.clone());
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
@@ -669,8 +685,32 @@ impl Hub {
         };
         client.rooms.retain(|r| r != room);
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
-        self.broadcast(room, What::Left { name, from_id });
-        self.forget_member(id, room); // after the run up to its own `left`
+        match self.broadcast(room, What::Left { name, from_id }) {
+            Published::Later(ticket) => {
+                // Seated until its own `left` arrives (`parted`).
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.parting.push(room.clone());
+                }
+                let part = Waiting::Part {
+                    client: id,
+                    room: room.clone(),
+                };
+                self.waiting.insert(ticket, part);
+            }
+            Published::Now(_) => self.forget_member(id, room), // after the run up to its own `left`
+        }
+    }
+
+    /// A member's own `left` has arrived from the engine and is in the
+    /// room's run: now it gives up its seat, unless it came back meanwhile.
+    fn parted(&mut self, id: ClientId, room: &RoomName) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return; // gone, and its seats with it
+        };
+        if let Some(seat) = client.parting.iter().position(|r| r == room) {
+            client.parting.swap_remove(seat);
+            self.forget_member(id, room);
+        }
     }
 
     /// Publishes a message, creating its room if `--max-rooms` allows.
@@ -810,7 +850,7 @@ impl Hub {
             return; // already removed (it can be noted twice in one fan-out)
         };
         self.admission.set_members(self.clients.len());
-        for room in &client.rooms {
+        for room in client.rooms.iter().chain(&client.parting) {
             self.forget_member(id, room);
         }
         if why == Leave::TooSlow {
