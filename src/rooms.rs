@@ -162,6 +162,12 @@ impl Rooms {
         self.rooms.get(name)
     }
 
+    /// The members of `name`, to change a seat (never to add or remove one:
+    /// `join` and `leave` do that, and keep the room's life in step).
+    pub fn seats_mut(&mut self, name: &RoomName) -> Option<&mut [RoomMember]> {
+        self.rooms.get_mut(name).map(|r| r.members.as_mut_slice())
+    }
+
     /// Whether a room called `name` exists.
     pub fn contains(&self, name: &RoomName) -> bool {
         self.rooms.contains_key(name)

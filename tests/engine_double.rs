@@ -348,3 +348,43 @@ fn on_an_engine_that_answers_later_a_member_hears_its_own_left_and_may_come_stra
         alice.seen
     );
 }
+
+#[test]
+fn on_an_engine_that_answers_later_a_joiner_gets_its_own_joined_first_then_what_follows() {
+    let server = deferred_server();
+    let mut publisher = server.client("room=busy&name=pub");
+    let flood = thread::spawn(move || {
+        for n in 0..300 {
+            let text = format!("m{n}");
+            publisher.send_json(json!({"type": "message", "room": "busy", "text": text}));
+        }
+        publisher.wait_for(|e| e["text"] == "m299", secs(30));
+    });
+    for name in ["bob", "carol", "dave"] {
+        // On connect, and by a `join` request.
+        let mut joiner = server.client(&format!("room=lobby&name={name}"));
+        joiner.send_json(json!({"type": "join", "room": "busy"}));
+        let said = format!("{name} here");
+        joiner.send_json(json!({"type": "message", "room": "busy", "text": said}));
+        let mut own = None;
+        loop {
+            let event = joiner.event(secs(10));
+            if event["room"] != "busy" {
+                continue;
+            }
+            let id = event["id"].as_u64().expect("a room event has an id");
+            match &own {
+                None => {
+                    assert_eq!(event["type"], "joined", "{name}'s first: {event}");
+                    assert_eq!(event["name"], name, "its own");
+                    own = Some(id);
+                }
+                Some(own) => assert!(id > *own, "{name}: {event} before its joined"),
+            }
+            if event["text"] == said {
+                break;
+            }
+        }
+    }
+    flood.join().expect("publisher");
+}

@@ -136,6 +136,15 @@ enum Published {
     Later(Ticket),
 }
 
+/// When a new seat in a room starts taking events.
+#[derive(Clone, Copy)]
+enum Seat {
+    /// From its own `joined` on, as with the memory engine.
+    FromOwnJoined,
+    /// At once: a replay's backlog came first and everything after it is owed.
+    AtOnce,
+}
+
 /// Who waits for an engine's `Later` answer.
 enum Waiting {
     /// A publisher from outside a connection, for its event's id.
@@ -145,6 +154,8 @@ enum Waiting {
         client: ClientId,
         rooms: Vec<RoomName>,
     },
+    /// A member that joined a room, for its own `joined` (`RunPosition::WAITING`).
+    Join { client: ClientId, room: RoomName },
     /// A member that left a room, for its own `left` (see `Client::parting`).
     Part { client: ClientId, room: RoomName },
     /// A history reader (REST), for one room's events.
@@ -421,16 +432,20 @@ impl Hub {
                     return; // not a room event: an engine's mistake, nothing to fan out
                 };
                 self.add_to_run(&room, event);
-                if let Some(Waiting::Part { client, room }) = waiting {
-                    self.parted(client, &room);
+                match waiting {
+                    Some(Waiting::Join { client, room }) => self.seated(client, &room),
+                    Some(Waiting::Part { client, room }) => self.parted(client, &room),
+                    _ => {}
                 }
             }
             Answer::History(ticket, events) => match self.waiting.remove(&ticket) {
-                Some(Waiting::Backlog { client, rooms }) => self.replayed(client, rooms, events),
+                Some(Waiting::Backlog { client, rooms }) => {
+                    self.replayed(client, rooms, events, Seat::AtOnce)
+                }
                 Some(Waiting::History { room, reply }) => {
                     let _ = reply.send(self.found(&room, events));
                 }
-                Some(Waiting::Publish(_) | Waiting::Part { .. }) | None => {} // nobody waits for it
+                Some(Waiting::Publish(_) | Waiting::Join { .. } | Waiting::Part { .. }) | None => {} // not a read
             },
         }
         self.remove_leaving();
@@ -532,14 +547,22 @@ impl Hub {
         );
         self.admission.set_members(self.clients.len());
         if let Some(backlog) = backlog {
-            self.replayed(id, wanted, backlog);
+            self.replayed(id, wanted, backlog, Seat::FromOwnJoined);
         }
     }
 
     /// Sends a new subscriber its backlog, then joins it to its rooms and
     /// applies the requests it sent meanwhile. With the memory engine this
     /// is the same hub step as `connect`, so nothing can come in between.
-    fn replayed(&mut self, id: ClientId, rooms: Vec<RoomName>, backlog: Vec<Arc<Event>>) {
+    /// A backlog that came later seats it `AtOnce`: everything the engine
+    /// answers after the backlog is after `since`, so it is owed.
+    fn replayed(
+        &mut self,
+        id: ClientId,
+        rooms: Vec<RoomName>,
+        backlog: Vec<Arc<Event>>,
+        seat: Seat,
+    ) {
         let Some(client) = self.clients.get_mut(&id) else {
             return; // it left while its backlog was on its way
         };
@@ -552,7 +575,7 @@ impl Hub {
             }
         }
         for room in rooms {
-            self.join(id, room);
+            self.join(id, room, seat);
         }
         for request in held {
             self.request(id, request);
@@ -594,7 +617,7 @@ impl Hub {
                     let message = format!("at most {MAX_ROOMS} rooms per connection");
                     return self.tell(from, Event::error("bad_request", message));
                 }
-                self.join(from, room);
+                self.join(from, room, Seat::FromOwnJoined);
             }
             Request::Leave(room) => {
                 if !client.rooms.contains(&room) {
@@ -646,7 +669,7 @@ impl Hub {
 
     /// Adds `id` to `room` and announces it (to the joiner too); a room that
     /// cannot be created is refused, and the client told.
-    fn join(&mut self, id: ClientId, room: RoomName) {
+    fn join(&mut self, id: ClientId, room: RoomName, seat: Seat) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
@@ -658,10 +681,12 @@ impl Hub {
             },
             _ => RunPosition::default(),
         };
-        if let Some(seat) = client.parting.iter().position(|r| *r == room) {
+        let mut new_seat = false;
+        if let Some(kept) = client.parting.iter().position(|r| *r == room) {
             // Back before its `left` came: it still has its seat.
-            client.parting.swap_remove(seat);
+            client.parting.swap_remove(kept);
         } else {
+            new_seat = true;
             let member = RoomMember {
                 client: id,
                 queue: client.events.clone(),
@@ -675,7 +700,40 @@ impl Hub {
         }
         client.rooms.push(room.clone());
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
-        self.broadcast(&room, What::Joined { name, from_id });
+        let published = self.broadcast(&room, What::Joined { name, from_id });
+        if let (Published::Later(ticket), true, Seat::FromOwnJoined) = (published, new_seat, seat) {
+            // Its first event here will be its own `joined` (`seated`).
+            let member = self
+                .rooms
+                .seats_mut(&room)
+                .and_then(|seats| seats.last_mut());
+            if let Some(member) = member.filter(|m| m.client == id) {
+                member.joined_at = RunPosition::WAITING;
+                self.waiting
+                    .insert(ticket, Waiting::Join { client: id, room });
+            }
+        }
+    }
+
+    /// A member's own `joined` has arrived from the engine and is the last
+    /// event of the room's open run: its seat takes events from there on.
+    fn seated(&mut self, id: ClientId, room: &RoomName) {
+        let Some(run) = &self.open_run else {
+            return; // the run is gone: the room is (everyone left)
+        };
+        let from = RunPosition {
+            run: run.number,
+            offset: self.run_events.len() - 1,
+        };
+        let members = self
+            .rooms
+            .seats_mut(room)
+            .map(|seats| seats.iter_mut().rev());
+        // Seats waiting for their `joined` are the newest: found near the end.
+        let seat = members.and_then(|mut m| m.find(|m| m.client == id));
+        if let Some(seat) = seat.filter(|s| s.joined_at.run == u64::MAX) {
+            seat.joined_at = from;
+        }
     }
 
     /// Announces that `id` leaves `room` (to the leaver too), then removes it.

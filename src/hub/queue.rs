@@ -95,9 +95,17 @@ pub struct RunPosition {
 }
 
 impl RunPosition {
+    /// A seat whose own `joined` an engine has yet to sequence: it gets
+    /// nothing until then (`Hub::seated`), as with the memory engine,
+    /// where a member's first event in a room is its own `joined`.
+    pub(super) const WAITING: RunPosition = RunPosition {
+        run: u64::MAX,
+        offset: usize::MAX,
+    };
+
     /// Where the member's part of run `number` begins.
     pub(super) fn start_in(self, number: u64) -> usize {
-        if self.run == number {
+        if self.run == number || self.run == u64::MAX {
             self.offset
         } else {
             0
