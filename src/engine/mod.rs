@@ -39,6 +39,12 @@
 //! nothing is missed and nothing is sent twice, as with the memory engine,
 //! where registering and snapshotting happen in one hub step.
 //!
+//! **Seats follow the notices.** With `Later`, membership still changes at
+//! once in the hub, but a member's view keeps to the memory engine's: a new
+//! seat takes events from its own `joined` on (until that comes back it
+//! waits), and a member that leaves keeps its seat until its own `left`
+//! reaches it.
+//!
 //! **Where the memory engine keeps history.** In one process a room's life
 //! hangs on both its members and its history (`--max-rooms` counts rooms
 //! with either; a room without members expires with its history). So the
