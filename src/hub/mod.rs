@@ -719,7 +719,7 @@ impl Hub {
     /// event of the room's open run: its seat takes events from there on.
     fn seated(&mut self, id: ClientId, room: &RoomName) {
         let Some(run) = &self.open_run else {
-            return; // the run is gone: the room is (everyone left)
+            return; // cannot happen: `add_to_run` has just opened it
         };
         let from = RunPosition {
             run: run.number,
@@ -731,7 +731,7 @@ impl Hub {
             .map(|seats| seats.iter_mut().rev());
         // Seats waiting for their `joined` are the newest: found near the end.
         let seat = members.and_then(|mut m| m.find(|m| m.client == id));
-        if let Some(seat) = seat.filter(|s| s.joined_at.run == u64::MAX) {
+        if let Some(seat) = seat.filter(|s| s.joined_at.is_waiting()) {
             seat.joined_at = from;
         }
     }

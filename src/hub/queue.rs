@@ -103,9 +103,14 @@ impl RunPosition {
         offset: usize::MAX,
     };
 
+    /// Whether it is `WAITING`.
+    pub(super) fn is_waiting(self) -> bool {
+        self.run == RunPosition::WAITING.run
+    }
+
     /// Where the member's part of run `number` begins.
     pub(super) fn start_in(self, number: u64) -> usize {
-        if self.run == number || self.run == u64::MAX {
+        if self.run == number || self.is_waiting() {
             self.offset
         } else {
             0
