@@ -72,20 +72,7 @@ pub fn spawn_listener(
 
 fn accept_loop(listener: TcpListener, site: Arc<Site>, refuser: Refuser) {
     let shared = &site.shared;
-    for stream in listener.incoming() {
-        if shared.shutting_down() {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of file descriptors, most often: back off instead of spinning.
-                warn!("http accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true); // a small SSE event must not wait for Nagle
+    for stream in shared.accepted(&listener, "http") {
         let Some(permit) = site.plain.try_acquire() else {
             shared.metrics.refused("http_limit");
             debug!(

@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::net::{TcpListener, TcpStream};
+
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use log::warn;
 
 use crate::config::Config;
 use crate::hub::{ClientIds, HubHandle};
@@ -57,7 +60,35 @@ impl Shared {
     pub fn shutting_down(&self) -> bool {
         matches!(self.shutdown.try_recv(), Err(TryRecvError::Disconnected))
     }
+
+    /// The connections `listener` accepts, with Nagle off (a small frame or
+    /// event must not wait), until the server shuts down. An accept that fails
+    /// (out of file descriptors, most often) is logged and backed off from,
+    /// instead of spun on.
+    pub fn accepted<'a>(
+        &'a self,
+        listener: &'a TcpListener,
+        what: &'static str,
+    ) -> impl Iterator<Item = TcpStream> + 'a {
+        listener
+            .incoming()
+            .take_while(|_| !self.shutting_down())
+            .filter_map(move |stream| match stream {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    Some(stream)
+                }
+                Err(e) => {
+                    warn!("{what} accept failed: {e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    None
+                }
+            })
+    }
 }
+
+/// How long an accept loop waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Counts open connections across all transports; past `max`, new ones are
 /// refused (an atomic counter: the check happens before a thread is spent).

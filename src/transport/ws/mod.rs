@@ -40,7 +40,6 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{bounded, never, Receiver, Sender};
 use log::{debug, warn};
@@ -82,20 +81,7 @@ pub fn spawn_listener(listener: TcpListener, shared: Shared) -> io::Result<JoinH
 }
 
 fn accept_loop(listener: TcpListener, shared: Shared, refuser: Refuser) {
-    for stream in listener.incoming() {
-        if shared.shutting_down() {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of file descriptors, most often: back off instead of spinning.
-                warn!("ws accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true); // small frames must not wait for Nagle
+    for stream in shared.accepted(&listener, "ws") {
         let Some(permit) = shared.limit.try_acquire() else {
             shared.metrics.refused("limit");
             warn!(
