@@ -150,9 +150,8 @@ impl Hangup {
     /// The queue itself is an unbounded channel: this count is its bound. Every
     /// item counts for at least one event but `GoingAway`, so it never holds
     /// more than `bound + 1` items, and it allocates slots as it fills, in
-    /// blocks of 31, instead of `bound` slots up front: a bounded channel of
-    /// 256 took 6 KiB for every idle connection (5000 idle: 32.0 against
-    /// 27.1 kB RSS per connection, `/proc/PID/smaps`, 2-core VM).
+    /// blocks of 31, instead of `bound` slots up front, which a bounded
+    /// channel allocates for every idle connection (`docs/performance.md`).
     pub fn new(socket: Option<Arc<TcpStream>>, bound: usize) -> Arc<Hangup> {
         Hangup::build(socket, bound, Shutdown::Read)
     }

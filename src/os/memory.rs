@@ -11,9 +11,8 @@
 //! page (`MADV_DONTNEED`) and keeps the blocks in use where they are.
 //!
 //! The hub asks for it when the server goes quiet after heavy traffic
-//! (`Housekeeping`), as the Go runtime's scavenger does for the Go hub. After
-//! 2000 connections joined one room and went idle, RSS per connection fell
-//! from 39.3 to 27.7 kB with one call (`/proc/PID/status`, 2-core VM).
+//! (`Housekeeping`), as the Go runtime's scavenger does for the Go hub
+//! (what one call gives back: `docs/performance.md`).
 
 use std::time::Duration;
 
@@ -67,22 +66,16 @@ impl Housekeeping {
 ///
 /// glibc's malloc is tuned for a few busy threads; switchboard has two
 /// threads per connection, most of them asleep, each of which keeps what
-/// malloc hands it for itself. Measured with 5000 idle connections, all in
-/// one room (`loadgen idle`, server pinned, 2-core VM, RSS per connection
-/// from `/proc/PID/status` once quiet):
+/// malloc hands it for itself (each one's saving per idle connection, and
+/// its CPU cost on the fan-out path, none: `docs/performance.md`):
 /// - `tcache_count=0`: no per-thread cache of freed blocks. Each thread kept
 ///   freed blocks of sizes it never asks for again (a handshake's strings, a
-///   shared event, a queue's spent slots) for the life of its connection:
-///   28.2 → 24.8 kB.
+///   shared event, a queue's spent slots) for the life of its connection.
 /// - `mxfast=0`: no "fast bins" either, which keep freed small blocks apart
-///   instead of merging them with their free neighbours: −0.5 kB.
+///   instead of merging them with their free neighbours.
 /// - `arena_max` = the core count: glibc's default is 8 arenas a core, and
 ///   every arena a connection's threads use holds some of its blocks amid
-///   pages it cannot give back: −0.5 kB (22.7 kB with all three).
-///
-/// None of them costs CPU on the fan-out path: 1000 members × 1200 msg/s and
-/// 100 × 12,000 msg/s took the same share of the server's core with and
-/// without (50–54 % and 38–43 %, `/proc/PID/stat`, two runs each).
+///   pages it cannot give back.
 pub fn malloc_tunables(cpus: usize) -> [(&'static str, String); 3] {
     [
         ("glibc.malloc.tcache_count", "0".to_owned()),

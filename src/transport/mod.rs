@@ -152,11 +152,8 @@ impl Drop for Permit {
 /// the most latency it may add. A quiet connection pays one extra wake-up per
 /// burst (the linger that finds its queue empty), and no latency.
 ///
-/// The budget must hold at ten thousand connections too: with the window
-/// capped at 50 ms they woke 200,000 times a second, each wake-up found a
-/// trickle, the hub thread starved for CPU, and a room of 10,000 joining at
-/// once (50 M `joined` deliveries) had not settled after 500 s. At 400 ms it
-/// settles in about 20 s (`loadgen fanout -s 10000`, pinned, 2-core VM).
+/// The budget must hold at ten thousand connections too, which is why the
+/// maximum is as long as it is (the measurements: `docs/performance.md`).
 pub fn linger_window(connections: usize) -> Duration {
     let micros = connections as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC;
     Duration::from_micros(micros).clamp(LINGER_MIN, LINGER_MAX)
@@ -171,17 +168,11 @@ pub fn linger_window(connections: usize) -> Duration {
 /// moment its queue passes half full: that, not a shorter linger, is what
 /// keeps a burst (a room of thousands joining at once) from filling it.
 ///
-/// It lingers after every write, however large, with one exception. Skipping
-/// the linger after a big batch looked safe and was not: at 1000 subscribers
-/// × 1900 msg/s each window holds about 76 events, so every other wake-up
-/// wrote one event and skipped the next linger, and p99 went from 41 ms to
-/// 96 ms. The exception is a write that ends a quiet spell of at least a
-/// window: events come slower than one a window, so the linger would find
-/// nothing and cost a second wake-up (its timer's, then the wait on the
-/// queue) on top of the event's own. At 1000 subscribers × 10 msg/s, skipping
-/// it took context switches down by 39 % (machine-wide) and the server from
-/// 64 % to 39 % of its core, p99 from 61 to 47 ms (`perf stat -a`, pinned,
-/// 2-core VM).
+/// It lingers after every write, however large (skipping it after a big
+/// batch made every other wake-up carry one event), with one exception: a
+/// write that ends a quiet spell of at least a window, where the linger
+/// would find nothing and only cost a second wake-up. The figures behind
+/// both choices are in `docs/performance.md`.
 #[derive(Debug, Default)]
 pub struct Pace {
     /// When the writer last found its queues empty and began to wait.
@@ -221,15 +212,12 @@ impl Pace {
 /// window long: each wake-up its own timer interrupt, each write woke the
 /// idle peer again, and each writer that woke preempted the hub. On a shared
 /// tick they wake together and run back to back, and the hub runs between
-/// the bursts. At 1000 subscribers × 375 msg/s that took the server from 99 %
-/// to 67 % of its core and p99 from 115 ms to 64 ms; at 750 msg/s p99 went
-/// from 104 ms to 68 ms (`loadgen fanout`, pinned, 2-core AMD EPYC VM).
+/// the bursts (measured in `docs/performance.md`).
 ///
 /// Only windows up to `SHARED_TICK_MAX` tick together. Past it, a burst is
-/// thousands of writers long, and in a join storm (5000 connecting at once,
-/// 12.5 M `joined` notices) queues filled while their writers waited for
-/// the rest of the burst: 913 of 5000 dropped as slow consumers in one run,
-/// 4 of 10,000 in two. Staggered, the storms drop none.
+/// thousands of writers long, and in a join storm queues filled while their
+/// writers waited for the rest of the burst, dropping healthy members as
+/// slow; staggered, the storms drop none.
 fn until_next_tick(since_epoch: Duration, window: Duration) -> Duration {
     let window_nanos = window.as_nanos().max(1);
     let into_tick = since_epoch.as_nanos() % window_nanos;

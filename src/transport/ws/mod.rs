@@ -60,10 +60,8 @@ use reader::{RateLimit, Reader, Reply};
 use writer::Writer;
 
 /// Replies the reader may queue for the writer before it waits: none, the
-/// reader hands each one over in person. A queue of 8 took 1.1 kB of every
-/// connection (its slots, and its ends padded to cache lines), a rendezvous
-/// 0.3 (`heaptrack`, 1000 idle: 1546 against 906 bytes per connection live
-/// from `start_writer`). Replies are rare on `/ws` (pongs, errors); on
+/// reader hands each one over in person: a queue of slots costs every idle
+/// connection memory (`docs/performance.md`). Replies are rare on `/ws` (pongs, errors); on
 /// `/echo` every frame is one, and waiting for the writer is the
 /// back-pressure an echo owes a peer that sends faster than it reads.
 const REPLY_QUEUE: usize = 0;
@@ -116,10 +114,8 @@ fn accept_loop(listener: TcpListener, shared: Shared, refuser: Refuser) {
 /// Each step is a function of its own, never inlined into this one, and
 /// returns before the next starts: a thread keeps every stack page it has
 /// ever touched, so one step's frame must not sit on the stack under the next
-/// (the read loop lasts as long as the connection). Keeping the handshake out
-/// took the reader from 16 to 12 KiB of stack; starting the writer and
-/// running the read loop from here, not from inside `open`, from 12 to 8
-/// (the deepest touched byte of each stack, read from `/proc/PID/mem`).
+/// (the read loop lasts as long as the connection). Each step kept out cut a
+/// page of every reader's stack (`docs/performance.md`).
 fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let _done = shared.done.clone();
     let peer = peer_name(&stream);
@@ -237,12 +233,10 @@ fn start_writer(
 ///
 /// Building a channel assembles it on the stack, then allocates it with its
 /// slots' alignment (`posix_memalign`), and every page of the reader's stack
-/// that is touched stays resident for the life of the connection. When the
-/// compiler inlined both queues into `start_writer`, its frame grew to
-/// 1.1 KiB and each reader's stack went 8.9 KiB deep, one page past 8: 4 kB
-/// more per idle connection (5000 idle: 20.0 against 16.0 kB of stacks per
-/// connection, `/proc/PID/smaps`). Out of line, the deepest point is the read
-/// loop again, 7.9 KiB down (a scan of a reader's stack, `/proc/PID/mem`).
+/// that is touched stays resident for the life of the connection. Inlined
+/// into `start_writer`, the queues took every reader's stack a page deeper;
+/// out of line, the deepest point is the read loop again
+/// (`docs/performance.md`).
 #[inline(never)]
 fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     bounded(capacity)
@@ -250,8 +244,7 @@ fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 /// The connection's event queue: unbounded, because the hub's count of its
 /// events is its bound (`Hangup::new`), and out of line like `queue`
-/// (inlined, it took every reader's stack a page deeper again: 5000 idle,
-/// 12.0 against 8.1 kB of reader stack per connection).
+/// (inlined, it took every reader's stack a page deeper again).
 #[inline(never)]
 fn unbounded_queue<T>() -> (Sender<T>, Receiver<T>) {
     crossbeam_channel::unbounded()
