@@ -832,6 +832,15 @@ mod tests {
         EVENT_BYTES + text + cached
     }
 
+    fn assert_holds_at_least_what_it_measures(event: &Event, text: &str) {
+        let (held, measured) = (event.held_bytes(), measured_bytes(event));
+        assert!(
+            held >= measured,
+            "{held} < {measured} for {:?}…",
+            text.chars().take(24).collect::<String>()
+        );
+    }
+
     #[test]
     fn held_bytes_is_at_least_what_an_event_holds_with_every_encoding_cached() {
         let texts = [
@@ -853,12 +862,7 @@ mod tests {
                     text: text.clone(),
                     ts: u64::MAX,
                 });
-                let (held, measured) = (message.held_bytes(), measured_bytes(&message));
-                assert!(
-                    held >= measured,
-                    "{held} < {measured} for {:?}…",
-                    text.chars().take(24).collect::<String>()
-                );
+                assert_holds_at_least_what_it_measures(&message, &text);
             }
             let plain = Event::new(Body::Message {
                 room: room("lobby"),
@@ -868,12 +872,7 @@ mod tests {
                 text: text.clone(),
                 ts: 1764000000000,
             });
-            let (held, measured) = (plain.held_bytes(), measured_bytes(&plain));
-            assert!(
-                held >= measured,
-                "{held} < {measured} for {:?}…",
-                text.chars().take(24).collect::<String>()
-            );
+            assert_holds_at_least_what_it_measures(&plain, &text);
         }
         let plain = Event::new(Body::Message {
             room: room("lobby"),

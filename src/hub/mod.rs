@@ -1031,6 +1031,19 @@ mod tests {
 
     use crate::protocol::Transport;
 
+    /// A hub of its own, without history, and the sender whose drop stops it.
+    fn spawn_hub(send_buffer: usize) -> (Sender<()>, HubHandle, JoinHandle<()>) {
+        let (stop, shutdown) = bounded::<()>(0);
+        let (hub, thread) = Hub::spawn(
+            no_history(),
+            send_buffer,
+            Arc::new(Metrics::new()),
+            shutdown,
+        )
+        .expect("hub starts");
+        (stop, hub, thread)
+    }
+
     #[test]
     fn a_queue_slot_is_small() {
         // A queue grows by blocks of slots: every subscriber keeps one.
@@ -1126,14 +1139,7 @@ mod tests {
     fn queued_publishes_go_out_in_runs_and_the_send_buffer_bounds_events_not_slots() {
         const SEND_BUFFER: usize = 64;
         const TOTAL: usize = 2000;
-        let (stop, shutdown) = bounded::<()>(0);
-        let (hub, thread) = Hub::spawn(
-            no_history(),
-            SEND_BUFFER,
-            Arc::new(Metrics::new()),
-            shutdown,
-        )
-        .expect("hub starts");
+        let (stop, hub, thread) = spawn_hub(SEND_BUFFER);
         let room = RoomName::parse("r").expect("valid");
         let (stalled, stalled_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
         // Room for everything: it takes nothing until the end.
@@ -1171,14 +1177,7 @@ mod tests {
     #[test]
     fn members_count_as_lagging_while_their_queue_is_past_a_quarter_full() {
         const SEND_BUFFER: usize = 16;
-        let (stop, shutdown) = bounded::<()>(0);
-        let (hub, thread) = Hub::spawn(
-            no_history(),
-            SEND_BUFFER,
-            Arc::new(Metrics::new()),
-            shutdown,
-        )
-        .expect("hub starts");
+        let (stop, hub, thread) = spawn_hub(SEND_BUFFER);
         let room = RoomName::parse("r").expect("valid");
         let (slow, slow_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
         let (gone, gone_hangup) = subscribe(&hub, 2, &room, SEND_BUFFER);
@@ -1214,9 +1213,7 @@ mod tests {
     #[test]
     fn members_joining_during_a_run_get_only_what_follows_their_own_joined() {
         const JOINERS: u64 = 40;
-        let (stop, shutdown) = bounded::<()>(0);
-        let (hub, thread) =
-            Hub::spawn(no_history(), 256, Arc::new(Metrics::new()), shutdown).expect("hub starts");
+        let (stop, hub, thread) = spawn_hub(256);
         let room = RoomName::parse("r").expect("valid");
         let held = hold(&hub);
         let queues: Vec<_> = (1..=JOINERS)
