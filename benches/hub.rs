@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_channel::{bounded, unbounded};
-use switchboard::hub::{Command, Hangup, Hub, Subscriber};
+use switchboard::hub::{Command, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
+use switchboard::queue::Hangup;
 use switchboard::room::{Name, RoomName};
 use switchboard::rooms::Retention;
 

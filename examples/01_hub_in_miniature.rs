@@ -12,16 +12,17 @@
 //!
 //!     cargo run --example 01_hub_in_miniature
 //!
-//! In switchboard: `src/hub/mod.rs` (`Hub::spawn`, the loop, `offer` and
-//! `remove_client`); every transport builds its subscriber the way `main`
+//! In switchboard: `src/hub/` (`Hub::spawn` and the loop in `mod.rs`,
+//! `offer` in `fanout.rs`, `remove_client` in `members.rs`); every transport builds its subscriber the way `main`
 //! does here (`src/transport/ws/`, `src/transport/sse.rs`).
 
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded};
-use switchboard::hub::{Command, Hangup, Hub, Subscriber};
+use switchboard::hub::{Command, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
+use switchboard::queue::Hangup;
 use switchboard::room::{Name, RoomName};
 use switchboard::rooms::Retention;
 

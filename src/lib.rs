@@ -28,26 +28,28 @@
 //! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
 //!    each is written on the wire; [`subscription`]: what a subscriber asks
 //!    for as it connects, parsed once for every transport.
-//! 2. [`room`]: names checked once at the edge; a room is members + history;
+//! 2. [`queue`]: each subscriber's queue — what goes in it (`Outbound`) and
+//!    the bound that drops a slow consumer (`Hangup`).
+//! 3. [`room`]: names checked once at the edge; a room is members + history;
 //!    [`rooms`]: every room, within `--max-rooms`, `--max-history-bytes`
 //!    and `--room-expiry`.
-//! 3. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
+//! 4. [`hub`]: the broadcaster thread — rounds and runs, fan-out, slow
 //!    consumers, replay; and [`admission`]: new members wait while a crowd
 //!    of old ones lags.
-//! 4. [`engine`]: ids and history behind one small boundary — the hub asks,
+//! 5. [`engine`]: ids and history behind one small boundary — the hub asks,
 //!    the engine answers now or later on a channel; [`engine::MemoryEngine`]
 //!    is the default, and the module doc says how a second one plugs in.
-//! 5. [`transport::ws`]: a reader and a writer thread per WebSocket.
-//! 6. [`http`]: a thread per HTTP connection, bounded and timed
+//! 6. [`transport::ws`]: a reader and a writer thread per WebSocket.
+//! 7. [`http`]: a thread per HTTP connection, bounded and timed
 //!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
 //!    stream; REST as request/reply with the hub; [`origin`]: which browser
 //!    pages may open a WebSocket or publish; [`transport::refuse`]: turning
 //!    connections away without a thread each.
-//! 7. [`server`] and [`shutdown`]: starting everything, and ending it by
+//! 8. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
-//! 8. `transport::grpc` (feature `grpc`): the one place with an async
+//! 9. `transport::grpc` (feature `grpc`): the one place with an async
 //!    runtime, bridged to the same hub.
-//! 9. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
+//! 10. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
 
 pub mod admission;
 pub mod config;
@@ -58,6 +60,7 @@ pub mod metrics;
 pub mod origin;
 pub mod os;
 pub mod protocol;
+pub mod queue;
 pub mod room;
 pub mod rooms;
 pub mod server;

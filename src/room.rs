@@ -16,8 +16,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 
-use crate::hub::{Hangup, Outbound, RunPosition};
 use crate::protocol::{is_unprintable, ClientId, Event, ParseError};
+use crate::queue::{Hangup, Outbound, RunPosition};
 
 /// The longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;

@@ -421,8 +421,8 @@ impl Rooms {
 mod tests {
     use super::*;
 
-    use crate::hub::{Hangup, RunPosition};
     use crate::protocol::Body;
+    use crate::queue::{Hangup, RunPosition};
     use crate::room::Name;
 
     fn room(name: &str) -> RoomName {

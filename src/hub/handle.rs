@@ -16,7 +16,7 @@ use crate::protocol::{ClientId, Event, Request, Transport};
 use crate::room::{Name, RoomName};
 use crate::rooms::RoomLimit;
 
-use super::queue::{Hangup, Outbound};
+use crate::queue::{Hangup, Outbound};
 
 /// A connection, as a transport hands it to the hub.
 pub struct Subscriber {

@@ -80,9 +80,10 @@ use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::hub::{Command, Hangup, HubHandle, Outbound, PublishError, Subscriber};
+use crate::hub::{Command, HubHandle, PublishError, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{Body, ClientId, Event, ParseError, Request, Transport};
+use crate::queue::{Hangup, Outbound};
 use crate::room::{Name, RoomName};
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Permit, Shared};

@@ -38,8 +38,9 @@ use crossbeam_channel::{after, never, select, tick, Receiver};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
-use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::hub::{Command, Subscriber};
 use crate::protocol::{ClientId, ParseError, Transport};
+use crate::queue::{Hangup, Outbound};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Pace, Permit, Shared};

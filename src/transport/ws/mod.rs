@@ -46,9 +46,10 @@ use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use crate::hub::{Command, Hangup, Outbound, Subscriber};
+use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Format, Transport};
+use crate::queue::{Hangup, Outbound};
 use crate::room::Name;
 use crate::transport::refuse::{
     linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,

@@ -14,8 +14,8 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::Message;
 
-use crate::hub::{Hangup, Outbound};
 use crate::protocol::{encode_frame, ClientId, Event, Format};
+use crate::queue::{Hangup, Outbound};
 use crate::transport::refuse::CLOSE_GRACE;
 use crate::transport::{Pace, Permit};
 

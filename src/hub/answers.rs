@@ -1,0 +1,104 @@
+//! The hub's side of the engine seam: it hands each room event to the engine
+//! (`broadcast`) and applies the engine's answers (`answer`), whether they
+//! come at once or later on the channel the loop selects on. Whoever waits
+//! for a `Later` answer is noted under its ticket (`Waiting`).
+
+use super::*;
+
+/// What became of a room event handed to the engine.
+pub(super) enum Published {
+    /// Sequenced with this id (0: not at all, and no id spent, because the
+    /// room is gone or the engine refused it).
+    Now(u64),
+    /// The engine answers later, under this ticket.
+    Later(Ticket),
+}
+
+/// Who waits for an engine's `Later` answer.
+pub(super) enum Waiting {
+    /// A publisher from outside a connection, for its event's id.
+    Publish(Sender<Result<u64, RoomLimit>>),
+    /// A new subscriber, for its backlog: it joins `rooms` once that is sent.
+    Backlog {
+        client: ClientId,
+        rooms: Vec<RoomName>,
+    },
+    /// A member that joined a room, for its own `joined` (`RunPosition::WAITING`).
+    Join { client: ClientId, room: RoomName },
+    /// A member that left a room, for its own `left` (see `Client::parting`).
+    Part { client: ClientId, room: RoomName },
+    /// A history reader (REST), for one room's events.
+    History {
+        room: RoomName,
+        reply: Sender<Option<Vec<Arc<Event>>>>,
+    },
+}
+
+impl Hub {
+    /// Applies one of the engine's `Later` answers for whoever waits for it.
+    pub(super) fn answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Sequenced(ticket, event) => {
+                let waiting = self.waiting.remove(&ticket);
+                if let Some(Waiting::Publish(reply)) = &waiting {
+                    let _ = reply.send(Ok(event.id().unwrap_or(0))); // the asker may have given up
+                }
+                let Some(room) = event.room().cloned() else {
+                    return; // not a room event: an engine's mistake, nothing to fan out
+                };
+                self.add_to_run(&room, event);
+                match waiting {
+                    Some(Waiting::Join { client, room }) => self.seated(client, &room),
+                    Some(Waiting::Part { client, room }) => self.parted(client, &room),
+                    _ => {}
+                }
+            }
+            Answer::History(ticket, events) => match self.waiting.remove(&ticket) {
+                Some(Waiting::Backlog { client, rooms }) => {
+                    self.replayed(client, rooms, events, Seat::AtOnce)
+                }
+                Some(Waiting::History { room, reply }) => {
+                    let _ = reply.send(self.found(&room, events));
+                }
+                Some(Waiting::Publish(_) | Waiting::Join { .. } | Waiting::Part { .. }) | None => {} // not a read
+            },
+        }
+        self.remove_leaving();
+    }
+
+    /// A history read's answer: `None` for a room that does not exist.
+    pub(super) fn found(
+        &self,
+        room: &RoomName,
+        events: Vec<Arc<Event>>,
+    ) -> Option<Vec<Arc<Event>>> {
+        (self.rooms.contains(room) || !events.is_empty()).then_some(events)
+    }
+
+    /// A new ticket for a call on the engine.
+    pub(super) fn next_ticket(&mut self) -> Ticket {
+        self.tickets += 1;
+        Ticket(self.tickets)
+    }
+
+    /// Has the engine sequence a room event (give it the next id and keep
+    /// it), and fans it out: now, if the engine answers at once, or when its
+    /// answer arrives (`answer`).
+    pub(super) fn broadcast(&mut self, room: &RoomName, what: What) -> Published {
+        let draft = Draft {
+            room: room.clone(),
+            ts: now_millis(),
+            what,
+        };
+        let ticket = self.next_ticket();
+        match self.engine.sequence(&mut self.rooms, ticket, draft) {
+            Sequenced::Now(event) => {
+                let id = event.id().unwrap_or(0);
+                self.add_to_run(room, event);
+                Published::Now(id)
+            }
+            Sequenced::Later => Published::Later(ticket),
+            Sequenced::Refused => Published::Now(0),
+        }
+    }
+}

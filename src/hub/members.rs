@@ -1,0 +1,298 @@
+//! Membership: a subscriber's arrival (`connect`, with its replay), joining
+//! and leaving rooms with their notices, and the one place that forgets a
+//! client (`remove_client`). Runs on the hub thread only.
+
+use super::*;
+
+/// When a new seat in a room starts taking events.
+#[derive(Clone, Copy)]
+pub(super) enum Seat {
+    /// From its own `joined` on, as with the memory engine.
+    FromOwnJoined,
+    /// At once: a replay's backlog came first and everything after it is owed.
+    AtOnce,
+}
+
+impl Hub {
+    pub(super) fn connect(
+        &mut self,
+        subscriber: Subscriber,
+        rooms: Vec<RoomName>,
+        since: Option<u64>,
+    ) {
+        let Subscriber {
+            id,
+            name,
+            transport,
+            events,
+            hangup,
+        } = subscriber;
+        let mut wanted: Vec<RoomName> = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if !wanted.contains(&room) && wanted.len() < MAX_ROOMS {
+                wanted.push(room);
+            }
+        }
+        let _ = hangup.admission.set(Arc::clone(&self.admission)); // set once, before its first event
+
+        // The welcome lists the rooms it will be in: new rooms only while
+        // `--max-rooms` allows (`join` tells it about the others).
+        let mut vacancies = self.rooms.vacancies();
+        let mut joining = Vec::with_capacity(wanted.len());
+        for room in &wanted {
+            if self.rooms.contains(room) {
+                joining.push(room.clone());
+            } else if vacancies > 0 {
+                vacancies -= 1;
+                joining.push(room.clone());
+            }
+        }
+        let welcome = Event::new(Body::Welcome {
+            id,
+            name: name.clone(),
+            rooms: joining,
+        });
+        if offer(&events, &hangup, Outbound::Event(Arc::new(welcome))).is_err() {
+            return; // the connection ended before the hub heard of it
+        }
+        let backlog = match since {
+            None => Some(Vec::new()),
+            Some(since) => {
+                let read = Read {
+                    rooms: wanted.clone(),
+                    since: Some(since),
+                    limit: usize::MAX,
+                };
+                let ticket = self.next_ticket();
+                match self.engine.history(&self.rooms, ticket, read) {
+                    Reading::Now(events) => Some(events),
+                    Reading::Later => {
+                        // It joins when its backlog arrives (`replayed`): what
+                        // the engine answers before that is in the backlog,
+                        // what it answers after reaches it live (the
+                        // engine's contract).
+                        let rooms = std::mem::take(&mut wanted);
+                        self.waiting
+                            .insert(ticket, Waiting::Backlog { client: id, rooms });
+                        None
+                    }
+                }
+            }
+        };
+        debug!("{id} joins the hub over {}", transport.as_str());
+        self.metrics.connected(transport);
+        self.clients.insert(
+            id,
+            Client {
+                name,
+                label: id.to_string().into(),
+                transport,
+                events,
+                hangup,
+                rooms: Vec::new(),
+                held: backlog.is_none().then(Vec::new),
+                parting: Vec::new(),
+            },
+        );
+        self.admission.set_members(self.clients.len());
+        if let Some(backlog) = backlog {
+            self.replayed(id, wanted, backlog, Seat::FromOwnJoined);
+        }
+    }
+
+    /// Sends a new subscriber its backlog, then joins it to its rooms and
+    /// applies the requests it sent meanwhile. With the memory engine this
+    /// is the same hub step as `connect`, so nothing can come in between.
+    /// A backlog that came later seats it `AtOnce`: everything the engine
+    /// answers after the backlog is after `since`, so it is owed.
+    pub(super) fn replayed(
+        &mut self,
+        id: ClientId,
+        rooms: Vec<RoomName>,
+        backlog: Vec<Arc<Event>>,
+        seat: Seat,
+    ) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return; // it left while its backlog was on its way
+        };
+        let held = client.held.take().unwrap_or_default();
+        if !backlog.is_empty() {
+            let backlog = Outbound::Backlog(Box::new(Backlog(backlog)));
+            if let Err(why) = offer(&client.events, &client.hangup, backlog) {
+                self.leaving.push((id, why));
+                return;
+            }
+        }
+        for room in rooms {
+            self.join(id, room, seat);
+        }
+        for request in held {
+            self.request(id, request);
+        }
+    }
+
+    /// Adds `id` to `room` and announces it (to the joiner too); a room that
+    /// cannot be created is refused, and the client told.
+    pub(super) fn join(&mut self, id: ClientId, room: RoomName, seat: Seat) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        // Joining in the middle of this room's run: only what follows is ours.
+        let joined_at = match &self.open_run {
+            Some(run) if run.room == room => RunPosition {
+                run: run.number,
+                offset: self.run_events.len(),
+            },
+            _ => RunPosition::default(),
+        };
+        let mut new_seat = false;
+        if let Some(kept) = client.parting.iter().position(|r| *r == room) {
+            // Back before its `left` came: it still has its seat.
+            client.parting.swap_remove(kept);
+        } else {
+            new_seat = true;
+            let member = RoomMember {
+                client: id,
+                queue: client.events.clone(),
+                hangup: Arc::clone(&client.hangup),
+                joined_at,
+            };
+            if let Err(refused) = self.rooms.join(&room, member) {
+                self.refused(&refused);
+                return self.tell(id, refused.to_event());
+            }
+        }
+        client.rooms.push(room.clone());
+        let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        let published = self.broadcast(&room, What::Joined { name, from_id });
+        if let (Published::Later(ticket), true, Seat::FromOwnJoined) = (published, new_seat, seat) {
+            // Its first event here will be its own `joined` (`seated`).
+            let member = self
+                .rooms
+                .seats_mut(&room)
+                .and_then(|seats| seats.last_mut());
+            if let Some(member) = member.filter(|m| m.client == id) {
+                member.joined_at = RunPosition::WAITING;
+                self.waiting
+                    .insert(ticket, Waiting::Join { client: id, room });
+            }
+        }
+    }
+
+    /// A member's own `joined` has arrived from the engine and is the last
+    /// event of the room's open run: its seat takes events from there on.
+    pub(super) fn seated(&mut self, id: ClientId, room: &RoomName) {
+        let Some(run) = &self.open_run else {
+            return; // cannot happen: `add_to_run` has just opened it
+        };
+        let from = RunPosition {
+            run: run.number,
+            offset: self.run_events.len() - 1,
+        };
+        let members = self
+            .rooms
+            .seats_mut(room)
+            .map(|seats| seats.iter_mut().rev());
+        // Seats waiting for their `joined` are the newest: found near the end.
+        let seat = members.and_then(|mut m| m.find(|m| m.client == id));
+        if let Some(seat) = seat.filter(|s| s.joined_at.is_waiting()) {
+            seat.joined_at = from;
+        }
+    }
+
+    /// Announces that `id` leaves `room` (to the leaver too), then removes it.
+    pub(super) fn part(&mut self, id: ClientId, room: &RoomName) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.rooms.retain(|r| r != room);
+        let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        match self.broadcast(room, What::Left { name, from_id }) {
+            Published::Later(ticket) => {
+                // Seated until its own `left` arrives (`parted`).
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.parting.push(room.clone());
+                }
+                let part = Waiting::Part {
+                    client: id,
+                    room: room.clone(),
+                };
+                self.waiting.insert(ticket, part);
+            }
+            Published::Now(_) => self.forget_member(id, room), // after the run up to its own `left`
+        }
+    }
+
+    /// A member's own `left` has arrived from the engine and is in the
+    /// room's run: now it gives up its seat, unless it came back meanwhile.
+    pub(super) fn parted(&mut self, id: ClientId, room: &RoomName) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return; // gone, and its seats with it
+        };
+        if let Some(seat) = client.parting.iter().position(|r| r == room) {
+            client.parting.swap_remove(seat);
+            self.forget_member(id, room);
+        }
+    }
+
+    /// The only code that forgets a client: it leaves every room (the hub's
+    /// clones of its queue go with it), its connection is told why, the others
+    /// get `left` notices, and the metrics count it.
+    pub(super) fn remove_client(&mut self, id: ClientId, why: Leave) {
+        let Some(client) = self.clients.remove(&id) else {
+            return; // already removed (it can be noted twice in one fan-out)
+        };
+        self.admission.set_members(self.clients.len());
+        for room in client.rooms.iter().chain(&client.parting) {
+            self.forget_member(id, room);
+        }
+        if why == Leave::TooSlow {
+            warn!(
+                "{id} dropped: slow consumer (queue of {} events full)",
+                client.hangup.bound
+            );
+            client.hangup.drop_as_slow();
+            self.metrics.slow_consumer(client.transport);
+        } else {
+            debug!("{id} leaves the hub ({why:?})");
+        }
+        let Client {
+            name,
+            label,
+            transport,
+            rooms,
+            ..
+        } = client; // dropping `events` here closes the queue
+        for room in rooms {
+            if !self.rooms.contains(&room) {
+                continue;
+            }
+            let (name, from_id) = (name.clone(), Arc::clone(&label));
+            self.broadcast(&room, What::Left { name, from_id });
+        }
+        self.metrics.disconnected(transport);
+    }
+
+    /// Takes `id` out of `room`, once it has what the room's open run holds
+    /// for it: a gRPC chat that half-closes still reads its queue to the end.
+    pub(super) fn forget_member(&mut self, id: ClientId, room: &RoomName) {
+        if self.open_run.as_ref().is_some_and(|run| &run.room == room) {
+            self.flush_run();
+        }
+        self.rooms.leave(room, id);
+    }
+
+    /// Shutdown: queue a goodbye for everyone; a queue too full for it gets its
+    /// connection cut instead. Dropping the hub then closes every queue.
+    pub(super) fn say_goodbye(&mut self) {
+        self.flush_run();
+        for (id, client) in self.clients.drain() {
+            if client.events.try_send(Outbound::GoingAway).is_err() {
+                debug!("{id}: queue full at shutdown, cutting the connection");
+                client.hangup.cut();
+            }
+            self.metrics.disconnected(client.transport);
+        }
+        self.rooms.clear();
+    }
+}

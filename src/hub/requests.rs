@@ -1,0 +1,179 @@
+//! What a member asks for after it has joined (`Request`: say, join, leave,
+//! nick, who, rooms, help), and the REST views of the rooms. Each answer goes
+//! to the asker's own queue (`tell`). Runs on the hub thread only.
+
+use super::*;
+
+/// The least time between two warnings that rooms are being refused.
+pub(super) const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The most requests held from a member whose backlog is on its way.
+pub(super) const HELD_REQUESTS: usize = 64;
+
+pub(super) fn not_member(message: impl Into<String>) -> Event {
+    Event::error("not_member", message)
+}
+
+impl Hub {
+    pub(super) fn request(&mut self, from: ClientId, request: Request) {
+        let Some(client) = self.clients.get_mut(&from) else {
+            return; // it left while this request was queued
+        };
+        if let Some(held) = &mut client.held {
+            // Its backlog comes first (`replayed`); held within a bound, so
+            // that an engine slow to answer cannot make the hub hoard.
+            if held.len() < HELD_REQUESTS {
+                held.push(request);
+                return;
+            }
+            let wait = "your history is on its way; send again once it has arrived";
+            return self.tell(from, Event::error("rate_limited", wait));
+        }
+        match request {
+            Request::Say { room, text } => {
+                let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
+                    return self.tell(from, not_member("join a room first: /join ROOM"));
+                };
+                if !client.rooms.contains(&room) {
+                    return self.tell(from, not_member(format!("join #{room} first")));
+                }
+                let (name, label) = (client.name.clone(), Arc::clone(&client.label));
+                if let Err(refused) = self.say(&room, name, label, text) {
+                    self.tell(from, refused.to_event()); // cannot happen: a member's room exists
+                }
+            }
+            Request::Join(room) => {
+                if client.rooms.contains(&room) {
+                    return; // already there: joining is idempotent
+                }
+                if client.rooms.len() >= MAX_ROOMS {
+                    let message = format!("at most {MAX_ROOMS} rooms per connection");
+                    return self.tell(from, Event::error("bad_request", message));
+                }
+                self.join(from, room, Seat::FromOwnJoined);
+            }
+            Request::Leave(room) => {
+                if !client.rooms.contains(&room) {
+                    return self.tell(from, not_member(format!("you are not in #{room}")));
+                }
+                self.part(from, &room);
+            }
+            Request::Nick(name) => {
+                client.name = name.clone();
+                let welcome = Body::Welcome {
+                    id: from,
+                    name,
+                    rooms: client.rooms.clone(),
+                };
+                self.tell(from, Event::new(welcome));
+            }
+            Request::Who(room) => {
+                let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
+                    return self.tell(from, not_member("join a room first: /join ROOM"));
+                };
+                let members = self.rooms.get(&room).map_or_else(Vec::new, |r| {
+                    r.members
+                        .iter()
+                        .filter_map(|m| {
+                            let c = self.clients.get(&m.client)?;
+                            Some(Member {
+                                id: m.client,
+                                name: c.name.clone(),
+                            })
+                        })
+                        .collect()
+                });
+                self.tell(from, Event::new(Body::Presence { room, members }));
+            }
+            Request::Rooms => {
+                let rooms = self
+                    .summaries()
+                    .into_iter()
+                    .map(|r| RoomCount {
+                        name: r.name,
+                        members: r.members,
+                    })
+                    .collect();
+                self.tell(from, Event::new(Body::Rooms { rooms }));
+            }
+            Request::Help => self.tell(from, Event::new(Body::Help { text: HELP })),
+        }
+    }
+
+    /// Publishes a message, creating its room if `--max-rooms` allows.
+    pub(super) fn say(
+        &mut self,
+        room: &RoomName,
+        from: Name,
+        from_id: Arc<str>,
+        text: String,
+    ) -> Result<Published, RoomLimit> {
+        if let Err(refused) = self.rooms.create(room) {
+            self.refused(&refused);
+            return Err(refused);
+        }
+        self.metrics.published();
+        let what = What::Message {
+            from,
+            from_id,
+            text,
+        };
+        let published = self.broadcast(room, what);
+        if !matches!(published, Published::Now(id) if id > 0) {
+            // Nothing was kept here (an engine that keeps history elsewhere,
+            // or one that refused): a room just created for it goes again.
+            self.rooms.release(room);
+        }
+        Ok(published)
+    }
+
+    /// Counts a room refused at `--max-rooms`, and says so in the log (at
+    /// most once a minute: the metric counts every one).
+    pub(super) fn refused(&mut self, refused: &RoomLimit) {
+        self.metrics.room_refused();
+        let warned_lately = self
+            .room_limit_warned
+            .is_some_and(|at| at.elapsed() < ROOM_LIMIT_WARNING_EVERY);
+        if warned_lately {
+            debug!("{refused}");
+        } else {
+            warn!("{refused} (switchboard_rooms_refused_total counts every refusal)");
+            self.room_limit_warned = Some(Instant::now());
+        }
+    }
+
+    pub(super) fn summaries(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                name: name.clone(),
+                members: room.members.len(),
+                last_id: room.last_id(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    pub(super) fn describe(&self, room: &RoomName) -> Option<RoomDetail> {
+        let r = self.rooms.get(room)?;
+        let members = r
+            .members
+            .iter()
+            .filter_map(|m| {
+                let c = self.clients.get(&m.client)?;
+                Some(MemberInfo {
+                    id: m.client,
+                    name: c.name.clone(),
+                    transport: c.transport,
+                })
+            })
+            .collect();
+        Some(RoomDetail {
+            name: room.clone(),
+            members,
+            last_id: r.last_id(),
+        })
+    }
+}
