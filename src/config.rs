@@ -13,8 +13,8 @@ use clap::Parser;
 
 use crate::origin::PublicHost;
 use crate::rooms::{
-    Retention, DEFAULT_HISTORY, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_ROOMS,
-    DEFAULT_ROOM_EXPIRY_SECS,
+    Retention, DEFAULT_HISTORY, DEFAULT_JOIN_NOTICES_MAX, DEFAULT_MAX_HISTORY_BYTES,
+    DEFAULT_MAX_ROOMS, DEFAULT_ROOM_EXPIRY_SECS,
 };
 
 /// switchboard: a real-time messaging hub (WebSocket, Server-Sent Events, REST,
@@ -60,6 +60,10 @@ pub struct Args {
     /// then it is forgotten (0: at once)
     #[arg(long, env = "SWITCHBOARD_ROOM_EXPIRY", default_value_t = DEFAULT_ROOM_EXPIRY_SECS)]
     pub room_expiry: u64,
+    /// Rooms with more members than this send no joined/left notices (0: no
+    /// room does)
+    #[arg(long, env = "SWITCHBOARD_JOIN_NOTICES_MAX", default_value_t = DEFAULT_JOIN_NOTICES_MAX)]
+    pub join_notices_max: usize,
     /// WebSocket ping / SSE heartbeat period, in seconds
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value_t = 30)]
     pub ping_interval: u64,
@@ -128,6 +132,8 @@ pub struct Config {
     pub max_history_bytes: usize,
     /// How long a room without members keeps its history after its last use.
     pub room_expiry: Duration,
+    /// Rooms with more members than this send no joined/left notices.
+    pub join_notices_max: usize,
     /// Ping / heartbeat period; a WebSocket peer silent for two is dropped.
     pub ping_interval: Duration,
     /// Browser origins allowed on the WebSocket listener and to publish.
@@ -234,6 +240,7 @@ impl Config {
             max_rooms: args.max_rooms,
             max_history_bytes: args.max_history_bytes,
             room_expiry: Duration::from_secs(args.room_expiry),
+            join_notices_max: args.join_notices_max,
             ping_interval: Duration::from_secs(args.ping_interval),
             allowed_origins,
             public_hosts,
@@ -253,6 +260,7 @@ impl Config {
             max_rooms: self.max_rooms,
             max_history_bytes: self.max_history_bytes,
             room_expiry: self.room_expiry,
+            join_notices_max: self.join_notices_max,
         }
     }
 

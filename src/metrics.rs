@@ -56,6 +56,7 @@ pub struct Metrics {
     rooms: Gauge,
     rooms_refused: Counter,
     rooms_expired: Counter,
+    notices_skipped: Counter,
     history_events: Gauge,
     history_bytes: Gauge,
     history_evicted: Counter,
@@ -104,6 +105,11 @@ impl Metrics {
             "switchboard_rooms_refused",
             "Rooms not created because --max-rooms exist (a publish answered 503, a join answered an unavailable error)",
             m.rooms_refused.clone(),
+        );
+        r.register(
+            "switchboard_notices_skipped",
+            "Joins and leaves not announced because the room was past --join-notices-max",
+            m.notices_skipped.clone(),
         );
         r.register(
             "switchboard_rooms_expired",
@@ -194,6 +200,10 @@ impl Metrics {
 
     pub(crate) fn room_refused(&self) {
         self.rooms_refused.inc();
+    }
+
+    pub(crate) fn notice_skipped(&self) {
+        self.notices_skipped.inc();
     }
 
     pub(crate) fn rooms_expired(&self, count: u64) {

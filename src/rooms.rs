@@ -62,13 +62,16 @@ pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 pub const DEFAULT_MAX_HISTORY_BYTES: usize = 256 * 1024 * 1024;
 /// `--room-expiry`, in seconds: an hour.
 pub const DEFAULT_ROOM_EXPIRY_SECS: u64 = 3600;
+/// `--join-notices-max`: rooms up to this many members announce joins and leaves.
+pub const DEFAULT_JOIN_NOTICES_MAX: usize = 1000;
 
 /// The shortest time between two expiry sweeps.
 const SWEEP_MIN: Duration = Duration::from_millis(10);
 /// The longest: how late a room may be forgotten, at most.
 const SWEEP_MAX: Duration = Duration::from_secs(30);
 
-/// What the hub keeps, and for how long (from `Config::retention`).
+/// What the hub keeps, for how long, and which rooms announce their members
+/// (from `Config::retention`).
 #[derive(Clone, Debug)]
 pub struct Retention {
     /// `--history`: events kept per room.
@@ -80,6 +83,10 @@ pub struct Retention {
     /// `--room-expiry`: how long a room without members keeps its history
     /// after its last use; zero forgets it as its last member leaves.
     pub room_expiry: Duration,
+    /// `--join-notices-max`: a room with more members than this sends no
+    /// `joined`/`left` notices, so that a crowd joining costs N, not N²/2,
+    /// deliveries; 0 turns notices off everywhere.
+    pub join_notices_max: usize,
 }
 
 impl Default for Retention {
@@ -90,6 +97,7 @@ impl Default for Retention {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             room_expiry: Duration::from_secs(DEFAULT_ROOM_EXPIRY_SECS),
+            join_notices_max: DEFAULT_JOIN_NOTICES_MAX,
         }
     }
 }
@@ -166,6 +174,13 @@ impl Rooms {
     /// `join` and `leave` do that, and keep the room's life in step).
     pub fn seats_mut(&mut self, name: &RoomName) -> Option<&mut [RoomMember]> {
         self.rooms.get_mut(name).map(|r| r.members.as_mut_slice())
+    }
+
+    /// Whether a join or a leave in `name` is announced: only while the room,
+    /// counting the member who comes or goes, is within `--join-notices-max`.
+    pub fn announces(&self, name: &RoomName, counting_the_member: usize) -> bool {
+        let members = self.rooms.get(name).map_or(0, |r| r.members.len());
+        members + counting_the_member <= self.retention.join_notices_max
     }
 
     /// Whether a room called `name` exists.

@@ -131,8 +131,9 @@ impl Hub {
         }
     }
 
-    /// Adds `id` to `room` and announces it (to the joiner too); a room that
-    /// cannot be created is refused, and the client told.
+    /// Adds `id` to `room` and announces it (to the joiner too) unless the
+    /// room is past `--join-notices-max`; a room that cannot be created is
+    /// refused, and the client told.
     pub(super) fn join(&mut self, id: ClientId, room: RoomName, seat: Seat) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
@@ -164,6 +165,10 @@ impl Hub {
         }
         client.rooms.push(room.clone());
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        if !self.rooms.announces(&room, 0) {
+            // A big room: its seat takes events from here on, unannounced.
+            return self.metrics.notice_skipped();
+        }
         let published = self.broadcast(&room, What::Joined { name, from_id });
         if let (Published::Later(ticket), true, Seat::FromOwnJoined) = (published, new_seat, seat) {
             // Its first event here will be its own `joined` (`seated`).
@@ -200,13 +205,18 @@ impl Hub {
         }
     }
 
-    /// Announces that `id` leaves `room` (to the leaver too), then removes it.
+    /// Announces that `id` leaves `room` (to the leaver too) unless the room
+    /// is past `--join-notices-max`, then removes it.
     pub(super) fn part(&mut self, id: ClientId, room: &RoomName) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
         client.rooms.retain(|r| r != room);
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
+        if !self.rooms.announces(room, 0) {
+            self.metrics.notice_skipped();
+            return self.forget_member(id, room);
+        }
         match self.broadcast(room, What::Left { name, from_id }) {
             Published::Later(ticket) => {
                 // Seated until its own `left` arrives (`parted`).
@@ -265,6 +275,10 @@ impl Hub {
         } = client; // dropping `events` here closes the queue
         for room in rooms {
             if !self.rooms.contains(&room) {
+                continue;
+            }
+            if !self.rooms.announces(&room, 1) {
+                self.metrics.notice_skipped();
                 continue;
             }
             let (name, from_id) = (name.clone(), Arc::clone(&label));
