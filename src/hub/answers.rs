@@ -3,7 +3,17 @@
 //! come at once or later on the channel the loop selects on. Whoever waits
 //! for a `Later` answer is noted under its ticket (`Waiting`).
 
-use super::*;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::engine::{Answer, Draft, Sequenced, Ticket, What};
+use crate::protocol::{now_millis, ClientId, Event};
+use crate::room::RoomName;
+use crate::rooms::RoomLimit;
+
+use super::members::Seat;
+use super::Hub;
 
 /// What became of a room event handed to the engine.
 pub(super) enum Published {

@@ -3,7 +3,15 @@
 //! events — and `offer` is the only door into a member's queue: it counts
 //! the events against the queue's bound and reports a full one as too slow.
 
-use super::*;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::protocol::{ClientId, Event};
+use crate::queue::{Hangup, Outbound, Run};
+use crate::room::RoomName;
+
+use super::{Hub, Leave};
 
 /// Room reserved for a run's events: 160 pointers are 1280 bytes, above the
 /// largest block glibc keeps in a thread's cache of freed blocks (1032). The

@@ -2,7 +2,19 @@
 //! and leaving rooms with their notices, and the one place that forgets a
 //! client (`remove_client`). Runs on the hub thread only.
 
-use super::*;
+use std::sync::Arc;
+
+use log::{debug, warn};
+
+use crate::engine::{Read, Reading, What};
+use crate::protocol::{Body, ClientId, Event};
+use crate::queue::{Backlog, Outbound, RunPosition};
+use crate::room::{RoomMember, RoomName};
+use crate::subscription::MAX_ROOMS;
+
+use super::answers::{Published, Waiting};
+use super::fanout::offer;
+use super::{Client, Hub, Leave, Subscriber};
 
 /// When a new seat in a room starts taking events.
 #[derive(Clone, Copy)]

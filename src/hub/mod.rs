@@ -19,10 +19,7 @@
 //! one *run*: one queue slot and at most one writer wake-up per member,
 //! however many events. An idle hub sends each event on its own at once; a
 //! busy one batches by itself, and the busier it is the less each event
-//! costs. A room of 5000 joining at once is 12.5 M `joined` deliveries: sent
-//! one event per queue item, 5000 writers woke for a trickle each, the hub got
-//! a sliver of the core, and the storm had not settled after 50 s; in runs it
-//! settles in 14 s (`loadgen idle -n 5000`, pinned, 2-core VM).
+//! costs (the figures: `docs/performance.md`).
 //!
 //! Queries (`rooms`, a room's members, history) are commands that carry a reply
 //! channel: request/reply over channels, with the hub as the only owner.
@@ -68,24 +65,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
-use log::{debug, warn};
+use log::debug;
 
 use crate::admission::Admission;
-use crate::engine::{Answer, Draft, Engine, MemoryEngine, Read, Reading, Sequenced, Ticket, What};
+use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket};
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
-use crate::protocol::{
-    now_millis, Body, ClientId, Event, Member, Request, RoomCount, Transport, HELP,
-};
-use crate::queue::{Backlog, Hangup, Outbound, Run, RunPosition};
-use crate::room::{Name, RoomMember, RoomName};
-use crate::rooms::{Retention, RoomLimit, Rooms};
-use crate::subscription::MAX_ROOMS;
+use crate::protocol::{ClientId, Event, Request, Transport};
+use crate::queue::{Hangup, Outbound};
+use crate::room::{Name, RoomName};
+use crate::rooms::{Retention, Rooms};
 
 use answers::{Published, Waiting};
-use fanout::{offer, OpenRun, MAX_RUN_EVENTS};
-use members::Seat;
+use fanout::{OpenRun, MAX_RUN_EVENTS};
 
 pub use handle::{
     ClientIds, Command, HubGone, HubHandle, MemberInfo, PublishError, RoomDetail, RoomSummary,

@@ -2,7 +2,20 @@
 //! nick, who, rooms, help), and the REST views of the rooms. Each answer goes
 //! to the asker's own queue (`tell`). Runs on the hub thread only.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use crate::engine::What;
+use crate::protocol::{Body, ClientId, Event, Member, Request, RoomCount, HELP};
+use crate::room::{Name, RoomName};
+use crate::rooms::RoomLimit;
+use crate::subscription::MAX_ROOMS;
+
+use super::answers::Published;
+use super::members::Seat;
+use super::{Hub, MemberInfo, RoomDetail, RoomSummary};
 
 /// The least time between two warnings that rooms are being refused.
 pub(super) const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);

@@ -3,7 +3,19 @@
 //! frame, SSE block) the first time a writer asks, then cached. Also what an
 //! event may come to hold in bytes, which history's budget counts.
 
-use super::*;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+
+use crate::room::{Name, RoomName};
+
+use super::text::{escape_unprintable, is_unprintable};
+use super::{ClientId, Format, Member, RoomCount};
 
 /// What an event says. Serialises to the SPEC's JSON, `type` first.
 #[derive(Clone, Debug, Serialize)]

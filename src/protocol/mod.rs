@@ -34,15 +34,10 @@ pub use event::{encode_frame, text_frame, Body, Event, HELP};
 pub use request::{parse_line, ParseError, Request};
 pub use text::{escape_unprintable, is_unprintable};
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
-use std::sync::{Arc, OnceLock};
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::frame::Frame;
+use serde::Serialize;
 
 use crate::room::{Name, RoomName};
 

@@ -2,7 +2,11 @@
 //! plain-text line (`/join dev`, or any other line as a message) — with a
 //! clear `ParseError` for anything else.
 
-use super::*;
+use serde::Deserialize;
+
+use crate::room::{Name, RoomName};
+
+use super::Event;
 
 /// What a client asks of the hub, whichever dialect it used.
 #[derive(Clone, Debug, PartialEq)]

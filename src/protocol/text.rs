@@ -1,7 +1,8 @@
 //! Text mode's escaping: people read these lines at terminals, so nothing a
 //! peer sends may act instead of showing itself.
 
-use super::*;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 /// Whether `c` acts rather than shows itself, so text mode escapes it and a
 /// name may not contain it: C0 controls (ESC, BEL, CR, LF, TAB...), DEL and

@@ -2,7 +2,15 @@
 //! proto shape, requests in through the same checks as every transport
 //! (`INVALID_ARGUMENT` with a clear message for a bad one).
 
-use super::*;
+use std::net::SocketAddr;
+
+use tonic::Status;
+
+use crate::protocol::{Body, Event, ParseError, Request};
+use crate::room::{Name, RoomName};
+
+use super::proto::chat_request::Action;
+use super::{proto, PUBLISH_DEFAULT_NAME};
 
 /// One event in the flat proto shape (see the module doc for the mapping).
 pub fn to_proto(event: &Event) -> proto::Event {

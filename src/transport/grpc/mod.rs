@@ -69,31 +69,25 @@
 //! `convert` maps between the proto messages and the hub's.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, select, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::bounded;
 use log::{debug, error, info, warn};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
-use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::hub::{Command, HubHandle, PublishError, Subscriber};
+use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
-use crate::protocol::{Body, ClientId, Event, ParseError, Request, Transport};
-use crate::queue::{Hangup, Outbound};
-use crate::room::{Name, RoomName};
+use crate::protocol::{ClientId, Transport};
+use crate::queue::Hangup;
+use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Permit, Shared};
 
-use proto::chat_request::Action;
 use proto::switchboard_server::{Switchboard, SwitchboardServer};
 
 mod convert;
@@ -101,7 +95,7 @@ mod readers;
 mod stream;
 
 pub use convert::to_proto;
-use convert::{chat_request, invalid, publish_request, show};
+use convert::{invalid, show};
 use readers::{ChatReader, Publisher};
 use stream::{Doorbell, EventStream};
 

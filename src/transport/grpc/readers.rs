@@ -3,7 +3,20 @@
 //! `PublishRequest`, both blocking on their peer on a thread of their own so
 //! the runtime never does.
 
-use super::*;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use log::debug;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
+use tonic::{Status, Streaming};
+
+use crate::hub::{Command, HubHandle, PublishError};
+use crate::protocol::ClientId;
+use crate::transport::Permit;
+
+use super::convert::{chat_request, publish_request};
+use super::{proto, PUBLISH_FROM_ID};
 
 /// The reader thread of a `Chat` (`grpc-r c13`): each `ChatRequest` becomes
 /// a `Command`, in order.

@@ -3,7 +3,25 @@
 //! doorbell thread wakes it when the queue has something (see the module
 //! doc of `grpc` for why it takes a thread).
 
-use super::*;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crossbeam_channel::{select, Receiver, Select, Sender, TryRecvError};
+use log::debug;
+use tokio::sync::{oneshot, Notify};
+use tokio_stream::Stream;
+use tonic::Status;
+
+use crate::hub::{Command, HubHandle};
+use crate::protocol::{ClientId, Event};
+use crate::queue::{Hangup, Outbound};
+use crate::transport::Permit;
+
+use super::convert::to_proto;
+use super::proto;
 
 /// The response stream of `Subscribe` and `Chat`: one hub subscriber's queue,
 /// read without blocking, with the doorbell thread waking it when it is empty.
