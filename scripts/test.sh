@@ -5,7 +5,8 @@
 # formatting and lints, proves the default build has no
 # async runtime, runs every lesson in examples/ to completion and every
 # test with every feature, the Autobahn WebSocket
-# compliance suite against /echo, and a smoke run of the load generator.
+# compliance suite against /echo, a smoke run of the load generator, and a
+# check that an idle connection's thread stacks stay small.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +89,11 @@ source scripts/server.sh
 trap stop_server EXIT
 start_server
 LOADGEN=./target/release/loadgen scripts/loadgen-smoke.sh "$SERVER_WS"
+stop_server
+
+step "an idle connection's stacks stay at two pages each (release build)"
+start_server
+LOADGEN=./target/release/loadgen scripts/stacks.sh "$SERVER_WS" "$SERVER_PID"
 stop_server
 trap - EXIT
 echo

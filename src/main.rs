@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         warn!("could not restart with switchboard's malloc settings: {e}");
     }
     if let Ok(tunables) = std::env::var("GLIBC_TUNABLES") {
-        info!("GLIBC_TUNABLES={tunables}");
+        info!("malloc settings (a restart at start applies them, docs/operations.md): GLIBC_TUNABLES={tunables}");
     }
     // Each connection is a file descriptor: ask for all the kernel allows.
     match rlimit::increase_nofile_limit(u64::MAX) {

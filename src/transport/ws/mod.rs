@@ -46,6 +46,7 @@ use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
+use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Format, Transport};
@@ -109,33 +110,48 @@ fn accept_loop(listener: TcpListener, shared: Shared, refuser: Refuser) {
     debug!("ws accept loop ends");
 }
 
-/// The reader thread's body: the handshake, the writer, the opening, then
-/// the read loop.
+/// The reader thread's body: the opening, then the read loop.
 ///
-/// Each step is a function of its own, never inlined into this one, and
-/// returns before the next starts: a thread keeps every stack page it has
-/// ever touched, so one step's frame must not sit on the stack under the next
-/// (the read loop lasts as long as the connection). Each step kept out cut a
-/// page of every reader's stack (`docs/performance.md`).
+/// The read loop runs under this thin frame; every step before it (`upgrade`
+/// and the functions it calls) runs in frames of its own, never inlined
+/// here, and returns before the loop starts: a thread keeps every stack page
+/// it has ever touched, so a step's frame must not sit under the loop, which
+/// lasts as long as the connection. Each step kept out cut a page of every
+/// reader's stack (`docs/performance.md`).
 fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
     let _done = shared.done.clone();
+    if let Some(reader) = upgrade(stream, id, permit, &shared) {
+        reader.run();
+    }
+}
+
+/// The handshake, the writer, the opening: the reader for the read loop, or
+/// `None` if the connection was refused or is already over.
+#[inline(never)]
+fn upgrade(
+    stream: TcpStream,
+    id: ClientId,
+    permit: Permit,
+    shared: &Shared,
+) -> Option<Box<Reader>> {
     let peer = peer_name(&stream);
     let socket = Arc::new(stream);
-    // Held here for as long as the reader runs, and by the writer.
+    // Held by the reader for as long as it runs, and by the writer.
     let permit = Arc::new(permit);
-    let accepted = match handshake(&socket, &shared) {
+    let accepted = match handshake(&socket, shared) {
         Ok(accepted) => accepted,
         Err(refusal) => {
             debug!(
                 "{id} {peer} ws handshake refused: {} {}",
                 refusal.status, refusal.message
             );
-            return refuse(&socket, &shared, &refusal);
+            refuse(&socket, shared, &refusal);
+            return None;
         }
     };
     // The writer starts before the upgrade, so a thread that cannot start is
     // still a 503.
-    let link = match start_writer(&socket, id, &permit, &shared, &accepted.route) {
+    let link = match start_writer(&socket, id, &permit, shared, &accepted.route) {
         Ok(link) => link,
         Err(e) => {
             warn!("{id} refused: cannot start a thread: {e}");
@@ -145,13 +161,18 @@ fn serve(stream: TcpStream, id: ClientId, permit: Permit, shared: Shared) {
                 "threads",
                 "the server cannot take more connections",
             );
-            return refuse(&socket, &shared, &busy);
+            refuse(&socket, shared, &busy);
+            return None;
         }
     };
-    if let Some(reader) = open(socket, id, &shared, &peer, accepted, link) {
-        reader.run();
-        debug!("{id} {peer} ws closed");
-    }
+    let Accepted { route, key, tail } = accepted;
+    let WriterLink {
+        replies,
+        events,
+        hangup,
+    } = link;
+    let reader = new_reader(id, socket, tail, replies, &shared.config);
+    open(reader, shared, &peer, route, &key, (events, hangup))
 }
 
 /// The peer's address, for the logs (its formatting in a frame of its own).
@@ -203,7 +224,9 @@ fn start_writer(
         Route::Echo => queue(0),
     };
     let hangup = Hangup::new(Some(Arc::clone(socket)), config.send_buffer);
-    let writer = Writer {
+    // Boxed, so that the closure moved through every frame of the spawn is
+    // one pointer, not the writer's whole state.
+    let writer = Box::new(Writer {
         id,
         socket: Arc::clone(socket),
         events: match route {
@@ -219,7 +242,7 @@ fn start_writer(
         ping_interval: config.ping_interval,
         permit: Arc::clone(permit),
         _done: shared.done.clone(),
-    };
+    });
     spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
         writer.run()
     })?;
@@ -255,20 +278,14 @@ fn unbounded_queue<T>() -> (Sender<T>, Receiver<T>) {
 /// for the read loop, or `None` if the connection is already over.
 #[inline(never)]
 fn open(
-    socket: Arc<TcpStream>,
-    id: ClientId,
+    mut reader: Box<Reader>,
     shared: &Shared,
     peer: &str,
-    accepted: Accepted,
-    link: WriterLink,
+    route: Route,
+    key: &str,
+    (events, hangup): (Sender<Outbound>, Arc<Hangup>),
 ) -> Option<Box<Reader>> {
-    let Accepted { route, key, tail } = accepted;
-    let WriterLink {
-        replies,
-        events: to_client,
-        hangup,
-    } = link;
-    let config = &shared.config;
+    let id = reader.id;
     if matches!(route, Route::Chat { .. }) {
         // The upgrade is answered once the connection may join: see `admission`.
         shared.hub.wait_to_join();
@@ -277,25 +294,9 @@ fn open(
     let upgrade = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    if (&*socket).write_all(upgrade.as_bytes()).is_err() {
-        return None; // dropping `replies` lets the writer end too
+    if (&*reader.socket).write_all(upgrade.as_bytes()).is_err() {
+        return None; // dropping the reader's `replies` lets the writer end too
     }
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes));
-    // Boxed: `serve` holds it under the read loop, and a pointer there
-    // takes less of the reader's stack than the whole protocol state.
-    let mut reader = Box::new(Reader {
-        id,
-        socket,
-        context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
-        replies,
-        chat: None,
-        rate: config.rate_limit.map(RateLimit::new),
-        max_message_bytes: config.max_message_bytes,
-    });
     match route {
         Route::Echo => debug!("{id} {peer} ws echo open"),
         Route::Chat {
@@ -306,7 +307,7 @@ fn open(
                 id,
                 name: name.unwrap_or_else(|| Name::guest(id.0)),
                 transport: Transport::Ws,
-                events: to_client,
+                events,
                 hangup,
             };
             let connect = Command::Connect {
@@ -321,6 +322,33 @@ fn open(
         }
     }
     Some(reader)
+}
+
+/// The reader, boxed and built out of line: the protocol state is assembled
+/// in this frame, which is gone before `open` starts, and `serve` holds only
+/// a pointer under the read loop.
+#[inline(never)]
+fn new_reader(
+    id: ClientId,
+    socket: Arc<TcpStream>,
+    tail: Vec<u8>,
+    replies: Sender<Reply>,
+    config: &Config,
+) -> Box<Reader> {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    Box::new(Reader {
+        id,
+        socket,
+        context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
+        replies,
+        chat: None,
+        rate: config.rate_limit.map(RateLimit::new),
+        max_message_bytes: config.max_message_bytes,
+    })
 }
 
 /// The address to dial to wake an accept loop blocked on `addr`.

@@ -109,6 +109,7 @@ impl Reader {
         if let Some(shared) = &self.chat {
             let _ = shared.hub.send(Command::Disconnect { id }); // a stopped hub has forgotten us anyway
         }
+        debug!("{id} ws closed");
     }
 
     /// Handles one line of chat; returns a reply for the peer, if any.
