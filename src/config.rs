@@ -87,6 +87,13 @@ pub struct Args {
     /// which count under --max-connections) open at once; past it, 503
     #[arg(long, env = "SWITCHBOARD_MAX_HTTP_CONNECTIONS", default_value_t = 256)]
     pub max_http_connections: usize,
+    /// Share rooms, ids and history with every node on this Redis
+    /// (redis://HOST:PORT[/DB]); without it, one node in memory
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+    /// This node's name, with --redis [default: the host name and the HTTP port]
+    #[arg(long, env = "SWITCHBOARD_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 /// `--max-connections` when it is not given.
@@ -155,6 +162,10 @@ pub struct Config {
     /// arrive within this long of when the server starts waiting for it; an
     /// idle keep-alive connection closes after it too. Not on the command line.
     pub request_timeout: Duration,
+    /// `--redis`: the Redis every node shares, if any.
+    pub redis: Option<String>,
+    /// `--node-name`; `None` for the host name and the HTTP port.
+    pub node_name: Option<String>,
 }
 
 /// A setting that cannot work; the process exits with status 2 and this line.
@@ -176,6 +187,12 @@ pub enum ConfigError {
         "--public-host: {0:?} is not HOST or HOST:PORT (a whole origin goes in --allowed-origin)"
     )]
     BadPublicHost(String),
+    /// A `--redis` that is not a Redis URL.
+    #[error("--redis: {0:?} is not a URL like redis://127.0.0.1:6379 or redis://HOST:PORT/DB")]
+    BadRedis(String),
+    /// A `--node-name` that is empty or holds spaces or control characters.
+    #[error("--node-name: {0:?} must be 1 to 64 characters, without spaces")]
+    BadNodeName(String),
     /// `--grpc` on a binary built without the feature.
     #[error("--grpc needs a binary built with `--features grpc`")]
     NoGrpc,
@@ -223,6 +240,19 @@ impl Config {
                     .collect(),
             )
         };
+        if let Some(url) = &args.redis {
+            let parses = url.starts_with("redis://") && ::redis::Client::open(url.as_str()).is_ok();
+            if !parses {
+                return Err(ConfigError::BadRedis(url.clone()));
+            }
+        }
+        if let Some(name) = &args.node_name {
+            let fits = (1..=64).contains(&name.chars().count())
+                && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !fits {
+                return Err(ConfigError::BadNodeName(name.clone()));
+            }
+        }
         let public_hosts = args
             .public_host
             .iter()
@@ -250,6 +280,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(3),
             max_http_connections: args.max_http_connections,
             request_timeout: Duration::from_secs(10),
+            redis: args.redis,
+            node_name: args.node_name,
         })
     }
 

@@ -15,7 +15,8 @@ use log::debug;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::hub::{HubGone, PublishError};
+use crate::engine::Unavailable;
+use crate::hub::{HubGone, PublishError, Refused};
 use crate::origin::OriginRefused;
 use crate::protocol::ParseError;
 use crate::rooms::RoomLimit;
@@ -64,6 +65,9 @@ pub enum ApiError {
     /// A new room at `--max-rooms`.
     #[error(transparent)]
     RoomLimit(#[from] RoomLimit),
+    /// The engine cannot reach Redis (`--redis`).
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -83,7 +87,10 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Full(_) | ApiError::RoomLimit(_) | ApiError::ShuttingDown => 503,
+            ApiError::Full(_)
+            | ApiError::RoomLimit(_)
+            | ApiError::Unavailable(_)
+            | ApiError::ShuttingDown => 503,
             ApiError::Timeout => 408,
         }
     }
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported",
             ApiError::Full(_) | ApiError::ShuttingDown => "unavailable",
+            ApiError::Unavailable(_) => Unavailable::CODE,
             ApiError::Timeout => "timeout",
             ApiError::RoomLimit(_) => RoomLimit::CODE,
         }
@@ -149,7 +157,8 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> ApiError {
         match e {
             PublishError::Stopped(gone) => gone.into(),
-            PublishError::Refused(refused) => refused.into(),
+            PublishError::Refused(Refused::RoomLimit(limit)) => limit.into(),
+            PublishError::Refused(Refused::Unavailable(down)) => down.into(),
         }
     }
 }
@@ -196,7 +205,7 @@ fn route(
     };
     match segments.as_slice() {
         [""] if read => Ok(page(page_html)),
-        ["healthz"] if read => Ok(text(200, "ok")),
+        ["healthz"] if read => Ok(health(shared)),
         ["metrics"] if read => Ok(metrics(request, shared)),
         ["rooms"] if read => rest::list_rooms(shared),
         ["rooms", room] if read => rest::describe_room(room, shared),
@@ -235,6 +244,15 @@ fn metrics(request: &Request, shared: &Shared) -> Reply {
         .set_members_lagging(shared.hub.members_lagging());
     Response::from_data(shared.metrics.render().into_bytes())
         .with_header(header("Content-Type", content_type))
+}
+
+/// `200 ok`, or, with `--redis` while Redis is out of reach, `503 redis
+/// unavailable` (a load balancer then sends new clients elsewhere).
+fn health(shared: &Shared) -> Reply {
+    match shared.metrics.redis() {
+        Some(redis) if !redis.is_up() => text(503, "redis unavailable"),
+        _ => text(200, "ok"),
+    }
 }
 
 fn text(status: u16, body: &str) -> Reply {

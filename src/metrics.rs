@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::engine::redis::RedisMetrics;
 use crate::protocol::Transport;
 
 /// A `transport` label.
@@ -63,6 +64,8 @@ pub struct Metrics {
     members_lagging: Gauge,
     join_waits: Counter,
     http_connections: Gauge,
+    /// With `--redis` only.
+    redis: Option<RedisMetrics>,
 }
 
 impl Metrics {
@@ -154,6 +157,20 @@ impl Metrics {
             let _ = m.refused.get_or_create(&ReasonLabel { reason });
         }
         m
+    }
+
+    /// `new`, and the Redis engine's metrics (`--redis`).
+    pub fn with_redis() -> Metrics {
+        let mut m = Metrics::new();
+        let redis = RedisMetrics::default();
+        redis.register(&mut m.registry);
+        m.redis = Some(redis);
+        m
+    }
+
+    /// The Redis engine's metrics, with `--redis`.
+    pub fn redis(&self) -> Option<&RedisMetrics> {
+        self.redis.as_ref()
     }
 
     /// The metrics in Prometheus text format.

@@ -15,7 +15,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, MemoryEngine};
+use crate::engine::redis::RedisOptions;
+use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::hub::{ClientIds, Hub, HubHandle};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
@@ -81,10 +82,29 @@ impl Server {
             Some(slots) => debug!("futex hash table: {slots} slots"),
             None => debug!("futex hash table: the kernel's own"),
         }
-        let metrics = Arc::new(Metrics::new());
+        let on_redis = engine.is_none() && config.redis.is_some();
+        let metrics = Arc::new(if on_redis {
+            Metrics::with_redis()
+        } else {
+            Metrics::new()
+        });
         let (shutdown, shutdown_rx) = bounded::<()>(0);
         let (done, done_rx) = done_channel();
-        let engine = engine.unwrap_or_else(|| Box::new(MemoryEngine::new(Arc::clone(&metrics))));
+        let engine = match (engine, &config.redis) {
+            (Some(engine), _) => engine,
+            (None, Some(url)) => {
+                let node = node_name(&config, http_addr);
+                info!("node {node} on {url}");
+                let options = RedisOptions {
+                    url: url.clone(),
+                    history: config.history,
+                    room_expiry: config.room_expiry,
+                    max_rooms: config.max_rooms,
+                };
+                Box::new(RedisEngine::start(&options, Arc::clone(&metrics))?)
+            }
+            (None, None) => Box::new(MemoryEngine::new(Arc::clone(&metrics))),
+        };
         let (hub, hub_thread) = Hub::spawn_with_engine(
             engine,
             config.retention(),
@@ -181,6 +201,19 @@ fn spawn_grpc(_listener: TcpListener, _shared: Shared) -> io::Result<JoinHandle<
     Err(io::Error::other(
         "--grpc needs a binary built with `--features grpc`",
     ))
+}
+
+/// `--node-name`, or the host name and the HTTP port.
+fn node_name(config: &Config, http_addr: SocketAddr) -> String {
+    if let Some(name) = &config.node_name {
+        return name.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", http_addr.port())
 }
 
 /// `--max-connections`, lowered to what the kernel's limits allow: refusing a

@@ -77,6 +77,7 @@
 //! thread standing in for Redis, and runs the real server on it.
 
 mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -87,6 +88,7 @@ use crate::room::{Name, RoomName};
 use crate::rooms::Rooms;
 
 pub use memory::MemoryEngine;
+pub use redis::RedisEngine;
 
 /// Ids and history (see the module doc). Called on the hub thread only;
 /// every method returns at once.
@@ -196,6 +198,9 @@ pub enum Sequenced {
     /// Not sequenced, and no id spent: the room is gone (everyone left), or
     /// the engine cannot take more now.
     Refused,
+    /// Not sequenced: the engine cannot reach where ids and history live
+    /// (Redis is down). The publisher is told `unavailable`.
+    Unavailable,
 }
 
 /// A history read.
@@ -207,6 +212,23 @@ pub struct Read {
     pub since: Option<u64>,
     /// At most this many (`usize::MAX` for all that is kept).
     pub limit: usize,
+}
+
+/// The engine cannot reach where ids and history live (Redis is down): the
+/// publisher is told `unavailable` (REST 503, gRPC `UNAVAILABLE`, an error
+/// event) and its connection lives.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("redis unavailable: nothing can be published until it is back; try again shortly")]
+pub struct Unavailable;
+
+impl Unavailable {
+    /// The error code peers get.
+    pub const CODE: &'static str = "unavailable";
+
+    /// The `error` event that tells a connection.
+    pub fn to_event(self) -> Event {
+        Event::error(Self::CODE, self.to_string())
+    }
 }
 
 /// What `history` says.
@@ -225,6 +247,18 @@ pub enum Answer {
     Sequenced(Ticket, Arc<Event>),
     /// A history read, in id order.
     History(Ticket, Vec<Arc<Event>>),
+    /// What the ticket asked for did not happen, or may not have: the engine
+    /// lost its way to Redis meanwhile. A publisher is told `unavailable`.
+    Failed(Ticket),
+    /// A room's history is gone (Redis came back empty): events after
+    /// `last_id`, the last this node relayed, may never arrive. Its members
+    /// are told `history_lost`.
+    Lost {
+        /// The room.
+        room: RoomName,
+        /// The last id of it this node relayed.
+        last_id: u64,
+    },
 }
 
 /// Merges reads of several rooms into one answer: in id order, at most

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::engine::{Answer, Draft, Sequenced, Ticket, What};
+use crate::engine::{Answer, Draft, Sequenced, Ticket, Unavailable, What};
 use crate::protocol::{now_millis, ClientId, Event};
 use crate::room::RoomName;
-use crate::rooms::RoomLimit;
 
 use super::members::Seat;
-use super::Hub;
+use super::{Hub, Refused};
 
 /// What became of a room event handed to the engine.
 pub(super) enum Published {
@@ -22,12 +21,16 @@ pub(super) enum Published {
     Now(u64),
     /// The engine answers later, under this ticket.
     Later(Ticket),
+    /// Not sequenced: the engine is unavailable (Redis is down).
+    Unavailable,
 }
 
 /// Who waits for an engine's `Later` answer.
 pub(super) enum Waiting {
     /// A publisher from outside a connection, for its event's id.
-    Publish(Sender<Result<u64, RoomLimit>>),
+    Publish(Sender<Result<u64, Refused>>),
+    /// A member that said something, to be told if it fails.
+    Say { client: ClientId },
     /// A new subscriber, for its backlog: it joins `rooms` once that is sent.
     Backlog {
         client: ClientId,
@@ -58,7 +61,7 @@ impl Hub {
                 };
                 self.add_to_run(&room, event);
                 match waiting {
-                    Some(Waiting::Join { client, room }) => self.seated(client, &room),
+                    Some(Waiting::Join { client, room }) => self.seated(client, &room, true),
                     Some(Waiting::Part { client, room }) => self.parted(client, &room),
                     _ => {}
                 }
@@ -70,10 +73,54 @@ impl Hub {
                 Some(Waiting::History { room, reply }) => {
                     let _ = reply.send(self.found(&room, events));
                 }
-                Some(Waiting::Publish(_) | Waiting::Join { .. } | Waiting::Part { .. }) | None => {} // not a read
+                Some(Waiting::Publish(_) | Waiting::Say { .. }) => {} // not a read
+                Some(Waiting::Join { .. } | Waiting::Part { .. }) | None => {}
             },
+            Answer::Failed(ticket) => self.failed(ticket),
+            Answer::Lost { room, last_id } => self.lost(&room, last_id),
         }
         self.remove_leaving();
+    }
+
+    /// The engine lost its way to Redis before `ticket` was done: whoever
+    /// waits for it is told, or goes on without it.
+    fn failed(&mut self, ticket: Ticket) {
+        match self.waiting.remove(&ticket) {
+            Some(Waiting::Publish(reply)) => {
+                let _ = reply.send(Err(Unavailable.into())); // the asker may have given up
+            }
+            Some(Waiting::Say { client }) => self.tell(client, Unavailable.to_event()),
+            // Its `joined` may never come: it takes events from now on.
+            Some(Waiting::Join { client, room }) => self.seated(client, &room, false),
+            Some(Waiting::Part { client, room }) => self.parted(client, &room),
+            Some(Waiting::Backlog { client, rooms }) => {
+                let message = "your history could not be read (redis unavailable): \
+                               events before this one may be missing";
+                self.tell(client, Event::error("history_lost", message));
+                self.replayed(client, rooms, Vec::new(), Seat::AtOnce);
+            }
+            Some(Waiting::History { reply, .. }) => {
+                let _ = reply.send(None);
+            }
+            None => {}
+        }
+    }
+
+    /// A room's history is gone (Redis came back empty): each member is
+    /// told, with the last id of it this node relayed. Never a silent gap.
+    fn lost(&mut self, room: &RoomName, last_id: u64) {
+        let members: Vec<ClientId> = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.iter().map(|m| m.client).collect())
+            .unwrap_or_default();
+        let message = format!(
+            "#{room}: history after id {last_id} was lost (redis restarted without it); \
+             events after {last_id} may be missing"
+        );
+        for client in members {
+            self.tell(client, Event::error("history_lost", message.clone()));
+        }
     }
 
     /// A history read's answer: `None` for a room that does not exist.
@@ -109,6 +156,7 @@ impl Hub {
             }
             Sequenced::Later => Published::Later(ticket),
             Sequenced::Refused => Published::Now(0),
+            Sequenced::Unavailable => Published::Unavailable,
         }
     }
 }

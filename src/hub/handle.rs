@@ -11,6 +11,7 @@ use log::debug;
 use serde::Serialize;
 
 use crate::admission::Admission;
+use crate::engine::Unavailable;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, Event, Request, Transport};
 use crate::room::{Name, RoomName};
@@ -112,7 +113,7 @@ pub enum Command {
         /// The message.
         text: String,
         /// Gets the new event's id, or why the room could not be created.
-        reply: Sender<Result<u64, RoomLimit>>,
+        reply: Sender<Result<u64, Refused>>,
     },
     /// List the rooms.
     ListRooms {
@@ -151,9 +152,32 @@ pub enum PublishError {
     /// The hub has stopped.
     #[error(transparent)]
     Stopped(#[from] HubGone),
-    /// The room does not exist, and `--max-rooms` rooms do.
+    /// The room does not exist and `--max-rooms` rooms do, or the engine
+    /// is unavailable.
     #[error(transparent)]
-    Refused(#[from] RoomLimit),
+    Refused(#[from] Refused),
+}
+
+/// Why the hub did not publish; either way the peer is told `unavailable`
+/// (REST 503, gRPC `UNAVAILABLE`, an error event) and its connection lives.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    /// A new room past `--max-rooms`.
+    #[error(transparent)]
+    RoomLimit(#[from] RoomLimit),
+    /// The engine cannot reach Redis.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl Refused {
+    /// The `error` event that tells a connection.
+    pub fn to_event(&self) -> Event {
+        match self {
+            Refused::RoomLimit(limit) => limit.to_event(),
+            Refused::Unavailable(down) => down.to_event(),
+        }
+    }
 }
 
 /// The sending side of the hub, cloned into every thread that talks to it.

@@ -198,13 +198,20 @@ impl Hub {
 
     /// A member's own `joined` has arrived from the engine and is the last
     /// event of the room's open run: its seat takes events from there on.
-    pub(super) fn seated(&mut self, id: ClientId, room: &RoomName) {
-        let Some(run) = &self.open_run else {
-            return; // cannot happen: `add_to_run` has just opened it
-        };
-        let from = RunPosition {
-            run: run.number,
-            offset: self.run_events.len() - 1,
+    /// Without it (`own_joined` false: the engine failed to sequence it),
+    /// the seat takes events from the next run on.
+    pub(super) fn seated(&mut self, id: ClientId, room: &RoomName, own_joined: bool) {
+        let from = if own_joined {
+            let Some(run) = &self.open_run else {
+                return; // cannot happen: `add_to_run` has just opened it
+            };
+            RunPosition {
+                run: run.number,
+                offset: self.run_events.len() - 1,
+            }
+        } else {
+            self.flush_run();
+            RunPosition::default()
         };
         let members = self
             .rooms
@@ -241,7 +248,9 @@ impl Hub {
                 };
                 self.waiting.insert(ticket, part);
             }
-            Published::Now(_) => self.forget_member(id, room), // after the run up to its own `left`
+            // After the run up to its own `left` (or at once, if the engine
+            // could not take it).
+            Published::Now(_) | Published::Unavailable => self.forget_member(id, room),
         }
     }
 

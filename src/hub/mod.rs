@@ -68,7 +68,7 @@ use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 use log::debug;
 
 use crate::admission::Admission;
-use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket};
+use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket, Unavailable};
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
@@ -81,8 +81,8 @@ use answers::{Published, Waiting};
 use fanout::{OpenRun, MAX_RUN_EVENTS};
 
 pub use handle::{
-    ClientIds, Command, HubGone, HubHandle, MemberInfo, PublishError, RoomDetail, RoomSummary,
-    Subscriber,
+    ClientIds, Command, HubGone, HubHandle, MemberInfo, PublishError, Refused, RoomDetail,
+    RoomSummary, Subscriber,
 };
 
 /// How many commands may wait for the hub before senders block.
@@ -331,6 +331,9 @@ impl Hub {
                 }
                 Ok(Published::Later(ticket)) => {
                     self.waiting.insert(ticket, Waiting::Publish(reply));
+                }
+                Ok(Published::Unavailable) => {
+                    let _ = reply.send(Err(Unavailable.into())); // as above
                 }
                 Err(refused) => {
                     let _ = reply.send(Err(refused));

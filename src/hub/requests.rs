@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use crate::engine::What;
+use crate::engine::{Unavailable, What};
 use crate::protocol::{Body, ClientId, Event, Member, Request, RoomCount, HELP};
 use crate::room::{Name, RoomName};
 use crate::rooms::RoomLimit;
 use crate::subscription::MAX_ROOMS;
 
-use super::answers::Published;
+use super::answers::{Published, Waiting};
 use super::members::Seat;
-use super::{Hub, MemberInfo, RoomDetail, RoomSummary};
+use super::{Hub, MemberInfo, Refused, RoomDetail, RoomSummary};
 
 /// The least time between two warnings that rooms are being refused.
 pub(super) const ROOM_LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -51,8 +51,14 @@ impl Hub {
                     return self.tell(from, not_member(format!("join #{room} first")));
                 }
                 let (name, label) = (client.name.clone(), Arc::clone(&client.label));
-                if let Err(refused) = self.say(&room, name, label, text) {
-                    self.tell(from, refused.to_event()); // cannot happen: a member's room exists
+                match self.say(&room, name, label, text) {
+                    Ok(Published::Later(ticket)) => {
+                        let say = Waiting::Say { client: from };
+                        self.waiting.insert(ticket, say);
+                    }
+                    Ok(Published::Unavailable) => self.tell(from, Unavailable.to_event()),
+                    Ok(Published::Now(_)) => {}
+                    Err(refused) => self.tell(from, refused.to_event()), // a member's room exists
                 }
             }
             Request::Join(room) => {
@@ -120,10 +126,10 @@ impl Hub {
         from: Name,
         from_id: Arc<str>,
         text: String,
-    ) -> Result<Published, RoomLimit> {
+    ) -> Result<Published, Refused> {
         if let Err(refused) = self.rooms.create(room) {
             self.refused(&refused);
-            return Err(refused);
+            return Err(refused.into());
         }
         self.metrics.published();
         let what = What::Message {

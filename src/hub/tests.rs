@@ -77,7 +77,7 @@ fn no_history() -> Retention {
     }
 }
 
-fn publish(hub: &HubHandle, room: &RoomName, text: String, reply: &Sender<Result<u64, RoomLimit>>) {
+fn publish(hub: &HubHandle, room: &RoomName, text: String, reply: &Sender<Result<u64, Refused>>) {
     let publish = Command::Publish {
         room: room.clone(),
         from: Name::guest(0),

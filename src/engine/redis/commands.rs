@@ -1,0 +1,309 @@
+//! The command thread (`redis-cmd`): every publish and history read this
+//! node sends to Redis, pipelined.
+//!
+//! In: `Job`s from the hub's calls on the engine (a bounded channel the hub
+//! only `try_send`s into). It takes what is queued, up to `BATCH`, and sends
+//! it as one pipeline: one round trip for many events under load, one for
+//! one event when quiet. Out: nothing for a publish that worked (its event
+//! comes back through the relay, in the hub-wide order, with its ticket);
+//! a read's events go to `Reads` for the relay to hand over at its marker;
+//! `Answer::Failed` straight to the hub for whatever did not (or may not)
+//! have happened because the connection broke.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::redis::{Client, Connection, Pipeline, RedisResult, Value};
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, warn};
+
+use super::reads::{Done, Reads};
+use super::{link, scripts, wire};
+use crate::engine::{merge, Answer, Draft, Read, Ticket};
+use crate::metrics::Metrics;
+
+/// The most jobs sent in one pipeline.
+const BATCH: usize = 256;
+/// The most events one room's read asks Redis for.
+const MOST_READ: usize = 1_000_000;
+
+/// Work for the command thread.
+pub enum Job {
+    /// Sequence a draft.
+    Publish(Ticket, Draft),
+    /// Read history.
+    Read(Ticket, Read),
+    /// Sent by the relay once it has subscribed again: open a fresh
+    /// connection (the old one went with the old Redis), and send a marker
+    /// alone, which lets the relay answer reads whose markers were lost with
+    /// the old subscription.
+    Flush,
+    /// The engine is gone: tell the relay, and end.
+    Stop,
+}
+
+/// What the engine is set to keep.
+#[derive(Clone)]
+pub struct Settings {
+    /// This node instance's token, in every payload it publishes.
+    pub instance: String,
+    /// `--history`.
+    pub history: usize,
+    /// `--room-expiry`, in seconds (0: no expiry in Redis).
+    pub expiry_secs: u64,
+}
+
+/// A connection with the scripts loaded.
+struct Loaded {
+    con: Connection,
+    publish: String,
+    read: String,
+}
+
+/// The command thread's state.
+pub struct Commands {
+    pub client: Client,
+    pub settings: Settings,
+    /// The highest id this node has seen (the relay raises it).
+    pub floor: Arc<AtomicU64>,
+    pub reads: Arc<Reads>,
+    pub to_hub: Sender<Answer>,
+    pub metrics: Arc<Metrics>,
+    con: Option<Loaded>,
+    tokens: u64,
+}
+
+/// The hub has stopped: nobody listens any more.
+struct HubGone;
+
+impl Commands {
+    /// A command thread's state; it connects on its first job.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        floor: Arc<AtomicU64>,
+        reads: Arc<Reads>,
+        to_hub: Sender<Answer>,
+        metrics: Arc<Metrics>,
+    ) -> Commands {
+        Commands {
+            client,
+            settings,
+            floor,
+            reads,
+            to_hub,
+            metrics,
+            con: None,
+            tokens: 0,
+        }
+    }
+
+    /// Runs until the engine is dropped (`jobs` disconnects), then tells
+    /// the relay to stop.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let stopping = batch.iter().any(|job| matches!(job, Job::Stop));
+            if self.batch(batch).is_err() || stopping {
+                break;
+            }
+        }
+        self.stop_relay();
+    }
+
+    fn batch(&mut self, batch: Vec<Job>) -> Result<(), HubGone> {
+        if batch.iter().any(|job| matches!(job, Job::Flush)) {
+            self.con = None;
+        }
+        let numbered: Vec<(u64, Job)> = batch
+            .into_iter()
+            .map(|job| {
+                let token = match job {
+                    Job::Publish(..) | Job::Stop => 0,
+                    Job::Read(..) | Job::Flush => {
+                        self.tokens += 1;
+                        self.tokens
+                    }
+                };
+                (token, job)
+            })
+            .collect();
+        let outcome = self.send(&numbered);
+        self.reads.settle(self.tokens);
+        let results = match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                warn!("redis: {e}; {} publishes and reads failed", numbered.len());
+                self.con = None;
+                for (_, job) in &numbered {
+                    self.fail(job)?;
+                }
+                return Ok(());
+            }
+        };
+        for ((token, job), result) in numbered.into_iter().zip(results) {
+            match (job, result) {
+                (Job::Publish(_, _), Ok(Value::Int(id))) => {
+                    self.floor.fetch_max(id.max(0) as u64, Ordering::Relaxed);
+                }
+                (Job::Read(ticket, read), Ok(found)) => {
+                    let Value::Array(rooms) = found else {
+                        self.answer(Answer::Failed(ticket))?;
+                        continue;
+                    };
+                    let events = rooms
+                        .iter()
+                        .flat_map(wire::decode_entries)
+                        .map(|r| r.event)
+                        .collect();
+                    let events = merge(events, read.since, read.limit);
+                    self.reads.file(token, Done { ticket, events });
+                }
+                (Job::Flush | Job::Stop, _) => {}
+                (job, outcome) => {
+                    if let Err(e) = outcome {
+                        warn!("redis refused a script: {e}");
+                        if e.code() == Some("NOSCRIPT") {
+                            self.con = None; // load them again
+                        }
+                    }
+                    self.fail(&job)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pipeline, one round trip: a result for each job.
+    fn send(&mut self, jobs: &[(u64, Job)]) -> RedisResult<Vec<RedisResult<Value>>> {
+        self.connected()?;
+        let Commands {
+            con,
+            settings,
+            floor,
+            metrics,
+            ..
+        } = self;
+        let loaded = con.as_mut().expect("connected");
+        let mut pipe = ::redis::pipe();
+        let mut publishes = 0;
+        for (token, job) in jobs {
+            match job {
+                Job::Publish(ticket, draft) => {
+                    publishes += 1;
+                    let room = draft.room.as_str();
+                    pipe.cmd("EVALSHA")
+                        .arg(&loaded.publish)
+                        .arg(3)
+                        .arg(wire::counter_key())
+                        .arg(wire::stream_key(room))
+                        .arg(wire::meta_key(room))
+                        .arg(settings.history)
+                        .arg(floor.load(Ordering::Relaxed))
+                        .arg(&settings.instance)
+                        .arg(ticket.0)
+                        .arg(wire::encode_draft(draft))
+                        .arg(wire::events_channel())
+                        .arg(settings.expiry_secs);
+                }
+                Job::Read(_, read) => {
+                    let since = read.since.map_or_else(String::new, |s| s.to_string());
+                    let count = read.limit.clamp(1, MOST_READ);
+                    read_script(
+                        &mut pipe,
+                        &loaded.read,
+                        &read.rooms,
+                        &since,
+                        count,
+                        settings,
+                        *token,
+                    );
+                }
+                Job::Flush => read_script(&mut pipe, &loaded.read, &[], "", 1, settings, *token),
+                Job::Stop => {
+                    pipe.cmd("PING");
+                }
+            }
+        }
+        let started = Instant::now();
+        let results = pipe.ignore_errors().query(&mut loaded.con);
+        if results.is_ok() && publishes > 0 {
+            let took = started.elapsed().as_secs_f64();
+            if let Some(redis) = metrics.redis() {
+                redis.published(publishes, took);
+            }
+        }
+        results
+    }
+
+    /// The connection, opened and its scripts loaded if need be.
+    fn connected(&mut self) -> RedisResult<&mut Loaded> {
+        if self.con.is_none() {
+            let mut con = link::connect(&self.client)?;
+            let load = |con: &mut Connection, script: &str| {
+                ::redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(script)
+                    .query::<String>(con)
+            };
+            let publish = load(&mut con, scripts::PUBLISH)?;
+            let read = load(&mut con, scripts::READ)?;
+            debug!("redis: command connection open, scripts loaded");
+            self.con = Some(Loaded { con, publish, read });
+        }
+        Ok(self.con.as_mut().expect("just opened"))
+    }
+
+    fn fail(&self, job: &Job) -> Result<(), HubGone> {
+        match job {
+            Job::Publish(ticket, _) | Job::Read(ticket, _) => self.answer(Answer::Failed(*ticket)),
+            Job::Flush | Job::Stop => Ok(()),
+        }
+    }
+
+    fn answer(&self, answer: Answer) -> Result<(), HubGone> {
+        self.to_hub.send(answer).map_err(|_| HubGone)
+    }
+
+    /// The engine is gone: the relay, blocked on its subscription, hears
+    /// it on this node's channel.
+    fn stop_relay(&mut self) {
+        let channel = wire::node_channel(&self.settings.instance);
+        if let Ok(loaded) = self.connected() {
+            let stopped: RedisResult<i64> = ::redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg("stop")
+                .query(&mut loaded.con);
+            if let Err(e) = stopped {
+                debug!("redis: could not tell the relay to stop: {e}");
+            }
+        }
+    }
+}
+
+/// Adds a READ script for `rooms` to `pipe`, its marker numbered `token`.
+fn read_script(
+    pipe: &mut Pipeline,
+    sha: &str,
+    rooms: &[crate::room::RoomName],
+    since: &str,
+    count: usize,
+    settings: &Settings,
+    token: u64,
+) {
+    let cmd = pipe.cmd("EVALSHA").arg(sha).arg(rooms.len());
+    for room in rooms {
+        cmd.arg(wire::stream_key(room.as_str()));
+    }
+    cmd.arg(since)
+        .arg(count)
+        .arg(wire::node_channel(&settings.instance))
+        .arg(format!("read {token}"));
+}

@@ -1,0 +1,84 @@
+//! The Lua scripts the Redis engine runs. Redis runs a script as one step:
+//! nothing else happens in between, on any connection. That is what makes a
+//! publish atomic (id, history and delivery together) and what lets a read
+//! mark exactly where it stands among the published events.
+//!
+//! - `PUBLISH`: one per room event. INCR the hub-wide counter (raised first
+//!   to the highest id this node has seen, so ids never go back after Redis
+//!   restarted empty), give the room an epoch if its history is new, count
+//!   the event in the room (`seq`), XADD it to the room's stream as entry
+//!   `{id}-0`, trimmed to `--history`, and PUBLISH the same payload on the
+//!   one channel every node subscribes to. Every node thus sees every event
+//!   in the order the scripts ran: in id order, with no gap.
+//! - `READ`: a history read (`since`, or the newest), then PUBLISH a marker
+//!   on this node's own channel. The marker reaches this node's relay after
+//!   every event the read saw and before every event it did not: the relay
+//!   answers the read when the marker arrives (see `relay`).
+//! - `RECOVER`: after a reconnection, each room's epoch, count and the events
+//!   after the last one this node relayed, so that it can tell what it missed
+//!   and whether history was lost (see `recovery`).
+
+/// KEYS: counter, stream, meta. ARGV: history, floor, origin, ticket, draft
+/// JSON, channel, expiry seconds (0: none). Returns the new id.
+pub const PUBLISH: &str = r#"
+local id = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[2])
+if id <= floor then
+  id = floor + 1
+  redis.call('SET', KEYS[1], string.format('%d', id))
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[3], 'epoch')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[3], 'epoch', epoch)
+end
+local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+local sid = string.format('%d', id)
+local payload = sid .. ' ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'p', payload)
+local expiry = tonumber(ARGV[7])
+if expiry > 0 then
+  redis.call('EXPIRE', KEYS[2], expiry)
+  redis.call('EXPIRE', KEYS[3], expiry)
+end
+redis.call('PUBLISH', ARGV[6], payload)
+return id
+"#;
+
+/// KEYS: the rooms' streams. ARGV: since ('' for the newest), count,
+/// marker channel, marker. Returns one array of entries per room.
+pub const READ: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if ARGV[1] == '' then
+    out[i] = redis.call('XREVRANGE', key, '+', '-', 'COUNT', ARGV[2])
+  else
+    out[i] = redis.call('XRANGE', key, '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return out
+"#;
+
+/// KEYS: stream and meta of each room, then the counter. ARGV: the highest
+/// id this node has seen, then each room's last relayed id. Returns, per
+/// room, {epoch or '', seq, entries after that id}.
+pub const RECOVER: &str = r#"
+local n = (#KEYS - 1) / 2
+local counter = KEYS[#KEYS]
+local current = tonumber(redis.call('GET', counter) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', counter, ARGV[1])
+end
+local out = {}
+for i = 1, n do
+  local meta = redis.call('HMGET', KEYS[2 * i], 'epoch', 'seq')
+  local entries = redis.call('XRANGE', KEYS[2 * i - 1], '(' .. ARGV[i + 1] .. '-0', '+')
+  out[i] = {meta[1] or '', meta[2] or '0', entries}
+end
+return out
+"#;
