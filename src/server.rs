@@ -100,6 +100,7 @@ impl Server {
                     history: config.history,
                     room_expiry: config.room_expiry,
                     max_rooms: config.max_rooms,
+                    node,
                 };
                 Box::new(RedisEngine::start(&options, Arc::clone(&metrics))?)
             }

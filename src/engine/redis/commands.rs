@@ -136,7 +136,19 @@ impl Commands {
             })
             .collect();
         let outcome = self.send(&numbered);
-        self.reads.settle(self.tokens);
+        // Every read of the batch is filed, or answered as failed, before
+        // the relay may look for it.
+        let settled = self.tokens;
+        let answered = self.results(numbered, outcome);
+        self.reads.settle(settled);
+        answered
+    }
+
+    fn results(
+        &mut self,
+        numbered: Vec<(u64, Job)>,
+        outcome: RedisResult<Vec<RedisResult<Value>>>,
+    ) -> Result<(), HubGone> {
         let results = match outcome {
             Ok(results) => results,
             Err(e) => {

@@ -82,6 +82,8 @@ pub struct RedisOptions {
     pub room_expiry: Duration,
     /// `--max-rooms`: also the most rooms the relay remembers its place in.
     pub max_rooms: usize,
+    /// `--node-name`: names this node's connections in Redis' `CLIENT LIST`.
+    pub node: String,
 }
 
 /// Ids and history in Redis (see the module doc).
@@ -120,6 +122,7 @@ impl RedisEngine {
         );
         let relay = Relay {
             client,
+            node: options.node.clone(),
             instance,
             to_hub,
             reads,

@@ -46,6 +46,8 @@ pub struct Track {
 /// The relay thread's state.
 pub struct Relay {
     pub client: Client,
+    /// `--node-name`, for `CLIENT LIST`.
+    pub node: String,
     pub instance: String,
     pub to_hub: Sender<Answer>,
     pub reads: Arc<Reads>,
@@ -98,6 +100,14 @@ impl Relay {
             Ok(con) => con,
             Err(e) => return End::Lost(e),
         };
+        // `CLIENT LIST` tells which node each subscription is.
+        let named: Result<(), RedisError> = ::redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("switchboard-sub:{}", self.node))
+            .query(&mut con);
+        if let Err(e) = named {
+            return End::Lost(e);
+        }
         let node = wire::node_channel(&self.instance);
         let mut pubsub = con.as_pubsub();
         if let Err(e) = pubsub.subscribe(&[wire::events_channel(), node.clone()]) {
