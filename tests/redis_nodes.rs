@@ -140,12 +140,16 @@ fn three_nodes_ten_publishers_each_every_member_gets_all_3000_once_in_the_same_o
     let mut publishers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         for p in 0..PUBLISHERS {
-            publishers.push((format!("n{n}p{p}"), node.client("room=load")));
+            let name = format!("pub-{n}-{p}");
+            let client = node.client(&format!("room=load&name={name}"));
+            publishers.push((name, client));
         }
     }
-    // Everyone is subscribed once the last publisher's `joined` reached them.
+    // Everyone is seated once every publisher's `joined` reached every node.
     for listener in &mut listeners {
-        let joined = |e: &Value| e["type"] == "joined";
+        let joined = |e: &Value| {
+            e["type"] == "joined" && e["name"].as_str().is_some_and(|n| n.starts_with("pub-"))
+        };
         while listener.seen.iter().filter(|e| joined(e)).count() < 3 * PUBLISHERS {
             let event = listener.event(secs(10));
             listener.seen.push(event);

@@ -12,12 +12,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ::redis::{Client, Connection, Pipeline, RedisResult, Value};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
 
+use super::inflight::InFlight;
 use super::reads::{Done, Reads};
 use super::{link, scripts, wire};
 use crate::engine::{merge, Answer, Draft, Read, Ticket};
@@ -68,6 +69,7 @@ pub struct Commands {
     /// The highest id this node has seen (the relay raises it).
     pub floor: Arc<AtomicU64>,
     pub reads: Arc<Reads>,
+    pub inflight: Arc<InFlight>,
     pub to_hub: Sender<Answer>,
     pub metrics: Arc<Metrics>,
     con: Option<Loaded>,
@@ -84,6 +86,7 @@ impl Commands {
         settings: Settings,
         floor: Arc<AtomicU64>,
         reads: Arc<Reads>,
+        inflight: Arc<InFlight>,
         to_hub: Sender<Answer>,
         metrics: Arc<Metrics>,
     ) -> Commands {
@@ -92,6 +95,7 @@ impl Commands {
             settings,
             floor,
             reads,
+            inflight,
             to_hub,
             metrics,
             con: None,
@@ -102,7 +106,17 @@ impl Commands {
     /// Runs until the engine is dropped (`jobs` disconnects), then tells
     /// the relay to stop.
     pub fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = match jobs.recv_timeout(Duration::from_secs(1)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.fail_overdue().is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match jobs.try_recv() {
@@ -111,7 +125,7 @@ impl Commands {
                 }
             }
             let stopping = batch.iter().any(|job| matches!(job, Job::Stop));
-            if self.batch(batch).is_err() || stopping {
+            if self.batch(batch).is_err() || self.fail_overdue().is_err() || stopping {
                 break;
             }
         }
@@ -162,8 +176,9 @@ impl Commands {
         };
         for ((token, job), result) in numbered.into_iter().zip(results) {
             match (job, result) {
-                (Job::Publish(_, _), Ok(Value::Int(id))) => {
+                (Job::Publish(ticket, _), Ok(Value::Int(id))) => {
                     self.floor.fetch_max(id.max(0) as u64, Ordering::Relaxed);
+                    self.inflight.accepted(ticket);
                 }
                 (Job::Read(ticket, read), Ok(found)) => {
                     let Value::Array(rooms) = found else {
@@ -271,6 +286,14 @@ impl Commands {
             self.con = Some(Loaded { con, publish, read });
         }
         Ok(self.con.as_mut().expect("just opened"))
+    }
+
+    /// Publishes Redis accepted whose event never came back (`inflight`).
+    fn fail_overdue(&self) -> Result<(), HubGone> {
+        for ticket in self.inflight.overdue() {
+            self.answer(Answer::Failed(ticket))?;
+        }
+        Ok(())
     }
 
     fn fail(&self, job: &Job) -> Result<(), HubGone> {

@@ -38,6 +38,7 @@
 //! Choices, and why (one channel, streams, epochs): `docs/redis.md`.
 
 mod commands;
+mod inflight;
 mod link;
 mod metrics;
 mod reads;
@@ -60,6 +61,7 @@ use crate::rooms::Rooms;
 
 use super::{Answer, Draft, Engine, Read, Reading, Sequenced, Ticket};
 use commands::{Commands, Job, Settings};
+use inflight::InFlight;
 use reads::Reads;
 use relay::Relay;
 
@@ -105,6 +107,7 @@ impl RedisEngine {
         let (jobs, work) = bounded(JOB_QUEUE);
         let (to_hub, answers) = bounded(ANSWER_QUEUE);
         let reads = Arc::new(Reads::default());
+        let inflight = Arc::new(InFlight::default());
         let floor = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let settings = Settings {
@@ -117,6 +120,7 @@ impl RedisEngine {
             settings,
             Arc::clone(&floor),
             Arc::clone(&reads),
+            Arc::clone(&inflight),
             to_hub.clone(),
             Arc::clone(&metrics),
         );
@@ -126,6 +130,7 @@ impl RedisEngine {
             instance,
             to_hub,
             reads,
+            inflight,
             jobs: jobs.clone(),
             floor,
             metrics: Arc::clone(&metrics),

@@ -25,6 +25,7 @@ use log::{info, warn};
 
 use super::commands::Job;
 use super::link::{self, Backoff};
+use super::inflight::InFlight;
 use super::reads::Reads;
 use super::recovery;
 use super::wire::{self, Relayed};
@@ -51,6 +52,7 @@ pub struct Relay {
     pub instance: String,
     pub to_hub: Sender<Answer>,
     pub reads: Arc<Reads>,
+    pub inflight: Arc<InFlight>,
     pub jobs: Sender<Job>,
     pub floor: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
@@ -212,6 +214,7 @@ impl Relay {
             redis.relayed();
         }
         let ticket = if relayed.origin == self.instance {
+            self.inflight.arrived(Ticket(relayed.ticket));
             Ticket(relayed.ticket)
         } else {
             Ticket::NONE
