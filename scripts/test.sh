@@ -15,6 +15,8 @@ step() { printf '\n== %s\n' "$*"; }
 step "system packages"
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The --redis tests start redis-server themselves, one per test (tests/redis_support).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # Debian's python3 makes virtual environments only with python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,6 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 echo "chromium: $(chromium --version 2>/dev/null || echo missing)"
+echo "redis-server: $(redis-server --version 2>/dev/null || echo missing)"
 
 step "python packages (gRPC interop test), in target/test-venv"
 # A virtual environment of our own: a stock Debian refuses pip on its own

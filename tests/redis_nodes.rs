@@ -113,7 +113,11 @@ fn a_message_on_one_node_reaches_every_transport_on_every_node() {
     #[cfg(feature = "grpc")]
     assert_eq!(grpc_c.wait_for_text("hello from A"), id);
 
-    let resp = post_json(c.http, "/rooms/lobby/messages", &json!({"text": "rest on C"}));
+    let resp = post_json(
+        c.http,
+        "/rooms/lobby/messages",
+        &json!({"text": "rest on C"}),
+    );
     assert_eq!(resp.status, 202, "{resp:?}");
     let rest_id = resp.json()["id"].as_u64().expect("an id");
     assert!(rest_id > id, "ids increase across the hub");
@@ -172,7 +176,10 @@ fn three_nodes_ten_publishers_each_every_member_gets_all_3000_once_in_the_same_o
     let mut orders: Vec<(String, Seen)> = Vec::new();
     for (n, listener) in listeners.iter_mut().enumerate() {
         let seen = drained(listener);
-        orders.push((format!("listener on {n}"), messages(listener, seen, ALL, "listener")));
+        orders.push((
+            format!("listener on {n}"),
+            messages(listener, seen, ALL, "listener"),
+        ));
     }
     for (n, stream) in streams.iter_mut().enumerate() {
         let mut seen = Vec::new();
@@ -232,8 +239,15 @@ fn since_replays_from_another_node_while_publishing_goes_on_and_after_every_node
     let (a, c) = (node(&redis, "a2"), node(&redis, "c"));
     let mut again = c.client(&format!("room=r&name=again&since={since}"));
     let replayed = messages(&mut again, Vec::new(), after.len(), "after the restart");
-    assert_eq!(replayed, after, "the same replay after every node restarted");
-    let history = get(a.http, &format!("/rooms/r/messages?since={since}&limit=1000")).json();
+    assert_eq!(
+        replayed, after,
+        "the same replay after every node restarted"
+    );
+    let history = get(
+        a.http,
+        &format!("/rooms/r/messages?since={since}&limit=1000"),
+    )
+    .json();
     let texts: Vec<&str> = history
         .as_array()
         .expect("an array")
@@ -274,7 +288,11 @@ mod grpc {
                 let mut client = SwitchboardClient::connect(format!("http://{addr}"))
                     .await
                     .expect("connect");
-                client.subscribe(request).await.expect("subscribe").into_inner()
+                client
+                    .subscribe(request)
+                    .await
+                    .expect("subscribe")
+                    .into_inner()
             });
             Subscriber { runtime, stream }
         }
@@ -284,9 +302,9 @@ mod grpc {
             let deadline = Instant::now() + secs(10);
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let next = self.runtime.block_on(async {
-                    tokio::time::timeout(left, self.stream.message()).await
-                });
+                let next = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(left, self.stream.message()).await });
                 match next {
                     Ok(Ok(Some(event))) if event.text == text => return event.id,
                     Ok(Ok(Some(_))) => continue,

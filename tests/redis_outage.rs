@@ -44,11 +44,14 @@ fn wait_healthy(server: &TestServer, status: u16) {
     }
 }
 
+/// A publisher's answers: (status, id or 0, text), in order.
+type Answers = Vec<(u16, u64, String)>;
+
 /// A REST publisher into `room` on `http`, until stopped: every answer,
 /// (status, id or 0), in order.
 struct Publisher {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<(u16, u64, String)>>,
+    thread: JoinHandle<Answers>,
 }
 
 impl Publisher {
@@ -81,7 +84,7 @@ impl Publisher {
         Publisher { stop, thread }
     }
 
-    fn accepted(answers: &[(u16, u64, String)]) -> Vec<(u64, String)> {
+    fn accepted(answers: &Answers) -> Vec<(u64, String)> {
         answers
             .iter()
             .filter(|(status, ..)| *status == 202)
@@ -89,7 +92,7 @@ impl Publisher {
             .collect()
     }
 
-    fn finish(self) -> Vec<(u16, u64, String)> {
+    fn finish(self) -> Answers {
         self.stop.store(true, Ordering::Release);
         self.thread.join().expect("publisher")
     }
@@ -112,7 +115,12 @@ fn read_until(client: &mut Client, who: &str, until: impl Fn(&[Value]) -> bool) 
 fn messages(seen: &[Value]) -> Vec<(u64, String)> {
     seen.iter()
         .filter(|e| e["type"] == "message")
-        .map(|e| (e["id"].as_u64().unwrap(), e["text"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["id"].as_u64().unwrap(),
+                e["text"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -127,14 +135,17 @@ fn redis_metric(server: &TestServer, name: &str) -> f64 {
 
 /// Kills Redis mid-traffic, checks the outage, restarts it; returns the
 /// members, the publisher's answers and the last id each member had.
-fn outage(redis: &mut RedisServer) -> (Vec<Client>, Vec<(u16, u64, String)>, Vec<TestServer>) {
+fn outage(redis: &mut RedisServer) -> (Vec<Client>, Answers, Vec<TestServer>) {
     let (a, b) = (node(redis, "a"), node(redis, "b"));
     let mut bob = b.client("room=lobby&name=bob");
     // Its own `joined` first: a joiner's seat takes what follows it.
-    read_until(&mut bob, "bob", |seen| seen.iter().any(|e| e["type"] == "joined"));
+    read_until(&mut bob, "bob", |seen| {
+        seen.iter().any(|e| e["type"] == "joined")
+    });
     let mut alice = a.client("room=lobby&name=alice");
     read_until(&mut bob, "bob", |seen| {
-        seen.iter().any(|e| e["type"] == "joined" && e["name"] == "alice")
+        seen.iter()
+            .any(|e| e["type"] == "joined" && e["name"] == "alice")
     });
     let publisher = Publisher::start(&a, "lobby");
     read_until(&mut bob, "bob", |seen| has_text(seen, "p50"));
@@ -144,7 +155,11 @@ fn outage(redis: &mut RedisServer) -> (Vec<Client>, Vec<(u16, u64, String)>, Vec
     wait_healthy(&b, 503);
     assert_eq!(redis_metric(&a, "switchboard_redis_up"), 0.0);
     // Publishing is refused, on every transport, and said so.
-    let resp = post_json(b.http, "/rooms/lobby/messages", &json!({"text": "while down"}));
+    let resp = post_json(
+        b.http,
+        "/rooms/lobby/messages",
+        &json!({"text": "while down"}),
+    );
     resp.assert_error(503, "unavailable");
     alice.send_json(json!({"type": "message", "room": "lobby", "text": "ws while down"}));
     read_until(&mut alice, "alice", |seen| {
@@ -166,9 +181,15 @@ fn outage(redis: &mut RedisServer) -> (Vec<Client>, Vec<(u16, u64, String)>, Vec
         assert!(mark.elapsed() < secs(10), "{resp:?}");
     }
     let answers = publisher.finish();
-    let last = Publisher::accepted(&answers).last().expect("accepted").1.clone();
+    let last = Publisher::accepted(&answers)
+        .last()
+        .expect("accepted")
+        .1
+        .clone();
     for (who, client) in [("alice", &mut alice), ("bob", &mut bob)] {
-        read_until(client, who, |seen| has_text(seen, "after") && has_text(seen, &last));
+        read_until(client, who, |seen| {
+            has_text(seen, "after") && has_text(seen, &last)
+        });
     }
     assert!(!has_text(&bob.seen, "while down") && !has_text(&bob.seen, "ws while down"));
     (vec![alice, bob], answers, vec![a, b])
@@ -195,10 +216,7 @@ fn redis_killed_mid_traffic_and_back_empty_every_member_is_told_history_lost() {
             said.contains("#lobby") && said.contains(&format!("after id {last_id}")),
             "{who}: names the room and the last id it got ({last_id}): {said}"
         );
-        let once = seen
-            .iter()
-            .filter(|e| e["code"] == "history_lost")
-            .count();
+        let once = seen.iter().filter(|e| e["code"] == "history_lost").count();
         assert_eq!(once, 1, "{who}: once per room");
         // Everything accepted before the outage arrived, in order; ids go on
         // increasing after it (the counter was raised, not restarted).
@@ -207,7 +225,10 @@ fn redis_killed_mid_traffic_and_back_empty_every_member_is_told_history_lost() {
             assert!(pair[0].0 < pair[1].0, "{who}: {pair:?}");
         }
         for (id, text) in accepted.iter().filter(|(id, _)| *id <= last_id) {
-            assert!(got.contains(&(*id, text.clone())), "{who}: {text} ({id}) missing");
+            assert!(
+                got.contains(&(*id, text.clone())),
+                "{who}: {text} ({id}) missing"
+            );
         }
     }
 }
@@ -227,7 +248,10 @@ fn redis_killed_mid_traffic_and_back_with_its_data_every_member_gets_every_event
             .into_iter()
             .filter(|(_, t)| t.starts_with('p'))
             .collect();
-        assert_eq!(got, accepted, "{who}: every accepted message once, in order");
+        assert_eq!(
+            got, accepted,
+            "{who}: every accepted message once, in order"
+        );
     }
 }
 
@@ -248,7 +272,9 @@ fn a_node_that_lost_its_subscription_gets_what_it_missed_from_history() {
         .split(' ')
         .find_map(|f| f.strip_prefix("id="))
         .expect("an id");
-    assert!(redis.command(&format!("CLIENT KILL ID {id}")).starts_with(":1"));
+    assert!(redis
+        .command(&format!("CLIENT KILL ID {id}"))
+        .starts_with(":1"));
     let reconnected = Instant::now();
     while redis_metric(&b, "switchboard_redis_reconnects_total") < 1.0 {
         assert!(reconnected.elapsed() < secs(10), "node b reconnects");
@@ -262,6 +288,14 @@ fn a_node_that_lost_its_subscription_gets_what_it_missed_from_history() {
     let accepted = Publisher::accepted(&answers);
     let last = accepted.last().expect("accepted").1.clone();
     read_until(&mut bob, "bob", |seen| has_text(seen, &last));
-    assert!(!bob.seen.iter().any(|e| e["type"] == "error"), "{:?}", bob.seen);
-    assert_eq!(messages(&bob.seen), accepted, "every message once, in order");
+    assert!(
+        !bob.seen.iter().any(|e| e["type"] == "error"),
+        "{:?}",
+        bob.seen
+    );
+    assert_eq!(
+        messages(&bob.seen),
+        accepted,
+        "every message once, in order"
+    );
 }

@@ -39,10 +39,8 @@ impl RedisServer {
 
     fn launch(persistent: bool) -> RedisServer {
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-redis-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-redis-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory for redis");
         let mut server = RedisServer {

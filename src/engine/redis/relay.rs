@@ -24,8 +24,8 @@ use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use super::commands::Job;
-use super::link::{self, Backoff};
 use super::inflight::InFlight;
+use super::link::{self, Backoff};
 use super::reads::Reads;
 use super::recovery;
 use super::wire::{self, Relayed};

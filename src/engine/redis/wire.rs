@@ -158,6 +158,31 @@ fn decode_checked(payload: &[u8]) -> Option<Relayed> {
     })
 }
 
+/// The events of stream entries as XRANGE / XREVRANGE return them
+/// (`[[id, [field, value, …]], …]`), their payload in field `p`.
+pub fn decode_entries(entries: &::redis::Value) -> Vec<Relayed> {
+    use ::redis::Value;
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let Some(Value::Array(fields)) = parts.get(1) else {
+                return None;
+            };
+            let payload = fields.chunks(2).find_map(|pair| match pair {
+                [Value::BulkString(k), Value::BulkString(v)] if k == b"p" => Some(v),
+                _ => None,
+            })?;
+            decode(payload)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,29 +222,4 @@ mod tests {
             assert!(decode(bad.as_bytes()).is_none(), "{bad}");
         }
     }
-}
-
-/// The events of stream entries as XRANGE / XREVRANGE return them
-/// (`[[id, [field, value, …]], …]`), their payload in field `p`.
-pub fn decode_entries(entries: &::redis::Value) -> Vec<Relayed> {
-    use ::redis::Value;
-    let Value::Array(entries) = entries else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|entry| {
-            let Value::Array(parts) = entry else {
-                return None;
-            };
-            let Some(Value::Array(fields)) = parts.get(1) else {
-                return None;
-            };
-            let payload = fields.chunks(2).find_map(|pair| match pair {
-                [Value::BulkString(k), Value::BulkString(v)] if k == b"p" => Some(v),
-                _ => None,
-            })?;
-            decode(payload)
-        })
-        .collect()
 }
