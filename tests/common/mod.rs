@@ -4,6 +4,12 @@
 //! `TestServer::start()` runs the server in this process through the library;
 //! dropping it shuts the server down and fails the test if that hangs or if
 //! any server thread panicked.
+//!
+//! With `SWITCHBOARD_TEST_REDIS=1` in the environment, every server the suite
+//! starts on the default engine runs on Redis instead (`--redis`), one
+//! `redis-server` of its own each: the whole suite, run both ways, shows that
+//! one node on Redis behaves as the in-memory one (docs/redis.md says where
+//! the two differ on purpose).
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
@@ -15,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchboard::engine::Engine;
+
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
 use switchboard::{Config, Server};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
@@ -49,6 +58,8 @@ pub fn secs(n: u64) -> Duration {
 /// A server started for one test.
 pub struct TestServer {
     server: Option<Server>,
+    /// With `SWITCHBOARD_TEST_REDIS`: the server's own Redis (dropped after it).
+    redis: Option<redis_support::RedisServer>,
     pub ws: SocketAddr,
     pub http: SocketAddr,
     panics_at_start: usize,
@@ -74,15 +85,31 @@ impl TestServer {
         let mut config = Config::for_tests();
         config.write_timeout = secs(2);
         adjust(&mut config);
+        let on_redis = engine.is_none()
+            && config.redis.is_none()
+            && std::env::var_os("SWITCHBOARD_TEST_REDIS").is_some_and(|v| v == "1");
+        let redis = on_redis.then(redis_support::RedisServer::start);
+        if let Some(redis) = &redis {
+            config.redis = Some(redis.url());
+        }
         let server = match engine {
             Some(engine) => Server::start_with_engine(config, engine),
             None => Server::start(config),
         };
         let server = server.expect("server starts on port 0");
+        if redis.is_some() {
+            let deadline = Instant::now() + secs(10);
+            let metrics = server.metrics();
+            while !metrics.redis().is_some_and(|r| r.is_up()) {
+                assert!(Instant::now() < deadline, "the engine reaches its redis");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         TestServer {
             ws: server.ws_addr,
             http: server.http_addr,
             server: Some(server),
+            redis,
             panics_at_start: SERVER_PANICS.load(Ordering::SeqCst),
         }
     }

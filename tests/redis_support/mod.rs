@@ -39,8 +39,14 @@ impl RedisServer {
 
     fn launch(persistent: bool) -> RedisServer {
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-redis-{}-{n}", std::process::id()));
+        // `common` holds a copy of this module too: the clock tells them apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-redis-{}-{n}-{nanos}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory for redis");
         let mut server = RedisServer {
