@@ -16,7 +16,7 @@
 //! **Which threads.** `Engine` methods are called on the hub thread only, and
 //! must return at once: no blocking I/O, no waiting on a lock or a reply. The
 //! default, `MemoryEngine`, does its work inside the call and answers `Now`.
-//! A networked engine (Redis, next) hands the work to threads of its own with
+//! A networked engine (`RedisEngine`) hands the work to threads of its own with
 //! a `try_send` and answers `Later`; the result then arrives as an `Answer` on
 //! `answers()`, which the hub's loop selects on beside its commands, and is
 //! fanned out then. Either way the hub never waits on a round trip: while
@@ -54,24 +54,25 @@
 //! history lives elsewhere ignores `local`: the hub's rooms then hold members
 //! only.
 //!
-//! **How a second engine plugs in** (the Redis engine, step by step):
-//! 1. Write a type that implements `Engine`, in `engine/redis.rs`. Its
+//! **How a second engine plugs in** (as `engine/redis/` did, step by step):
+//! 1. Write a type that implements `Engine`, in a module of its own. Its
 //!    constructor starts its threads (`os::threads::spawn_named`): say a
 //!    publisher that runs one script per draft (increment the counter,
 //!    append to the room's stream, publish), pipelining what is queued, and
 //!    a subscriber that turns what Redis publishes into `Answer`s.
 //! 2. `sequence`: `try_send` the ticket and draft to the publisher and
 //!    answer `Later`; a full queue is an engine that cannot keep up: answer
-//!    `Refused`, never wait. `history`: the same with a read.
+//!    `Unavailable`, never wait. `history`: the same with a read. Work it
+//!    took and then could not do is answered `Answer::Failed`.
 //! 3. Keep the contract above: answer in the order asked, so a read's answer
-//!    must not overtake the events sequenced before it (for Redis: hold a
-//!    read's answer until the subscriber has passed the stream id it read
-//!    up to).
+//!    must not overtake the events sequenced before it (for Redis: the read
+//!    script publishes a marker, and the read is answered when the
+//!    subscription reaches it).
 //! 4. `answers()` returns the receiving end of the channel those threads
 //!    send `Answer`s on (bounded: the engine's threads may wait on the hub,
 //!    never the other way round).
-//! 5. Choose it in `Server::start_with_engine` (a `--redis` option in
-//!    `Config` will pick it).
+//! 5. Choose it in `Server::launch` (`--redis` picks `RedisEngine`), or
+//!    pass it to `Server::start_with_engine`.
 //!
 //! `tests/engine_double.rs` holds an engine built exactly that way, with one
 //! thread standing in for Redis, and runs the real server on it.
