@@ -47,9 +47,58 @@ pub(super) enum Waiting {
     },
 }
 
+impl Waiting {
+    /// The member it is for, if any.
+    fn client(&self) -> Option<ClientId> {
+        match self {
+            Waiting::Say { client }
+            | Waiting::Backlog { client, .. }
+            | Waiting::Join { client, .. }
+            | Waiting::Part { client, .. } => Some(*client),
+            Waiting::Publish(_) | Waiting::History { .. } => None,
+        }
+    }
+}
+
 impl Hub {
+    /// A connection ended. With an engine that answers later, a member
+    /// whose own events are still on their way stays until they are back,
+    /// as with the memory engine, where they were queued already (a gRPC
+    /// chat that half-closes still gets its last message); then it leaves.
+    pub(super) fn disconnect(&mut self, id: ClientId) {
+        if self.owed(id) {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.closing = true;
+                return;
+            }
+        }
+        self.leaving.push((id, Leave::Closed));
+    }
+
+    /// Whether an answer the engine owes is for `id`.
+    fn owed(&self, id: ClientId) -> bool {
+        self.waiting.values().any(|w| w.client() == Some(id))
+    }
+
+    /// After an answer for `owner`: a closing member with nothing more owed leaves.
+    fn close_if_done(&mut self, owner: Option<ClientId>) {
+        let Some(id) = owner else {
+            return;
+        };
+        let closing = self.clients.get(&id).is_some_and(|c| c.closing);
+        if closing && !self.owed(id) {
+            self.leaving.push((id, Leave::Closed));
+        }
+    }
+
     /// Applies one of the engine's `Later` answers for whoever waits for it.
     pub(super) fn answer(&mut self, answer: Answer) {
+        let owner = match &answer {
+            Answer::Sequenced(ticket, _) | Answer::History(ticket, _) | Answer::Failed(ticket) => {
+                self.waiting.get(ticket).and_then(Waiting::client)
+            }
+            Answer::Lost { .. } => None,
+        };
         match answer {
             Answer::Sequenced(ticket, event) => {
                 let waiting = self.waiting.remove(&ticket);
@@ -79,6 +128,7 @@ impl Hub {
             Answer::Failed(ticket) => self.failed(ticket),
             Answer::Lost { room, last_id } => self.lost(&room, last_id),
         }
+        self.close_if_done(owner);
         self.remove_leaving();
     }
 

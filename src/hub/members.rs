@@ -103,6 +103,7 @@ impl Hub {
                 hangup,
                 rooms: Vec::new(),
                 held: backlog.is_none().then(Vec::new),
+                closing: false,
                 parting: Vec::new(),
             },
         );

@@ -113,6 +113,9 @@ struct Client {
     /// While its backlog is on its way from an engine that answers later:
     /// its requests, applied once it has joined its rooms.
     held: Option<Vec<Request>>,
+    /// Its connection ended while its own events were on their way from an
+    /// engine that answers later: it leaves once they are back (`disconnect`).
+    closing: bool,
     /// Rooms it has left whose `left` notice an engine that answers later
     /// has yet to sequence: it keeps its seat until its own `left` reaches
     /// it, as with the memory engine. Almost always empty.
@@ -318,7 +321,7 @@ impl Hub {
                 since,
             } => self.connect(subscriber, rooms, since),
             Command::Request { from, request } => self.request(from, request),
-            Command::Disconnect { id } => self.leaving.push((id, Leave::Closed)),
+            Command::Disconnect { id } => self.disconnect(id),
             Command::Publish {
                 room,
                 from,
