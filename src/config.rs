@@ -94,6 +94,10 @@ pub struct Args {
     /// This node's name, with --redis [default: the host name and the HTTP port]
     #[arg(long, env = "SWITCHBOARD_NODE_NAME")]
     pub node_name: Option<String>,
+    /// With --redis: seconds between this node's heartbeats; a node silent
+    /// for three is taken out of presence, its members with `left` notices
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT", default_value_t = 5.0)]
+    pub heartbeat: f64,
 }
 
 /// `--max-connections` when it is not given.
@@ -166,6 +170,8 @@ pub struct Config {
     pub redis: Option<String>,
     /// `--node-name`; `None` for the host name and the HTTP port.
     pub node_name: Option<String>,
+    /// `--heartbeat`, with `--redis`.
+    pub heartbeat: Duration,
 }
 
 /// A setting that cannot work; the process exits with status 2 and this line.
@@ -193,6 +199,9 @@ pub enum ConfigError {
     /// A `--node-name` that is empty or holds spaces or control characters.
     #[error("--node-name: {0:?} must be 1 to 64 characters, without spaces")]
     BadNodeName(String),
+    /// A `--heartbeat` out of range.
+    #[error("--heartbeat: {0} must be between 0.1 and 3600 seconds")]
+    BadHeartbeat(f64),
     /// `--grpc` on a binary built without the feature.
     #[error("--grpc needs a binary built with `--features grpc`")]
     NoGrpc,
@@ -253,6 +262,10 @@ impl Config {
                 return Err(ConfigError::BadNodeName(name.clone()));
             }
         }
+        let heartbeat = Duration::try_from_secs_f64(args.heartbeat)
+            .ok()
+            .filter(|h| *h >= Duration::from_millis(100) && *h <= Duration::from_secs(3600))
+            .ok_or(ConfigError::BadHeartbeat(args.heartbeat))?;
         let public_hosts = args
             .public_host
             .iter()
@@ -282,6 +295,7 @@ impl Config {
             request_timeout: Duration::from_secs(10),
             redis: args.redis,
             node_name: args.node_name,
+            heartbeat,
         })
     }
 

@@ -101,6 +101,7 @@ impl Server {
                     room_expiry: config.room_expiry,
                     max_rooms: config.max_rooms,
                     node,
+                    heartbeat: config.heartbeat,
                 };
                 Box::new(RedisEngine::start(&options, Arc::clone(&metrics))?)
             }

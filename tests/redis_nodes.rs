@@ -5,14 +5,13 @@
 
 mod common;
 mod http_support;
-mod redis_support;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::redis_support::RedisServer;
 use common::{secs, Client, Got, TestServer};
 use http_support::{get, post_json, Sse};
-use redis_support::RedisServer;
 use serde_json::{json, Value};
 
 /// A node on `redis`, named `name`, once it has subscribed.

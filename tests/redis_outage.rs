@@ -6,16 +6,15 @@
 
 mod common;
 mod http_support;
-mod redis_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::redis_support::RedisServer;
 use common::{secs, Client, Got, TestServer};
 use http_support::{get, parse_prometheus, post_json, sample};
-use redis_support::RedisServer;
 use serde_json::{json, Value};
 
 fn node(redis: &RedisServer, name: &str) -> TestServer {

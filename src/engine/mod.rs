@@ -84,7 +84,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::protocol::{Body, Event};
+use crate::protocol::{Body, ClientId, Event};
 use crate::room::{Name, RoomName};
 use crate::rooms::Rooms;
 
@@ -104,6 +104,33 @@ pub trait Engine: Send {
     /// Where `Later` answers arrive; the hub selects on it. An engine that
     /// always answers `Now` returns `crossbeam_channel::never()`.
     fn answers(&self) -> Receiver<Answer>;
+
+    /// This node's name, when there are several (presence lists it).
+    fn node(&self) -> Option<Arc<str>> {
+        None
+    }
+
+    /// The members of `room` on other nodes, as this node knows them now
+    /// (read from memory: never a round trip).
+    fn elsewhere(&self, _room: &RoomName) -> Vec<Remote> {
+        Vec::new()
+    }
+
+    /// Every room with members on other nodes, and how many.
+    fn rooms_elsewhere(&self) -> Vec<(RoomName, usize)> {
+        Vec::new()
+    }
+}
+
+/// A member connected to another node.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// Its connection id there.
+    pub id: ClientId,
+    /// Its name when it joined.
+    pub name: Name,
+    /// That node's `--node-name`.
+    pub node: Arc<str>,
 }
 
 /// Numbers a call to the engine, so that a `Later` answer finds its asker.

@@ -60,12 +60,16 @@ pub struct RoomSummary {
 /// A member as `GET /rooms/{room}` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberInfo {
-    /// Connection id.
+    /// Connection id (unique on its node).
     pub id: ClientId,
     /// Display name.
     pub name: Name,
-    /// How it is connected.
-    pub transport: Transport,
+    /// How it is connected (not known for members on other nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    /// The node it is connected to (`--node-name`), with `--redis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Arc<str>>,
 }
 
 /// A room as `GET /rooms/{room}` shows it.

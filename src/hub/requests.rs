@@ -90,7 +90,8 @@ impl Hub {
                 let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
                     return self.tell(from, not_member("join a room first: /join ROOM"));
                 };
-                let members = self.rooms.get(&room).map_or_else(Vec::new, |r| {
+                let node = self.engine.node();
+                let mut members: Vec<Member> = self.rooms.get(&room).map_or_else(Vec::new, |r| {
                     r.members
                         .iter()
                         .filter_map(|m| {
@@ -98,10 +99,17 @@ impl Hub {
                             Some(Member {
                                 id: m.client,
                                 name: c.name.clone(),
+                                node: node.clone(),
                             })
                         })
                         .collect()
                 });
+                // With several nodes, theirs too (presence across nodes).
+                members.extend(self.engine.elsewhere(&room).into_iter().map(|r| Member {
+                    id: r.id,
+                    name: r.name,
+                    node: Some(r.node),
+                }));
                 self.tell(from, Event::new(Body::Presence { room, members }));
             }
             Request::Rooms => {
@@ -161,38 +169,67 @@ impl Hub {
         }
     }
 
+    /// Every room, sorted by name: this node's, and with several nodes the
+    /// rooms that have members on the others.
     pub(super) fn summaries(&self) -> Vec<RoomSummary> {
-        let mut rooms: Vec<RoomSummary> = self
+        let mut rooms: HashMap<RoomName, RoomSummary> = self
             .rooms
             .iter()
-            .map(|(name, room)| RoomSummary {
-                name: name.clone(),
-                members: room.members.len(),
-                last_id: room.last_id(),
+            .map(|(name, room)| {
+                let summary = RoomSummary {
+                    name: name.clone(),
+                    members: room.members.len(),
+                    last_id: room.last_id(),
+                };
+                (name.clone(), summary)
             })
             .collect();
+        for (name, count) in self.engine.rooms_elsewhere() {
+            let summary = rooms.entry(name.clone()).or_insert(RoomSummary {
+                name,
+                members: 0,
+                last_id: 0,
+            });
+            summary.members += count;
+        }
+        let mut rooms: Vec<RoomSummary> = rooms.into_values().collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         rooms
     }
 
+    /// A room's members, this node's first; `None` if it has none anywhere
+    /// and no history here.
     pub(super) fn describe(&self, room: &RoomName) -> Option<RoomDetail> {
-        let r = self.rooms.get(room)?;
-        let members = r
-            .members
-            .iter()
-            .filter_map(|m| {
-                let c = self.clients.get(&m.client)?;
-                Some(MemberInfo {
-                    id: m.client,
-                    name: c.name.clone(),
-                    transport: c.transport,
+        let here = self.rooms.get(room);
+        let elsewhere = self.engine.elsewhere(room);
+        if here.is_none() && elsewhere.is_empty() {
+            return None;
+        }
+        let node = self.engine.node();
+        let mut members: Vec<MemberInfo> = here.map_or_else(Vec::new, |r| {
+            r.members
+                .iter()
+                .filter_map(|m| {
+                    let c = self.clients.get(&m.client)?;
+                    Some(MemberInfo {
+                        id: m.client,
+                        name: c.name.clone(),
+                        transport: Some(c.transport),
+                        node: node.clone(),
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        });
+        members.extend(elsewhere.into_iter().map(|r| MemberInfo {
+            id: r.id,
+            name: r.name,
+            transport: None,
+            node: Some(r.node),
+        }));
         Some(RoomDetail {
             name: room.clone(),
             members,
-            last_id: r.last_id(),
+            last_id: here.map_or(0, |r| r.last_id()),
         })
     }
 }

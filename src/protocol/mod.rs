@@ -111,10 +111,13 @@ impl Format {
 /// One member of a `presence` list.
 #[derive(Clone, Debug, Serialize)]
 pub struct Member {
-    /// The member's connection id.
+    /// The member's connection id (unique on its node).
     pub id: ClientId,
     /// The member's display name.
     pub name: Name,
+    /// The node it is connected to (`--node-name`), with `--redis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Arc<str>>,
 }
 
 /// One entry of a `rooms` list.

@@ -23,7 +23,7 @@ use serde_json::Value;
 use switchboard::engine::Engine;
 
 #[path = "../redis_support/mod.rs"]
-mod redis_support;
+pub mod redis_support;
 use switchboard::{Config, Server};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;

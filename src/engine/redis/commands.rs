@@ -21,7 +21,7 @@ use log::{debug, warn};
 use super::inflight::InFlight;
 use super::reads::{Done, Reads};
 use super::{link, scripts, wire};
-use crate::engine::{merge, Answer, Draft, Read, Ticket};
+use crate::engine::{merge, Answer, Draft, Read, Ticket, What};
 use crate::metrics::Metrics;
 
 /// The most jobs sent in one pipeline.
@@ -53,13 +53,22 @@ pub struct Settings {
     pub history: usize,
     /// `--room-expiry`, in seconds (0: no expiry in Redis).
     pub expiry_secs: u64,
+    /// `--node-name`.
+    pub node: String,
+    /// `--heartbeat`: a node silent for `DEAD_AFTER` of them is reaped.
+    pub heartbeat: Duration,
 }
+
+/// Heartbeats without a beat after which a node counts as dead (its
+/// members' `left` then come within three heartbeats of its last beat).
+const DEAD_AFTER: f64 = 2.5;
 
 /// A connection with the scripts loaded.
 struct Loaded {
     con: Connection,
     publish: String,
     read: String,
+    heartbeat: String,
 }
 
 /// The command thread's state.
@@ -74,6 +83,8 @@ pub struct Commands {
     pub metrics: Arc<Metrics>,
     con: Option<Loaded>,
     tokens: u64,
+    /// When this node last beat (and reaped).
+    beat: Option<Instant>,
 }
 
 /// The hub has stopped: nobody listens any more.
@@ -100,16 +111,19 @@ impl Commands {
             metrics,
             con: None,
             tokens: 0,
+            beat: None,
         }
     }
 
     /// Runs until the engine is dropped (`jobs` disconnects), then tells
     /// the relay to stop.
     pub fn run(mut self, jobs: Receiver<Job>) {
+        let tick = (self.settings.heartbeat / 4).min(Duration::from_secs(1));
         loop {
-            let first = match jobs.recv_timeout(Duration::from_secs(1)) {
+            let first = match jobs.recv_timeout(tick) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.heartbeat(tick);
                     if self.fail_overdue().is_err() {
                         break;
                     }
@@ -128,6 +142,7 @@ impl Commands {
             if self.batch(batch).is_err() || self.fail_overdue().is_err() || stopping {
                 break;
             }
+            self.heartbeat(tick);
         }
         self.stop_relay();
     }
@@ -226,19 +241,38 @@ impl Commands {
                 Job::Publish(ticket, draft) => {
                     publishes += 1;
                     let room = draft.room.as_str();
+                    let (op, field, value) = match &draft.what {
+                        What::Joined { name, from_id } => (
+                            "j",
+                            wire::presence_field(&settings.instance, from_id),
+                            wire::presence_value(name.as_str(), from_id, &settings.node),
+                        ),
+                        What::Left { from_id, .. } => (
+                            "l",
+                            wire::presence_field(&settings.instance, from_id),
+                            String::new(),
+                        ),
+                        What::Message { .. } => ("", String::new(), String::new()),
+                    };
                     pipe.cmd("EVALSHA")
                         .arg(&loaded.publish)
-                        .arg(3)
+                        .arg(5)
                         .arg(wire::counter_key())
                         .arg(wire::stream_key(room))
                         .arg(wire::meta_key(room))
+                        .arg(wire::presence_key(room))
+                        .arg(wire::presence_rooms_key())
                         .arg(settings.history)
                         .arg(floor.load(Ordering::Relaxed))
                         .arg(&settings.instance)
                         .arg(ticket.0)
-                        .arg(wire::encode_draft(draft))
+                        .arg(wire::encode_draft(draft, &settings.node))
                         .arg(wire::events_channel())
-                        .arg(settings.expiry_secs);
+                        .arg(settings.expiry_secs)
+                        .arg(op)
+                        .arg(field)
+                        .arg(value)
+                        .arg(room);
                 }
                 Job::Read(_, read) => {
                     let since = read.since.map_or_else(String::new, |s| s.to_string());
@@ -282,10 +316,54 @@ impl Commands {
             };
             let publish = load(&mut con, scripts::PUBLISH)?;
             let read = load(&mut con, scripts::READ)?;
+            let heartbeat = load(&mut con, scripts::HEARTBEAT)?;
             debug!("redis: command connection open, scripts loaded");
-            self.con = Some(Loaded { con, publish, read });
+            self.con = Some(Loaded {
+                con,
+                publish,
+                read,
+                heartbeat,
+            });
         }
         Ok(self.con.as_mut().expect("just opened"))
+    }
+
+    /// Every `tick`: this node's beat, and the reaping of dead nodes
+    /// (`scripts::HEARTBEAT`). A failure is only logged: the next batch
+    /// finds the connection broken, and the relay says Redis is down.
+    fn heartbeat(&mut self, tick: Duration) {
+        if self.beat.is_some_and(|at| at.elapsed() < tick) {
+            return;
+        }
+        self.beat = Some(Instant::now());
+        let now = crate::protocol::now_millis();
+        let dead_before = now
+            .saturating_sub((self.settings.heartbeat.as_secs_f64() * DEAD_AFTER * 1000.0) as u64);
+        let Ok(loaded) = self.connected() else {
+            return;
+        };
+        let sha = loaded.heartbeat.clone();
+        let reaped: RedisResult<i64> = ::redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(3)
+            .arg(wire::nodes_key())
+            .arg(wire::presence_rooms_key())
+            .arg(wire::counter_key())
+            .arg(&self.settings.instance)
+            .arg(now)
+            .arg(dead_before)
+            .arg(wire::events_channel())
+            .arg(self.settings.history)
+            .arg(self.settings.expiry_secs)
+            .query(&mut self.con.as_mut().expect("connected").con);
+        match reaped {
+            Ok(0) => {}
+            Ok(n) => log::info!("redis: {n} members of nodes without a heartbeat left"),
+            Err(e) => {
+                debug!("redis: heartbeat: {e}");
+                self.con = None;
+            }
+        }
     }
 
     /// Publishes Redis accepted whose event never came back (`inflight`).

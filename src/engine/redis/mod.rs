@@ -41,6 +41,7 @@ mod commands;
 mod inflight;
 mod link;
 mod metrics;
+mod presence;
 mod reads;
 mod recovery;
 mod relay;
@@ -59,9 +60,11 @@ use crate::metrics::Metrics;
 use crate::os::threads::{spawn_named, READER_STACK_BYTES};
 use crate::rooms::Rooms;
 
-use super::{Answer, Draft, Engine, Read, Reading, Sequenced, Ticket};
+use super::{Answer, Draft, Engine, Read, Reading, Remote, Sequenced, Ticket};
+use crate::room::RoomName;
 use commands::{Commands, Job, Settings};
 use inflight::InFlight;
+use presence::Replica;
 use reads::Reads;
 use relay::Relay;
 
@@ -84,13 +87,18 @@ pub struct RedisOptions {
     pub room_expiry: Duration,
     /// `--max-rooms`: also the most rooms the relay remembers its place in.
     pub max_rooms: usize,
-    /// `--node-name`: names this node's connections in Redis' `CLIENT LIST`.
+    /// `--node-name`: this node in presence, and its connections in Redis'
+    /// `CLIENT LIST`.
     pub node: String,
+    /// `--heartbeat`: how often this node says it is alive.
+    pub heartbeat: Duration,
 }
 
 /// Ids and history in Redis (see the module doc).
 pub struct RedisEngine {
     jobs: Sender<Job>,
+    node: Arc<str>,
+    replica: Arc<Replica>,
     answers: Receiver<Answer>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -114,7 +122,10 @@ impl RedisEngine {
             instance: instance.clone(),
             history: options.history,
             expiry_secs: options.room_expiry.as_secs(),
+            node: options.node.clone(),
+            heartbeat: options.heartbeat.max(Duration::from_millis(100)),
         };
+        let replica = Arc::new(Replica::default());
         let commands = Commands::new(
             client.clone(),
             settings,
@@ -131,6 +142,7 @@ impl RedisEngine {
             to_hub,
             reads,
             inflight,
+            replica: Arc::clone(&replica),
             jobs: jobs.clone(),
             floor,
             metrics: Arc::clone(&metrics),
@@ -144,6 +156,8 @@ impl RedisEngine {
         spawn_named("redis-sub".into(), READER_STACK_BYTES, move || relay.run())?;
         Ok(RedisEngine {
             jobs,
+            node: options.node.as_str().into(),
+            replica,
             answers,
             metrics,
             stop,
@@ -184,6 +198,18 @@ impl Engine for RedisEngine {
 
     fn answers(&self) -> Receiver<Answer> {
         self.answers.clone()
+    }
+
+    fn node(&self) -> Option<Arc<str>> {
+        Some(Arc::clone(&self.node))
+    }
+
+    fn elsewhere(&self, room: &RoomName) -> Vec<Remote> {
+        self.replica.members(room)
+    }
+
+    fn rooms_elsewhere(&self) -> Vec<(RoomName, usize)> {
+        self.replica.rooms()
     }
 }
 

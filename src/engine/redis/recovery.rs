@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use ::redis::{Client, RedisResult, Value};
 
+use super::presence::Entry;
 use super::relay::Track;
 use super::{link, scripts, wire};
 use crate::room::RoomName;
@@ -22,6 +23,52 @@ use crate::room::RoomName;
 /// Rooms read by one script (each is a few keys: a bound on argument size
 /// and on how long Redis is busy with one script).
 const CHUNK: usize = 200;
+
+/// Every room's presence on nodes other than `instance`, read once after
+/// subscribing (`scripts::SNAPSHOT`).
+pub fn snapshot(client: &Client, instance: &str) -> RedisResult<HashMap<RoomName, Vec<Entry>>> {
+    let mut con = link::connect(client)?;
+    let found: Vec<Value> = ::redis::cmd("EVAL")
+        .arg(scripts::SNAPSHOT)
+        .arg(1)
+        .arg(wire::presence_rooms_key())
+        .query(&mut con)?;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let mut rooms: HashMap<RoomName, Vec<Entry>> = HashMap::new();
+    for room in &found {
+        let Value::Array(parts) = room else { continue };
+        let (Some(name), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
+            continue;
+        };
+        let Ok(name) = RoomName::parse(&text(name)) else {
+            continue;
+        };
+        for pair in fields.chunks(2) {
+            let [field, member] = pair else { continue };
+            let field = text(field);
+            let Some((owner, from_id)) = field.split_once('|') else {
+                continue;
+            };
+            let member: serde_json::Value = serde_json::from_str(&text(member)).unwrap_or_default();
+            let (Some(who), Some(node)) = (member["name"].as_str(), member["node"].as_str()) else {
+                continue;
+            };
+            if owner == instance {
+                continue; // this node's own members are the hub's
+            }
+            rooms.entry(name.clone()).or_default().push(Entry {
+                instance: owner.to_owned(),
+                from_id: from_id.to_owned(),
+                name: who.to_owned(),
+                node: node.to_owned(),
+            });
+        }
+    }
+    Ok(rooms)
+}
 
 /// What a recovery found.
 #[derive(Default)]

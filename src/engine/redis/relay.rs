@@ -26,6 +26,7 @@ use log::{info, warn};
 use super::commands::Job;
 use super::inflight::InFlight;
 use super::link::{self, Backoff};
+use super::presence::Replica;
 use super::reads::Reads;
 use super::recovery;
 use super::wire::{self, Relayed};
@@ -53,6 +54,8 @@ pub struct Relay {
     pub to_hub: Sender<Answer>,
     pub reads: Arc<Reads>,
     pub inflight: Arc<InFlight>,
+    /// Who is where on the other nodes.
+    pub replica: Arc<Replica>,
     pub jobs: Sender<Job>,
     pub floor: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
@@ -158,6 +161,9 @@ impl Relay {
 
     /// After (re)subscribing: each tracked room's missed events, or its loss.
     fn catch_up(&mut self) -> Result<(), End> {
+        // Presence first: the events relayed from here on apply on top.
+        let others = recovery::snapshot(&self.client, &self.instance)?;
+        self.replica.replace(others);
         let floor = self.floor.load(Ordering::Relaxed);
         let recovered = recovery::recover(&self.client, &mut self.tracks, floor)?;
         for (room, last_id) in recovered.lost {
@@ -206,7 +212,7 @@ impl Relay {
             seq: relayed.seq,
             id,
         };
-        self.tracks.insert(relayed.room, track);
+        self.tracks.insert(relayed.room.clone(), track);
         if self.tracks.len() > self.max_tracked {
             self.forget_oldest_half();
         }
@@ -217,6 +223,9 @@ impl Relay {
             self.inflight.arrived(Ticket(relayed.ticket));
             Ticket(relayed.ticket)
         } else {
+            if let Some(change) = &relayed.presence {
+                self.replica.apply(&relayed.room, &relayed.origin, change);
+            }
             Ticket::NONE
         };
         self.send(Answer::Sequenced(ticket, relayed.event))

@@ -14,12 +14,20 @@
 //!   on this node's own channel. The marker reaches this node's relay after
 //!   every event the read saw and before every event it did not: the relay
 //!   answers the read when the marker arrives (see `relay`).
+//! - `PUBLISH` also keeps presence: a `joined` adds its member to the
+//!   room's presence hash, a `left` takes it out, in the same step.
+//! - `HEARTBEAT`: this node's beat (a sorted set scored by time), and the
+//!   reaping of nodes whose last beat is too old: their members leave every
+//!   room's presence, each with a `left` event published as a publish would.
+//! - `SNAPSHOT`: every room's presence, read after a (re)subscription.
 //! - `RECOVER`: after a reconnection, each room's epoch, count and the events
 //!   after the last one this node relayed, so that it can tell what it missed
 //!   and whether history was lost (see `recovery`).
 
-/// KEYS: counter, stream, meta. ARGV: history, floor, origin, ticket, draft
-/// JSON, channel, expiry seconds (0: none). Returns the new id.
+/// KEYS: counter, stream, meta, presence, presence-rooms. ARGV: history,
+/// floor, origin, ticket, draft JSON, channel, expiry seconds (0: none),
+/// presence op (`j`, `l` or ''), presence field, presence value, room.
+/// Returns the new id.
 pub const PUBLISH: &str = r#"
 local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[2])
@@ -46,7 +54,78 @@ if expiry > 0 then
   redis.call('EXPIRE', KEYS[3], expiry)
 end
 redis.call('PUBLISH', ARGV[6], payload)
+if ARGV[8] == 'j' then
+  redis.call('HSET', KEYS[4], ARGV[9], ARGV[10])
+  redis.call('SADD', KEYS[5], ARGV[11])
+elseif ARGV[8] == 'l' then
+  redis.call('HDEL', KEYS[4], ARGV[9])
+end
 return id
+"#;
+
+/// KEYS: nodes, presence-rooms, counter. ARGV: instance, now (ms), dead
+/// before (ms), channel, history, expiry seconds. Returns how many members
+/// of dead nodes it took out.
+pub const HEARTBEAT: &str = r#"
+local prefix = 'switchboard:'
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if #dead == 0 then
+  return 0
+end
+local gone = {}
+for _, inst in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], inst)
+  gone[inst] = true
+end
+local reaped = 0
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local pkey = prefix .. 'presence:' .. room
+  local fields = redis.call('HGETALL', pkey)
+  for i = 1, #fields, 2 do
+    local field, member = fields[i], fields[i + 1]
+    local inst = string.match(field, '^(.-)|')
+    if inst and gone[inst] then
+      redis.call('HDEL', pkey, field)
+      local stream, meta = prefix .. 'room:' .. room, prefix .. 'meta:' .. room
+      local id = redis.call('INCR', KEYS[3])
+      if redis.call('EXISTS', stream) == 0 then
+        redis.call('DEL', meta)
+      end
+      local epoch = redis.call('HGET', meta, 'epoch')
+      if not epoch then
+        local t = redis.call('TIME')
+        epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+        redis.call('HSET', meta, 'epoch', epoch)
+      end
+      local seq = redis.call('HINCRBY', meta, 'seq', 1)
+      local sid = string.format('%d', id)
+      local draft = '{"room":"' .. room .. '","ts":' .. ARGV[2] .. ',"kind":"left",' .. string.sub(member, 2)
+      local payload = sid .. ' ' .. epoch .. ' ' .. seq .. ' ' .. inst .. ' 0 ' .. draft
+      redis.call('XADD', stream, 'MAXLEN', ARGV[5], sid .. '-0', 'p', payload)
+      local expiry = tonumber(ARGV[6])
+      if expiry > 0 then
+        redis.call('EXPIRE', stream, expiry)
+        redis.call('EXPIRE', meta, expiry)
+      end
+      redis.call('PUBLISH', ARGV[4], payload)
+      reaped = reaped + 1
+    end
+  end
+  if redis.call('HLEN', pkey) == 0 then
+    redis.call('SREM', KEYS[2], room)
+  end
+end
+return reaped
+"#;
+
+/// KEYS: presence-rooms. Returns {room, {field, value, …}} for each room.
+pub const SNAPSHOT: &str = r#"
+local out = {}
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = {room, redis.call('HGETALL', 'switchboard:presence:' .. room)}
+end
+return out
 "#;
 
 /// KEYS: the rooms' streams. ARGV: since ('' for the newest), count,

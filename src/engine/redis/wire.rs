@@ -41,6 +41,33 @@ pub fn meta_key(room: &str) -> String {
     format!("{PREFIX}:meta:{room}")
 }
 
+/// A room's members on every node: `INSTANCE|CLIENT` → the member's JSON.
+pub fn presence_key(room: &str) -> String {
+    format!("{PREFIX}:presence:{room}")
+}
+
+/// The rooms that have a presence hash.
+pub fn presence_rooms_key() -> String {
+    format!("{PREFIX}:presence-rooms")
+}
+
+/// Every node instance, scored by its last heartbeat (Unix ms).
+pub fn nodes_key() -> String {
+    format!("{PREFIX}:nodes")
+}
+
+/// A member's field in its room's presence hash.
+pub fn presence_field(instance: &str, from_id: &str) -> String {
+    format!("{instance}|{from_id}")
+}
+
+/// A member as the presence hash keeps it: the `name`, `from_id` and `node`
+/// fields of a draft, so that a script can build a `left` for it.
+pub fn presence_value(name: &str, from_id: &str, node: &str) -> String {
+    let member = serde_json::json!({"name": name, "from_id": from_id, "node": node});
+    member.to_string()
+}
+
 /// The channel every node subscribes to: every room's events, in id order.
 pub fn events_channel() -> String {
     format!("{PREFIX}:events")
@@ -61,10 +88,13 @@ struct WireDraft<'a> {
     from_id: &'a str,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     text: Option<String>,
+    /// The node of whoever joined or left (presence across nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 /// The draft's JSON, the part of the payload a node writes.
-pub fn encode_draft(draft: &Draft) -> String {
+pub fn encode_draft(draft: &Draft, node: &str) -> String {
     let (kind, name, from_id, text) = match &draft.what {
         What::Message {
             from,
@@ -74,6 +104,7 @@ pub fn encode_draft(draft: &Draft) -> String {
         What::Joined { name, from_id } => ("joined", name, from_id, None),
         What::Left { name, from_id } => ("left", name, from_id, None),
     };
+    let node = (kind != "message").then_some(node);
     let wire = WireDraft {
         room: draft.room.as_str(),
         ts: draft.ts,
@@ -81,6 +112,7 @@ pub fn encode_draft(draft: &Draft) -> String {
         name: name.as_str(),
         from_id,
         text,
+        node,
     };
     serde_json::to_string(&wire).expect("a draft always serializes")
 }
@@ -100,6 +132,21 @@ pub struct Relayed {
     pub origin: String,
     /// That node's ticket for it.
     pub ticket: u64,
+    /// For `joined` and `left`: who, for presence across nodes.
+    pub presence: Option<Change>,
+}
+
+/// A member joined or left a room on some node.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// Joined (else left).
+    pub joined: bool,
+    /// Its connection id there.
+    pub from_id: String,
+    /// Its name.
+    pub name: String,
+    /// That node's name.
+    pub node: String,
 }
 
 impl Relayed {
@@ -133,6 +180,12 @@ fn decode_checked(payload: &[u8]) -> Option<Relayed> {
     let room = RoomName::parse(wire.room).ok()?;
     let name = Name::parse(wire.name).ok()?;
     let from_id: Arc<str> = wire.from_id.into();
+    let presence = matches!(wire.kind, "joined" | "left").then(|| Change {
+        joined: wire.kind == "joined",
+        from_id: wire.from_id.to_owned(),
+        name: wire.name.to_owned(),
+        node: wire.node.unwrap_or("").to_owned(),
+    });
     let what = match (wire.kind, wire.text) {
         ("message", Some(text)) => What::Message {
             from: name,
@@ -155,6 +208,7 @@ fn decode_checked(payload: &[u8]) -> Option<Relayed> {
         seq,
         origin,
         ticket,
+        presence,
     })
 }
 
@@ -199,7 +253,7 @@ mod tests {
                 text: "hi there { } \"quoted\"".into(),
             },
         };
-        let payload = format!("42 1700 5 node-a 9 {}", encode_draft(&draft));
+        let payload = format!("42 1700 5 node-a 9 {}", encode_draft(&draft, "a"));
         let got = decode(payload.as_bytes()).expect("parses");
         assert_eq!((got.id(), got.seq, got.ticket), (42, 5, 9));
         assert_eq!(

@@ -1,0 +1,175 @@
+//! Presence across nodes, with node processes of their own (one is killed
+//! with SIGKILL) on a real `redis-server`: `who`, `rooms`, `GET /rooms` and
+//! `GET /rooms/{room}` list the members of every node with their `node`,
+//! and a node that dies without a goodbye leaves presence, with `left`
+//! notices for its members, within three heartbeats.
+
+mod common;
+mod http_support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::redis_support::RedisServer;
+use common::{secs, Client};
+use http_support::get;
+use serde_json::{json, Value};
+
+/// A switchboard process on Redis, stopped by its PID when dropped.
+struct Node {
+    child: Child,
+    http: SocketAddr,
+    ws: SocketAddr,
+}
+
+impl Node {
+    fn start(redis: &RedisServer, name: &str, heartbeat: &str) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+            .args(["--redis", &redis.url(), "--node-name", name])
+            .args(["--heartbeat", heartbeat])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the switchboard binary starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = |kind: &str| -> SocketAddr {
+            let line = lines.next().expect("a listening line").expect("utf-8");
+            line.strip_prefix(&format!("listening {kind} "))
+                .unwrap_or_else(|| panic!("expected 'listening {kind} ADDR', got {line:?}"))
+                .parse()
+                .expect("an address")
+        };
+        let (http, ws) = (addr("http"), addr("ws"));
+        let node = Node { child, http, ws };
+        let deadline = Instant::now() + secs(10);
+        while get(node.http, "/healthz").status != 200 {
+            assert!(Instant::now() < deadline, "{name} reaches redis");
+            thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    fn client(&self, query: &str) -> Client {
+        let mut client = Client::connect(&format!("ws://{}/ws?{query}", self.ws));
+        client.wait_for(|e| e["type"] == "welcome", secs(5));
+        client
+    }
+
+    /// SIGKILL, by its PID: no goodbye to anyone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `GET /rooms/{room}`'s members as (name, node), sorted.
+fn members(node: &Node, room: &str) -> Vec<(String, String)> {
+    let detail = get(node.http, &format!("/rooms/{room}")).json();
+    let mut members: Vec<(String, String)> = detail["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap().into(),
+                        m["node"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    members
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn presence_lists_every_nodes_members_and_a_killed_node_leaves_within_three_heartbeats() {
+    const HEARTBEAT: f64 = 1.0;
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a", "1");
+    let b = Node::start(&redis, "b", "1");
+    let mut c = Node::start(&redis, "c", "1");
+    let mut alice = a.client("room=lobby&name=alice");
+    let _bob = b.client("room=lobby&name=bob");
+    let _carol = c.client("room=lobby&room=dev&name=carol");
+    let everyone = pairs(&[("alice", "a"), ("bob", "b"), ("carol", "c")]);
+    wait_until("every node lists every member", || {
+        [&a, &b, &c].iter().all(|n| members(n, "lobby") == everyone)
+    });
+
+    // `who` and `rooms` on a WebSocket, `GET /rooms` over REST.
+    alice.send_json(json!({"type": "who", "room": "lobby"}));
+    let who = alice.wait_for(|e| e["type"] == "presence", secs(5));
+    let mut listed: Vec<(String, String)> = who["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().into(),
+                m["node"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, everyone, "{who}");
+    alice.send_json(json!({"type": "rooms"}));
+    let rooms = alice.wait_for(|e| e["type"] == "rooms", secs(5));
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"name": "dev", "members": 1}, {"name": "lobby", "members": 3}])
+    );
+    let listed = get(b.http, "/rooms").json();
+    let counts: Vec<(&str, u64)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["members"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts, [("dev", 1), ("lobby", 3)]);
+
+    // Node C dies without a goodbye: its member leaves, with a `left`.
+    let killed = Instant::now();
+    c.kill();
+    let left = alice.wait_for(|e| e["type"] == "left" && e["name"] == "carol", secs(10));
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs_f64(3.0 * HEARTBEAT),
+        "left after {took:?}, more than three heartbeats"
+    );
+    assert!(
+        left["id"].as_u64().is_some(),
+        "a room event with an id: {left}"
+    );
+    let two = pairs(&[("alice", "a"), ("bob", "b")]);
+    wait_until("node c's member is gone everywhere", || {
+        members(&a, "lobby") == two && members(&b, "lobby") == two
+    });
+    assert_eq!(get(a.http, "/rooms/dev").status, 404, "nobody left in dev");
+    let _: Value = alice.say("lobby", "still here");
+}
