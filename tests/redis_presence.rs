@@ -173,3 +173,25 @@ fn presence_lists_every_nodes_members_and_a_killed_node_leaves_within_three_hear
     assert_eq!(get(a.http, "/rooms/dev").status, 404, "nobody left in dev");
     let _: Value = alice.say("lobby", "still here");
 }
+
+#[test]
+fn presence_comes_back_when_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis, "a", "1");
+    let b = Node::start(&redis, "b", "1");
+    let _alice = a.client("room=lobby&name=alice");
+    let _bob = b.client("room=lobby&name=bob");
+    let both = pairs(&[("alice", "a"), ("bob", "b")]);
+    wait_until("both nodes list both members", || {
+        members(&a, "lobby") == both && members(&b, "lobby") == both
+    });
+    redis.kill();
+    redis.restart(); // empty: every presence hash is gone
+    for node in [&a, &b] {
+        wait_until("back on redis", || get(node.http, "/healthz").status == 200);
+    }
+    wait_until("each node announced its members again", || {
+        members(&a, "lobby") == both && members(&b, "lobby") == both
+    });
+    assert_eq!(redis.command("HLEN switchboard:presence:lobby"), ":2\r\n");
+}

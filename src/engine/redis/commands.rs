@@ -10,6 +10,7 @@
 //! `Answer::Failed` straight to the hub for whatever did not (or may not)
 //! have happened because the connection broke.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,9 @@ pub struct Commands {
     tokens: u64,
     /// When this node last beat (and reaped).
     beat: Option<Instant>,
+    /// This node's members as Redis' presence hashes hold them: (room,
+    /// field) → member; announced again after a reconnection (`refresh`).
+    mine: HashMap<(String, String), String>,
 }
 
 /// The hub has stopped: nobody listens any more.
@@ -112,6 +116,7 @@ impl Commands {
             con: None,
             tokens: 0,
             beat: None,
+            mine: HashMap::new(),
         }
     }
 
@@ -148,7 +153,8 @@ impl Commands {
     }
 
     fn batch(&mut self, batch: Vec<Job>) -> Result<(), HubGone> {
-        if batch.iter().any(|job| matches!(job, Job::Flush)) {
+        let flush = batch.iter().any(|job| matches!(job, Job::Flush));
+        if flush {
             self.con = None;
         }
         let numbered: Vec<(u64, Job)> = batch
@@ -170,7 +176,42 @@ impl Commands {
         let settled = self.tokens;
         let answered = self.results(numbered, outcome);
         self.reads.settle(settled);
+        if flush {
+            self.refresh();
+        }
         answered
+    }
+
+    /// After a reconnection: this node's members into presence again (a
+    /// Redis that came back empty lost them), announced to the other nodes.
+    fn refresh(&mut self) {
+        if self.mine.is_empty() {
+            return;
+        }
+        if self.connected().is_err() {
+            return;
+        }
+        let mut pipe = ::redis::pipe();
+        for ((room, field), member) in &self.mine {
+            pipe.cmd("HSET")
+                .arg(wire::presence_key(room))
+                .arg(field)
+                .arg(member)
+                .ignore();
+            pipe.cmd("SADD")
+                .arg(wire::presence_rooms_key())
+                .arg(room)
+                .ignore();
+            pipe.cmd("PUBLISH")
+                .arg(wire::presence_channel())
+                .arg(format!("{room} {field} {member}"))
+                .ignore();
+        }
+        let loaded = self.con.as_mut().expect("connected");
+        if let Err(e) = pipe.exec(&mut loaded.con) {
+            debug!("redis: presence refresh: {e}");
+            self.con = None;
+        }
     }
 
     fn results(
@@ -191,9 +232,10 @@ impl Commands {
         };
         for ((token, job), result) in numbered.into_iter().zip(results) {
             match (job, result) {
-                (Job::Publish(ticket, _), Ok(Value::Int(id))) => {
+                (Job::Publish(ticket, draft), Ok(Value::Int(id))) => {
                     self.floor.fetch_max(id.max(0) as u64, Ordering::Relaxed);
                     self.inflight.accepted(ticket);
+                    self.remember(&draft);
                 }
                 (Job::Read(ticket, read), Ok(found)) => {
                     let Value::Array(rooms) = found else {
@@ -363,6 +405,23 @@ impl Commands {
                 debug!("redis: heartbeat: {e}");
                 self.con = None;
             }
+        }
+    }
+
+    /// Keeps `mine` as the publish script kept the presence hash.
+    fn remember(&mut self, draft: &Draft) {
+        let room = draft.room.as_str().to_owned();
+        match &draft.what {
+            What::Joined { name, from_id } => {
+                let field = wire::presence_field(&self.settings.instance, from_id);
+                let member = wire::presence_value(name.as_str(), from_id, &self.settings.node);
+                self.mine.insert((room, field), member);
+            }
+            What::Left { from_id, .. } => {
+                let field = wire::presence_field(&self.settings.instance, from_id);
+                self.mine.remove(&(room, field));
+            }
+            What::Message { .. } => {}
         }
     }
 

@@ -115,7 +115,9 @@ impl Relay {
         }
         let node = wire::node_channel(&self.instance);
         let mut pubsub = con.as_pubsub();
-        if let Err(e) = pubsub.subscribe(&[wire::events_channel(), node.clone()]) {
+        let presence = wire::presence_channel();
+        let channels = [wire::events_channel(), node.clone(), presence.clone()];
+        if let Err(e) = pubsub.subscribe(&channels) {
             return End::Lost(e);
         }
         // Subscribed first, then caught up: what both carry is dropped once.
@@ -142,11 +144,22 @@ impl Relay {
                 Ok(message) => message,
                 Err(e) => return End::Lost(e),
             };
-            let handled = if message.get_channel_name() == node {
+            let channel = message.get_channel_name();
+            let handled = if channel == node {
                 match message.get_payload_bytes() {
                     b"stop" => return End::Stop,
                     marker => self.marker(marker),
                 }
+            } else if channel == presence {
+                // Another node's members, announced again after Redis came back.
+                if let Some((room, instance, change)) =
+                    wire::decode_refresh(message.get_payload_bytes())
+                {
+                    if instance != self.instance {
+                        self.replica.apply(&room, &instance, &change);
+                    }
+                }
+                Ok(())
             } else {
                 match wire::decode(message.get_payload_bytes()) {
                     Some(relayed) => self.relay(relayed),

@@ -56,6 +56,28 @@ pub fn nodes_key() -> String {
     format!("{PREFIX}:nodes")
 }
 
+/// The channel a node announces its members on again after Redis came
+/// back (`refresh`): `{room} {instance}|{client} {member JSON}`.
+pub fn presence_channel() -> String {
+    format!("{PREFIX}:presence")
+}
+
+/// Reads a presence announcement: the room, the instance, who.
+pub fn decode_refresh(payload: &[u8]) -> Option<(RoomName, String, Change)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let room = RoomName::parse(parts.next()?).ok()?;
+    let (instance, from_id) = parts.next()?.split_once('|')?;
+    let member: serde_json::Value = serde_json::from_str(parts.next()?).ok()?;
+    let change = Change {
+        joined: true,
+        from_id: from_id.to_owned(),
+        name: member["name"].as_str()?.to_owned(),
+        node: member["node"].as_str()?.to_owned(),
+    };
+    Some((room, instance.to_owned(), change))
+}
+
 /// A member's field in its room's presence hash.
 pub fn presence_field(instance: &str, from_id: &str) -> String {
     format!("{instance}|{from_id}")
