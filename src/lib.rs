@@ -11,7 +11,8 @@
 //!                                                              | sequence, history:
 //!                                                              | now, or Answer later
 //!                                                          [engine] ids + history (memory:
-//!                                                              on the hub thread)
+//!                                                              on the hub thread; --redis:
+//!                                                              [redis-cmd] + [redis-sub])
 //! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
 //! Outbound: one bounded queue per client (--send-buffer events); full = that client is dropped.
 //! Answer: an engine that works elsewhere answers on a channel the hub selects on; never waited for.
@@ -38,7 +39,8 @@
 //!    of old ones lags.
 //! 5. [`engine`]: ids and history behind one small boundary — the hub asks,
 //!    the engine answers now or later on a channel; [`engine::MemoryEngine`]
-//!    is the default, and the module doc says how a second one plugs in.
+//!    is the default, [`engine::RedisEngine`] (`--redis`) makes several
+//!    nodes one hub, and the module doc says how an engine plugs in.
 //! 6. [`transport::ws`]: a reader and a writer thread per WebSocket.
 //! 7. [`http`]: a thread per HTTP connection, bounded and timed
 //!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
