@@ -12,7 +12,7 @@ use crate::protocol::{now_millis, ClientId, Event};
 use crate::room::RoomName;
 
 use super::members::Seat;
-use super::{Hub, Refused};
+use super::{Hub, Leave, Refused};
 
 /// What became of a room event handed to the engine.
 pub(super) enum Published {

@@ -2,6 +2,7 @@
 //! nick, who, rooms, help), and the REST views of the rooms. Each answer goes
 //! to the asker's own queue (`tell`). Runs on the hub thread only.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

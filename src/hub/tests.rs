@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use super::*;
 
 use crate::protocol::{Body, Transport};
-use crate::rooms::RoomLimit;
 
 /// A hub of its own, without history, and the sender whose drop stops it.
 fn spawn_hub(send_buffer: usize) -> (Sender<()>, HubHandle, JoinHandle<()>) {

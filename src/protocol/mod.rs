@@ -35,6 +35,7 @@ pub use request::{parse_line, ParseError, Request};
 pub use text::{escape_unprintable, is_unprintable};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
