@@ -313,3 +313,60 @@ mod grpc {
         }
     }
 }
+
+#[test]
+fn join_notices_max_counts_members_on_every_node_and_presence_stays_exact() {
+    let redis = RedisServer::start();
+    let small = |name: &str| {
+        let server = TestServer::start_with(|config| {
+            config.redis = Some(redis.url());
+            config.node_name = Some(name.into());
+            config.join_notices_max = 2;
+        });
+        wait_healthy(&server, 200);
+        server
+    };
+    let (a, b) = (small("a"), small("b"));
+    let names = |server: &TestServer| {
+        let detail = get(server.http, "/rooms/big").json();
+        let mut names: Vec<String> = detail["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| m["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let mut bob = b.client("room=big&name=bob");
+    bob.wait_for(|e| e["type"] == "joined" && e["name"] == "bob", secs(10));
+    let _alice = a.client("room=big&name=alice");
+    bob.wait_for(|e| e["type"] == "joined" && e["name"] == "alice", secs(10));
+    let deadline = Instant::now() + secs(10);
+    while names(&a) != ["alice", "bob"] {
+        assert!(Instant::now() < deadline, "{:?}", names(&a));
+        thread::sleep(Duration::from_millis(20));
+    }
+    // A third member, on node A: two are on the room already, across nodes,
+    // so its join is not announced; presence lists it everywhere all the same.
+    let carol = a.client("room=big&name=carol");
+    let deadline = Instant::now() + secs(10);
+    while names(&b) != ["alice", "bob", "carol"] {
+        assert!(Instant::now() < deadline, "{:?}", names(&b));
+        thread::sleep(Duration::from_millis(20));
+    }
+    bob.say("big", "after carol");
+    assert!(
+        !bob.seen.iter().any(|e| e["name"] == "carol"),
+        "no notice past --join-notices-max: {:?}",
+        bob.seen
+    );
+    drop(carol);
+    let deadline = Instant::now() + secs(10);
+    while names(&b) != ["alice", "bob"] {
+        assert!(Instant::now() < deadline, "{:?}", names(&b));
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -120,6 +120,11 @@ pub trait Engine: Send {
     fn rooms_elsewhere(&self) -> Vec<(RoomName, usize)> {
         Vec::new()
     }
+
+    /// A member joined (`joined`) or left `room` without a notice (a room
+    /// past `--join-notices-max`): presence on other nodes must still know.
+    /// Returns at once, as every method here.
+    fn unannounced(&mut self, _room: &RoomName, _name: &Name, _from_id: &str, _joined: bool) {}
 }
 
 /// A member connected to another node.

@@ -182,6 +182,14 @@ impl Hub {
         (self.rooms.contains(room) || !events.is_empty()).then_some(events)
     }
 
+    /// Whether `room` announces joins and leaves (`--join-notices-max`),
+    /// counting its members on every node; `counting` adds one that has
+    /// just left it here.
+    pub(super) fn announces(&self, room: &RoomName, counting: usize) -> bool {
+        let elsewhere = self.engine.elsewhere(room).len();
+        self.rooms.announces(room, counting + elsewhere)
+    }
+
     /// A new ticket for a call on the engine.
     pub(super) fn next_ticket(&mut self) -> Ticket {
         self.tickets += 1;

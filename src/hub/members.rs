@@ -178,8 +178,9 @@ impl Hub {
         }
         client.rooms.push(room.clone());
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
-        if !self.rooms.announces(&room, 0) {
+        if !self.announces(&room, 0) {
             // A big room: its seat takes events from here on, unannounced.
+            self.engine.unannounced(&room, &name, &from_id, true);
             return self.metrics.notice_skipped();
         }
         let published = self.broadcast(&room, What::Joined { name, from_id });
@@ -233,7 +234,8 @@ impl Hub {
         };
         client.rooms.retain(|r| r != room);
         let (name, from_id) = (client.name.clone(), Arc::clone(&client.label));
-        if !self.rooms.announces(room, 0) {
+        if !self.announces(room, 0) {
+            self.engine.unannounced(room, &name, &from_id, false);
             self.metrics.notice_skipped();
             return self.forget_member(id, room);
         }
@@ -299,7 +301,8 @@ impl Hub {
             if !self.rooms.contains(&room) {
                 continue;
             }
-            if !self.rooms.announces(&room, 1) {
+            if !self.announces(&room, 1) {
+                self.engine.unannounced(&room, &name, &label, false);
                 self.metrics.notice_skipped();
                 continue;
             }

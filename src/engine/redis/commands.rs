@@ -24,6 +24,7 @@ use super::reads::{Done, Reads};
 use super::{link, scripts, wire};
 use crate::engine::{merge, Answer, Draft, Read, Ticket, What};
 use crate::metrics::Metrics;
+use crate::room::{Name, RoomName};
 
 /// The most jobs sent in one pipeline.
 const BATCH: usize = 256;
@@ -43,6 +44,9 @@ pub enum Job {
     Flush,
     /// The engine is gone: tell the relay, and end.
     Stop,
+    /// A join (`true`) or leave without a room event (a room past
+    /// `--join-notices-max`): presence only.
+    Presence(RoomName, Name, Arc<str>, bool),
 }
 
 /// What the engine is set to keep.
@@ -157,11 +161,17 @@ impl Commands {
         if flush {
             self.con = None;
         }
+        let (presence, batch): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| matches!(job, Job::Presence(..)));
+        if !presence.is_empty() {
+            self.presence(presence);
+        }
         let numbered: Vec<(u64, Job)> = batch
             .into_iter()
             .map(|job| {
                 let token = match job {
-                    Job::Publish(..) | Job::Stop => 0,
+                    Job::Publish(..) | Job::Stop | Job::Presence(..) => 0,
                     Job::Read(..) | Job::Flush => {
                         self.tokens += 1;
                         self.tokens
@@ -180,6 +190,56 @@ impl Commands {
             self.refresh();
         }
         answered
+    }
+
+    /// Joins and leaves without a room event: into the presence hashes,
+    /// and announced to the other nodes. Best effort: a failure leaves it
+    /// to the next reconnection's `refresh`.
+    fn presence(&mut self, changes: Vec<Job>) {
+        let mut pipe = ::redis::pipe();
+        for job in changes {
+            let Job::Presence(room, name, from_id, joined) = job else {
+                continue;
+            };
+            let field = wire::presence_field(&self.settings.instance, &from_id);
+            let key = (room.as_str().to_owned(), field.clone());
+            if joined {
+                let member = wire::presence_value(name.as_str(), &from_id, &self.settings.node);
+                pipe.cmd("HSET")
+                    .arg(wire::presence_key(room.as_str()))
+                    .arg(&field)
+                    .arg(&member)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(wire::presence_rooms_key())
+                    .arg(room.as_str())
+                    .ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(wire::presence_channel())
+                    .arg(format!("+ {room} {field} {member}"))
+                    .ignore();
+                self.mine.insert(key, member);
+            } else {
+                pipe.cmd("HDEL")
+                    .arg(wire::presence_key(room.as_str()))
+                    .arg(&field)
+                    .ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(wire::presence_channel())
+                    .arg(format!("- {room} {field}"))
+                    .ignore();
+                self.mine.remove(&key);
+            }
+        }
+        let sent = self.connected().map(|_| ());
+        let sent = sent.and_then(|()| {
+            let loaded = self.con.as_mut().expect("connected");
+            pipe.exec(&mut loaded.con)
+        });
+        if let Err(e) = sent {
+            debug!("redis: presence: {e}");
+            self.con = None;
+        }
     }
 
     /// After a reconnection: this node's members into presence again (a
@@ -204,7 +264,7 @@ impl Commands {
                 .ignore();
             pipe.cmd("PUBLISH")
                 .arg(wire::presence_channel())
-                .arg(format!("{room} {field} {member}"))
+                .arg(format!("+ {room} {field} {member}"))
                 .ignore();
         }
         let loaded = self.con.as_mut().expect("connected");
@@ -250,7 +310,7 @@ impl Commands {
                     let events = merge(events, read.since, read.limit);
                     self.reads.file(token, Done { ticket, events });
                 }
-                (Job::Flush | Job::Stop, _) => {}
+                (Job::Flush | Job::Stop | Job::Presence(..), _) => {}
                 (job, outcome) => {
                     if let Err(e) = outcome {
                         warn!("redis refused a script: {e}");
@@ -330,7 +390,7 @@ impl Commands {
                     );
                 }
                 Job::Flush => read_script(&mut pipe, &loaded.read, &[], "", 1, settings, *token),
-                Job::Stop => {
+                Job::Stop | Job::Presence(..) => {
                     pipe.cmd("PING");
                 }
             }
@@ -436,7 +496,7 @@ impl Commands {
     fn fail(&self, job: &Job) -> Result<(), HubGone> {
         match job {
             Job::Publish(ticket, _) | Job::Read(ticket, _) => self.answer(Answer::Failed(*ticket)),
-            Job::Flush | Job::Stop => Ok(()),
+            Job::Flush | Job::Stop | Job::Presence(..) => Ok(()),
         }
     }
 

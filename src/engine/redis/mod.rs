@@ -61,7 +61,7 @@ use crate::os::threads::{spawn_named, READER_STACK_BYTES};
 use crate::rooms::Rooms;
 
 use super::{Answer, Draft, Engine, Read, Reading, Remote, Sequenced, Ticket};
-use crate::room::RoomName;
+use crate::room::{Name, RoomName};
 use commands::{Commands, Job, Settings};
 use inflight::InFlight;
 use presence::Replica;
@@ -210,6 +210,13 @@ impl Engine for RedisEngine {
 
     fn rooms_elsewhere(&self) -> Vec<(RoomName, usize)> {
         self.replica.rooms()
+    }
+
+    fn unannounced(&mut self, room: &RoomName, name: &Name, from_id: &str, joined: bool) {
+        let job = Job::Presence(room.clone(), name.clone(), from_id.into(), joined);
+        if self.jobs.try_send(job).is_err() {
+            warn!("redis: {JOB_QUEUE} jobs queued; a presence change is left to the next refresh");
+        }
     }
 }
 

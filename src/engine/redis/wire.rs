@@ -56,8 +56,10 @@ pub fn nodes_key() -> String {
     format!("{PREFIX}:nodes")
 }
 
-/// The channel a node announces its members on again after Redis came
-/// back (`refresh`): `{room} {instance}|{client} {member JSON}`.
+/// The channel a node announces presence on without a room event: its
+/// members again after Redis came back (`refresh`), and joins and leaves in
+/// rooms past `--join-notices-max`: `+ {room} {instance}|{client} {member
+/// JSON}`, or `- {room} {instance}|{client}`.
 pub fn presence_channel() -> String {
     format!("{PREFIX}:presence")
 }
@@ -65,15 +67,26 @@ pub fn presence_channel() -> String {
 /// Reads a presence announcement: the room, the instance, who.
 pub fn decode_refresh(payload: &[u8]) -> Option<(RoomName, String, Change)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(3, ' ');
+    let mut parts = text.splitn(4, ' ');
+    let joined = match parts.next()? {
+        "+" => true,
+        "-" => false,
+        _ => return None,
+    };
     let room = RoomName::parse(parts.next()?).ok()?;
     let (instance, from_id) = parts.next()?.split_once('|')?;
-    let member: serde_json::Value = serde_json::from_str(parts.next()?).ok()?;
+    let (name, node) = if joined {
+        let member: serde_json::Value = serde_json::from_str(parts.next()?).ok()?;
+        let name = member["name"].as_str()?.to_owned();
+        (name, member["node"].as_str()?.to_owned())
+    } else {
+        (String::new(), String::new())
+    };
     let change = Change {
-        joined: true,
+        joined,
         from_id: from_id.to_owned(),
-        name: member["name"].as_str()?.to_owned(),
-        node: member["node"].as_str()?.to_owned(),
+        name,
+        node,
     };
     Some((room, instance.to_owned(), change))
 }
