@@ -7,10 +7,14 @@
 //! intervals, and never touch the command line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::mint::TokenArgs;
+use crate::auth::Verifier;
 use crate::origin::PublicHost;
 use crate::rooms::{
     Retention, DEFAULT_HISTORY, DEFAULT_JOIN_NOTICES_MAX, DEFAULT_MAX_HISTORY_BYTES,
@@ -98,6 +102,51 @@ pub struct Args {
     /// for three is taken out of presence, its members with `left` notices
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT", default_value_t = 5.0)]
     pub heartbeat: f64,
+    /// Require a JWT signed with this HS256 secret from every subscriber
+    /// (docs/auth.md); prefer --jwt-secret-file or the env var to keep it
+    /// out of `ps`
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Like --jwt-secret, read from this file (one trailing newline dropped)
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Require a JWT signed with the private half of this PEM public key:
+    /// RS256 for an RSA key, ES256 for an EC P-256 key
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// With tokens on, also require this `aud` claim
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// With tokens on, also require this `iss` claim
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// A tool instead of the server
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Tool {
+    /// Print a signed token (HS256), for trying tokens out
+    Token(TokenArgs),
+}
+
+/// A secret from the command line: its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// `--max-connections` when it is not given.
@@ -172,6 +221,64 @@ pub struct Config {
     pub node_name: Option<String>,
     /// `--heartbeat`, with `--redis`.
     pub heartbeat: Duration,
+    /// With `--jwt-secret` or `--jwt-public-key`: how tokens are checked.
+    pub jwt: Option<Arc<Verifier>>,
+}
+
+/// The token verifier the `--jwt-*` options ask for, if any; a key that
+/// cannot be read or used is a startup error.
+fn jwt_verifier(args: &Args) -> Result<Option<Verifier>, ConfigError> {
+    let err = |m: String| ConfigError::Jwt(m);
+    let read = |option: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| err(format!("--{option} {}: {e}", path.display())))
+    };
+    let secret = match (&args.jwt_secret, &args.jwt_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "give --jwt-secret or --jwt-secret-file, not both".into()
+            ))
+        }
+        (Some(secret), None) => Some(secret.0.clone().into_bytes()),
+        (None, Some(path)) => {
+            let mut bytes = read("jwt-secret-file", path)?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            Some(bytes)
+        }
+        (None, None) => None,
+    };
+    let verifier = match (secret, &args.jwt_public_key) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "give a JWT secret or --jwt-public-key, not both: the algorithm is the key's"
+                    .into(),
+            ))
+        }
+        (Some(secret), None) => {
+            Verifier::hs256(&secret).map_err(|e| err(format!("--jwt-secret: {e}")))?
+        }
+        (None, Some(path)) => Verifier::from_public_key_pem(&read("jwt-public-key", path)?)
+            .map_err(|e| err(format!("--jwt-public-key {}: {e}", path.display())))?,
+        (None, None) => {
+            if args.jwt_audience.is_some() || args.jwt_issuer.is_some() {
+                return Err(err(
+                    "--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key".into(),
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    let verifier = match args.jwt_audience.as_deref().filter(|a| !a.is_empty()) {
+        Some(audience) => verifier.with_audience(audience),
+        None => verifier,
+    };
+    Ok(Some(
+        match args.jwt_issuer.as_deref().filter(|i| !i.is_empty()) {
+            Some(issuer) => verifier.with_issuer(issuer),
+            None => verifier,
+        },
+    ))
 }
 
 /// A setting that cannot work; the process exits with status 2 and this line.
@@ -205,6 +312,9 @@ pub enum ConfigError {
     /// `--grpc` on a binary built without the feature.
     #[error("--grpc needs a binary built with `--features grpc`")]
     NoGrpc,
+    /// A JWT option that cannot work.
+    #[error("{0}")]
+    Jwt(String),
 }
 
 impl Config {
@@ -271,6 +381,7 @@ impl Config {
             .iter()
             .map(|h| h.trim().parse())
             .collect::<Result<Vec<PublicHost>, ConfigError>>()?;
+        let jwt = jwt_verifier(&args)?.map(Arc::new);
         Ok(Config {
             http_addr: addr("http", &args.http)?,
             ws_addr: addr("ws", &args.ws)?,
@@ -296,6 +407,7 @@ impl Config {
             redis: args.redis,
             node_name: args.node_name,
             heartbeat,
+            jwt,
         })
     }
 

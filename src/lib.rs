@@ -54,6 +54,7 @@
 //! 10. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod http;

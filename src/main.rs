@@ -7,13 +7,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, info, warn};
 
-use switchboard::config::{Args, Config};
+use switchboard::config::{Args, Config, Tool};
 use switchboard::os::memory::restart_with_malloc_tunables;
 use switchboard::shutdown::on_signal;
 use switchboard::Server;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Tool::Token(token)) = args.tool.take() {
+        println!("{}", token.mint());
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Config::from_args(args) {
         Ok(config) => config,

@@ -1,0 +1,71 @@
+//! Signed tokens: who a subscriber is and which rooms it may read and write.
+//!
+//! With `--jwt-secret` (HS256) or `--jwt-public-key` (RS256 / ES256) every
+//! subscriber presents a JWT, and this module is the one place that reads it:
+//! [`verify`] checks the signature and the standard claims with the
+//! configured algorithm (never the token's own choice), [`claims`] is what a
+//! token may say, and [`grants`] turns that into an [`Access`] that answers
+//! `may_read(room)`, `may_publish(room)` and the subscriber's name.
+//!
+//! Runs on whichever thread meets the token: a connection's reader at the
+//! handshake (or on a refresh), an HTTP worker for REST; the hub only asks the
+//! `Access` a transport attached to the subscriber. Without either option every
+//! subscriber gets `Access::Open` and nothing changes.
+//!
+//! [`mint`] makes tokens for `switchboard token`, for trying it out.
+
+pub mod claims;
+pub mod grants;
+pub mod mint;
+pub mod verify;
+
+pub use claims::{Claims, RoomPattern};
+pub use grants::{Access, Grants};
+pub use verify::{KeyError, TokenError, Verifier, LEEWAY};
+
+/// The token a request carries: `?token=` (browsers cannot set headers on a
+/// WebSocket) or `Authorization: Bearer TOKEN`; the header wins when both come.
+pub fn presented<'a>(
+    query_token: Option<&'a str>,
+    authorization: Option<&'a str>,
+) -> Option<&'a str> {
+    authorization
+        .and_then(bearer)
+        .or(query_token)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The token in an `Authorization: Bearer TOKEN` header value (the scheme's
+/// case does not matter, as RFC 6750 says).
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// What a subscriber presenting `token` may do: `Access::Open` when tokens
+/// are off (`verifier` is `None`), else the token's grants or why not.
+pub fn admit(verifier: Option<&Verifier>, token: Option<&str>) -> Result<Access, TokenError> {
+    match verifier {
+        None => Ok(Access::Open),
+        Some(verifier) => {
+            let token = token.ok_or(TokenError::Missing)?;
+            Ok(Access::Token(std::sync::Arc::new(verifier.verify(token)?)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_wins_over_the_query_and_blank_is_none() {
+        assert_eq!(presented(Some("q"), Some("Bearer h")), Some("h"));
+        assert_eq!(presented(Some("q"), Some("bearer  h ")), Some("h"));
+        assert_eq!(presented(Some("q"), None), Some("q"));
+        assert_eq!(presented(Some("q"), Some("Basic xyz")), Some("q"));
+        assert_eq!(presented(Some(" "), None), None);
+        assert_eq!(presented(None, Some("Bearer")), None);
+    }
+}
