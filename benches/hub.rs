@@ -46,6 +46,7 @@ fn fan_out(c: &mut Criterion) {
                 transport: Transport::Ws,
                 events: to_client,
                 hangup: Arc::clone(&hangup),
+                access: switchboard::auth::Access::Open, // tokens off
             };
             let connect = Command::Connect {
                 subscriber,

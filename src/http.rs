@@ -15,6 +15,7 @@ use log::debug;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::auth::TokenError;
 use crate::engine::Unavailable;
 use crate::hub::{HubGone, PublishError, Refused};
 use crate::origin::OriginRefused;
@@ -40,6 +41,12 @@ pub enum ApiError {
     /// `--api-key` is set and the request did not carry it.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Tokens are on (`--jwt-*`) and the request has no good one.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The token does not allow this room.
+    #[error("{0}")]
+    NotAllowed(String),
     /// A browser on another site's page (`origin::OriginRule`).
     #[error(transparent)]
     Forbidden(#[from] OriginRefused),
@@ -82,7 +89,8 @@ impl ApiError {
         match self {
             ApiError::Parse(ParseError::TooLarge { .. }) => 413,
             ApiError::Parse(_) => 400,
-            ApiError::Unauthorized(_) => 401,
+            ApiError::Unauthorized(_) | ApiError::Token(_) => 401,
+            ApiError::NotAllowed(_) => 403,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -99,7 +107,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Parse(e) => e.code(),
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Unauthorized(_) | ApiError::Token(_) => "unauthorized",
+            ApiError::NotAllowed(_) => "forbidden",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -125,7 +134,9 @@ impl ApiError {
         let mut reply = json(self.status(), &body);
         match self {
             ApiError::MethodNotAllowed { allow, .. } => reply.add_header(header("Allow", allow)),
-            ApiError::Unauthorized(_) => reply.add_header(header("WWW-Authenticate", "Bearer")),
+            ApiError::Unauthorized(_) | ApiError::Token(_) => {
+                reply.add_header(header("WWW-Authenticate", "Bearer"))
+            }
             // The body it refused is not read: the connection cannot carry
             // another request.
             ApiError::Parse(ParseError::TooLarge { .. }) | ApiError::Timeout => {
@@ -141,6 +152,7 @@ impl From<sse::Refused> for ApiError {
     fn from(refused: sse::Refused) -> ApiError {
         match refused {
             sse::Refused::Parse(e) => ApiError::Parse(e),
+            sse::Refused::Token(e) => ApiError::Token(e),
             sse::Refused::Full(max) => ApiError::Full(max),
             sse::Refused::ShuttingDown => ApiError::ShuttingDown,
         }
@@ -207,9 +219,9 @@ fn route(
         [""] if read => Ok(page(page_html)),
         ["healthz"] if read => Ok(health(shared)),
         ["metrics"] if read => Ok(metrics(request, shared)),
-        ["rooms"] if read => rest::list_rooms(shared),
-        ["rooms", room] if read => rest::describe_room(room, shared),
-        ["rooms", room, "messages"] if read => rest::history(room, query, shared),
+        ["rooms"] if read => rest::list_rooms(request, query, shared),
+        ["rooms", room] if read => rest::describe_room(request, room, query, shared),
+        ["rooms", room, "messages"] if read => rest::history(request, room, query, shared),
         ["rooms", room, "messages"] if matches!(request.method(), Method::Post) => {
             rest::publish(request, room, query, shared)
         }

@@ -33,8 +33,9 @@ pub struct ReasonLabel {
 /// says them: `limit` (`--max-connections`), `http_limit`
 /// (`--max-http-connections`), `origin`, `bad_request`, `not_found`,
 /// `threads` (the OS would not start one), `timeout` (a request or handshake
-/// past its deadline), `too_large` (a request head or body past its bound).
-pub const REFUSAL_REASONS: [&str; 8] = [
+/// past its deadline), `too_large` (a request head or body past its bound),
+/// `token` (no good signed token, with `--jwt-*`).
+pub const REFUSAL_REASONS: [&str; 9] = [
     "limit",
     "http_limit",
     "origin",
@@ -43,6 +44,7 @@ pub const REFUSAL_REASONS: [&str; 8] = [
     "threads",
     "timeout",
     "too_large",
+    "token",
 ];
 
 /// Every metric switchboard exports.

@@ -15,12 +15,14 @@
 //! [`mint`] makes tokens for `switchboard token`, for trying it out.
 
 pub mod claims;
+pub mod expiry;
 pub mod grants;
 pub mod mint;
 pub mod verify;
 
 pub use claims::{Claims, RoomPattern};
-pub use grants::{Access, Grants};
+pub use expiry::Expiry;
+pub use grants::{forbidden, Access, Grants};
 pub use verify::{KeyError, TokenError, Verifier, LEEWAY};
 
 /// The token a request carries: `?token=` (browsers cannot set headers on a

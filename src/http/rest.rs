@@ -14,6 +14,11 @@
 //! could post into rooms through the visitor's browser. `publish` asks the
 //! same rule as the WebSocket handshake (`origin::OriginRule`); requests
 //! without `Origin` (curl, programs) are not browsers' and pass.
+//!
+//! With tokens on (`--jwt-*`), every endpoint here needs the API key or a
+//! token (`Authorization: Bearer`, or `?token=`), and a token's rooms bound
+//! what it reads (401 without one, 403 for a room it does not allow); the
+//! API key, the operator's, allows every room.
 
 use std::io::{ErrorKind, Read};
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use serde_json::json;
 use tiny_http::Request;
 
 use super::{json, json_bytes, ApiError, Reply};
+use crate::auth::{self, Access};
 use crate::protocol::ParseError;
 use crate::room::{Name, RoomName};
 use crate::transport::Shared;
@@ -36,14 +42,24 @@ const ENVELOPE_BYTES: usize = 4096;
 /// The sender name when the body gives none.
 const DEFAULT_FROM: &str = "api";
 
-/// `GET /rooms`: every room, sorted by name.
-pub fn list_rooms(shared: &Shared) -> Result<Reply, ApiError> {
-    Ok(json(200, &shared.hub.rooms()?))
+/// `GET /rooms`: every room (that the token may read), sorted by name.
+pub fn list_rooms(request: &Request, query: &str, shared: &Shared) -> Result<Reply, ApiError> {
+    let access = reader(request, query, shared)?;
+    let mut rooms = shared.hub.rooms()?;
+    rooms.retain(|r| access.may_read(&r.name));
+    Ok(json(200, &rooms))
 }
 
 /// `GET /rooms/{room}`: its members and their transports, or 404.
-pub fn describe_room(room: &str, shared: &Shared) -> Result<Reply, ApiError> {
+pub fn describe_room(
+    request: &Request,
+    room: &str,
+    query: &str,
+    shared: &Shared,
+) -> Result<Reply, ApiError> {
+    let access = reader(request, query, shared)?;
     let room = RoomName::parse(room)?;
+    may_read(&access, &room)?;
     match shared.hub.describe(room.clone())? {
         Some(detail) => Ok(json(200, &detail)),
         None => Err(no_room(&room)),
@@ -53,8 +69,15 @@ pub fn describe_room(room: &str, shared: &Shared) -> Result<Reply, ApiError> {
 /// `GET /rooms/{room}/messages?since=ID&limit=N`: history, oldest first.
 /// Without `since`, the newest `limit` events; with it, the first `limit`
 /// after `since`, so a client can page forward.
-pub fn history(room: &str, query: &str, shared: &Shared) -> Result<Reply, ApiError> {
+pub fn history(
+    request: &Request,
+    room: &str,
+    query: &str,
+    shared: &Shared,
+) -> Result<Reply, ApiError> {
+    let access = reader(request, query, shared)?;
     let room = RoomName::parse(room)?;
+    may_read(&access, &room)?;
     let mut since = None;
     let mut limit = DEFAULT_HISTORY_LIMIT;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -100,8 +123,18 @@ pub fn publish(
         shared.metrics.refused("origin"); // counted with the WebSocket's refusals
         return Err(refused.into());
     }
-    authorize(request, shared.config.api_key.as_deref())?;
+    let access = match shared.config.jwt {
+        None => {
+            authorize(request, shared.config.api_key.as_deref())?;
+            Access::Open
+        }
+        Some(_) => caller(request, query, shared)?,
+    };
     let room = RoomName::parse(room)?;
+    if !access.may_publish(&room) {
+        let message = format!("your token does not let you send to #{room}");
+        return Err(ApiError::NotAllowed(message));
+    }
     let kind = body_kind(request)?;
     let limit = shared.config.max_message_bytes;
     let body = read_body(request, limit + kind.envelope())?;
@@ -133,9 +166,13 @@ pub fn publish(
         return Err(bad("message text is empty".into()));
     }
     let from = match from {
-        Some(name) => Name::parse(&name)?,
-        None => Name::parse(DEFAULT_FROM).expect("the default sender name is valid"),
+        Some(name) => Some(Name::parse(&name)?),
+        None => None,
     };
+    // A token's own name wins, as on every transport.
+    let from = access
+        .name(from)
+        .unwrap_or_else(|| Name::parse(DEFAULT_FROM).expect("the default sender name is valid"));
     let id = shared.hub.publish(room, from, Arc::from("rest"), text)?;
     Ok(json(202, &json!({ "id": id })))
 }
@@ -177,6 +214,46 @@ fn authorize(request: &Request, key: Option<&str>) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("wrong API key"))
+    }
+}
+
+/// With tokens on: who a request speaks for. The API key (the operator's)
+/// may do anything; else the token decides; neither is a 401.
+fn caller(request: &Request, query: &str, shared: &Shared) -> Result<Access, ApiError> {
+    let authorization = header(request, "Authorization");
+    if let (Some(key), Some(given)) = (
+        shared.config.api_key.as_deref(),
+        authorization.and_then(auth::bearer),
+    ) {
+        if same_secret(given.as_bytes(), key.as_bytes()) {
+            return Ok(Access::Open);
+        }
+    }
+    let from_query = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned());
+    let token = auth::presented(from_query.as_deref(), authorization);
+    auth::admit(shared.config.jwt.as_deref(), token).map_err(|e| {
+        shared.metrics.refused("token");
+        ApiError::Token(e)
+    })
+}
+
+/// What a read may see: everything with tokens off, else as `caller`.
+fn reader(request: &Request, query: &str, shared: &Shared) -> Result<Access, ApiError> {
+    match shared.config.jwt {
+        None => Ok(Access::Open),
+        Some(_) => caller(request, query, shared),
+    }
+}
+
+/// A 403 unless `access` may read `room`.
+fn may_read(access: &Access, room: &RoomName) -> Result<(), ApiError> {
+    if access.may_read(room) {
+        Ok(())
+    } else {
+        let message = format!("your token does not let you read #{room}");
+        Err(ApiError::NotAllowed(message))
     }
 }
 

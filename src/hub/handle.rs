@@ -11,6 +11,7 @@ use log::debug;
 use serde::Serialize;
 
 use crate::admission::Admission;
+use crate::auth::Access;
 use crate::engine::Unavailable;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientId, Event, Request, Transport};
@@ -32,6 +33,8 @@ pub struct Subscriber {
     pub events: Sender<Outbound>,
     /// How to end it from the hub.
     pub hangup: Arc<Hangup>,
+    /// What its token allows (`Access::Open` when tokens are off).
+    pub access: Access,
 }
 
 /// Hands out connection ids, `c1`, `c2`, ... (an atomic: transports need an id
@@ -70,6 +73,9 @@ pub struct MemberInfo {
     /// The node it is connected to (`--node-name`), with `--redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
+    /// The user id its token gave it (`sub`), when tokens are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
 }
 
 /// A room as `GET /rooms/{room}` shows it.
@@ -100,6 +106,14 @@ pub enum Command {
         from: ClientId,
         /// What it asks.
         request: Request,
+    },
+    /// A subscriber presented a fresh token: `access` replaces what it had,
+    /// and it leaves the rooms the new token does not let it read.
+    Regrant {
+        /// Whose.
+        id: ClientId,
+        /// What the fresh token allows.
+        access: Access,
     },
     /// A subscriber's connection ended.
     Disconnect {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use log::{debug, warn};
 
+use crate::auth::{forbidden, Access};
 use crate::engine::{Read, Reading, What};
 use crate::protocol::{Body, ClientId, Event};
 use crate::queue::{Backlog, Outbound, RunPosition};
@@ -38,6 +39,7 @@ impl Hub {
             transport,
             events,
             hangup,
+            access,
         } = subscriber;
         let mut wanted: Vec<RoomName> = Vec::with_capacity(rooms.len());
         for room in rooms {
@@ -45,6 +47,14 @@ impl Hub {
                 wanted.push(room);
             }
         }
+        // A token's rooms only: the others are refused after the welcome,
+        // and their history is never read.
+        let refused: Vec<RoomName> = wanted
+            .iter()
+            .filter(|room| !access.may_read(room))
+            .cloned()
+            .collect();
+        wanted.retain(|room| access.may_read(room));
         let _ = hangup.admission.set(Arc::clone(&self.admission)); // set once, before its first event
 
         // The welcome lists the rooms it will be in: new rooms only while
@@ -66,6 +76,12 @@ impl Hub {
         });
         if offer(&events, &hangup, Outbound::Event(Arc::new(welcome))).is_err() {
             return; // the connection ended before the hub heard of it
+        }
+        for room in refused {
+            let refusal = forbidden(format!("your token does not let you read #{room}"));
+            if offer(&events, &hangup, Outbound::Event(Arc::new(refusal))).is_err() {
+                return;
+            }
         }
         let backlog = match since {
             None => Some(Vec::new()),
@@ -101,6 +117,7 @@ impl Hub {
                 transport,
                 events,
                 hangup,
+                access,
                 rooms: Vec::new(),
                 held: backlog.is_none().then(Vec::new),
                 closing: false,
@@ -333,5 +350,32 @@ impl Hub {
             self.metrics.disconnected(client.transport);
         }
         self.rooms.clear();
+    }
+
+    /// A fresh token replaces what the subscriber may do: it leaves the
+    /// rooms it may no longer read, then gets a `welcome` listing where it
+    /// is, as after `nick`.
+    pub(super) fn regrant(&mut self, id: ClientId, access: Access) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return; // it left meanwhile
+        };
+        let lost: Vec<RoomName> = client
+            .rooms
+            .iter()
+            .filter(|room| !access.may_read(room))
+            .cloned()
+            .collect();
+        client.access = access;
+        for room in &lost {
+            self.part(id, room);
+        }
+        if let Some(client) = self.clients.get(&id) {
+            let welcome = Body::Welcome {
+                id,
+                name: client.name.clone(),
+                rooms: client.rooms.clone(),
+            };
+            self.tell(id, Event::new(welcome));
+        }
     }
 }

@@ -68,6 +68,7 @@ use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 use log::debug;
 
 use crate::admission::Admission;
+use crate::auth::Access;
 use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket, Unavailable};
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
@@ -108,6 +109,8 @@ struct Client {
     transport: Transport,
     events: Sender<Outbound>,
     hangup: Arc<Hangup>,
+    /// What its token allows: asked before every join, message and `who`.
+    access: Access,
     /// Rooms in joining order: the last one is where plain lines go.
     rooms: Vec<RoomName>,
     /// While its backlog is on its way from an engine that answers later:
@@ -321,6 +324,7 @@ impl Hub {
                 since,
             } => self.connect(subscriber, rooms, since),
             Command::Request { from, request } => self.request(from, request),
+            Command::Regrant { id, access } => self.regrant(id, access),
             Command::Disconnect { id } => self.disconnect(id),
             Command::Publish {
                 room,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::auth::forbidden;
 use crate::engine::{Unavailable, What};
 use crate::protocol::{Body, ClientId, Event, Member, Request, RoomCount, HELP};
 use crate::room::{Name, RoomName};
@@ -48,6 +49,10 @@ impl Hub {
                 let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
                     return self.tell(from, not_member("join a room first: /join ROOM"));
                 };
+                if !client.access.may_publish(&room) {
+                    let refusal = forbidden(format!("your token does not let you send to #{room}"));
+                    return self.tell(from, refusal);
+                }
                 if !client.rooms.contains(&room) {
                     return self.tell(from, not_member(format!("join #{room} first")));
                 }
@@ -66,6 +71,10 @@ impl Hub {
                 if client.rooms.contains(&room) {
                     return; // already there: joining is idempotent
                 }
+                if !client.access.may_read(&room) {
+                    let refusal = forbidden(format!("your token does not let you read #{room}"));
+                    return self.tell(from, refusal);
+                }
                 if client.rooms.len() >= MAX_ROOMS {
                     let message = format!("at most {MAX_ROOMS} rooms per connection");
                     return self.tell(from, Event::error("bad_request", message));
@@ -77,6 +86,10 @@ impl Hub {
                     return self.tell(from, not_member(format!("you are not in #{room}")));
                 }
                 self.part(from, &room);
+            }
+            Request::Nick(_) if !client.access.may_rename() => {
+                let refusal = forbidden("your token fixes your name (fixed_name)");
+                self.tell(from, refusal);
             }
             Request::Nick(name) => {
                 client.name = name.clone();
@@ -91,6 +104,10 @@ impl Hub {
                 let Some(room) = room.or_else(|| client.rooms.last().cloned()) else {
                     return self.tell(from, not_member("join a room first: /join ROOM"));
                 };
+                if !client.access.may_read(&room) {
+                    let refusal = forbidden(format!("your token does not let you read #{room}"));
+                    return self.tell(from, refusal);
+                }
                 let node = self.engine.node();
                 let mut members: Vec<Member> = self.rooms.get(&room).map_or_else(Vec::new, |r| {
                     r.members
@@ -101,6 +118,7 @@ impl Hub {
                                 id: m.client,
                                 name: c.name.clone(),
                                 node: node.clone(),
+                                user: c.access.user().cloned(),
                             })
                         })
                         .collect()
@@ -110,13 +128,17 @@ impl Hub {
                     id: r.id,
                     name: r.name,
                     node: Some(r.node),
+                    user: None, // not carried between nodes (docs/auth.md)
                 }));
                 self.tell(from, Event::new(Body::Presence { room, members }));
             }
             Request::Rooms => {
+                // A token sees only the rooms it may read.
+                let access = client.access.clone();
                 let rooms = self
                     .summaries()
                     .into_iter()
+                    .filter(|r| access.may_read(&r.name))
                     .map(|r| RoomCount {
                         name: r.name,
                         members: r.members,
@@ -125,6 +147,11 @@ impl Hub {
                 self.tell(from, Event::new(Body::Rooms { rooms }));
             }
             Request::Help => self.tell(from, Event::new(Body::Help { text: HELP })),
+            Request::Refresh(_) => {
+                // Transports with tokens handle it before the hub sees it.
+                let unused = "there are no tokens to refresh on this server";
+                self.tell(from, Event::error("bad_request", unused));
+            }
         }
     }
 
@@ -217,6 +244,7 @@ impl Hub {
                         name: c.name.clone(),
                         transport: Some(c.transport),
                         node: node.clone(),
+                        user: c.access.user().cloned(),
                     })
                 })
                 .collect()
@@ -226,6 +254,7 @@ impl Hub {
             name: r.name,
             transport: None,
             node: Some(r.node),
+            user: None, // not carried between nodes (docs/auth.md)
         }));
         Some(RoomDetail {
             name: room.clone(),

@@ -41,6 +41,7 @@ fn subscribe(
         transport: Transport::Ws,
         events,
         hangup: Arc::clone(&hangup),
+        access: crate::auth::Access::Open,
     };
     let rooms = vec![room.clone()];
     let connect = Command::Connect {

@@ -119,6 +119,9 @@ pub struct Member {
     /// The node it is connected to (`--node-name`), with `--redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
+    /// The user id its token gave it (`sub`), when tokens are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
 }
 
 /// One entry of a `rooms` list.

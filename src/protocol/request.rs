@@ -30,6 +30,9 @@ pub enum Request {
     Rooms,
     /// Ask for the list of commands.
     Help,
+    /// A fresh token for this connection (`/token TOKEN`), handled by the
+    /// connection itself (`auth`), never by the hub.
+    Refresh(String),
 }
 
 /// Why a client's input was refused. Each becomes an `error` event with
@@ -95,6 +98,7 @@ enum JsonCommand {
     Who { room: Option<String> },
     Rooms {},
     Help {},
+    Refresh { token: String },
 }
 
 /// Parses one inbound text frame: a JSON command if it starts with `{`, a slash
@@ -124,6 +128,7 @@ pub fn parse_line(line: &str) -> Result<Request, ParseError> {
             "who" => return Ok(Request::Who(Some(RoomName::parse(arg)?))),
             "rooms" => return Ok(Request::Rooms),
             "help" => return Ok(Request::Help),
+            "token" => return Ok(Request::Refresh(needs_arg("TOKEN")?.to_owned())),
             _ => {} // any other line, slashes included, is a message (SPEC)
         }
     }
@@ -154,6 +159,7 @@ fn parse_json(json: &str) -> Result<Request, ParseError> {
         JsonCommand::Who { room: r } => Request::Who(room(r)?),
         JsonCommand::Rooms {} => Request::Rooms,
         JsonCommand::Help {} => Request::Help,
+        JsonCommand::Refresh { token } => Request::Refresh(token),
     })
 }
 

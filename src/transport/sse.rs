@@ -28,18 +28,23 @@
 //! - too slow: the hub drops the queue and shuts the socket both ways
 //!   (`Hangup::cut_when_slow`), which also fails a write blocked on the peer.
 //! - shutdown: the hub queues `GoingAway`; the stream ends with its last chunk.
+//!
+//! With tokens on (`auth`), `admit` refuses a request without a good one
+//! (401), and the stream ends when the token runs out: an SSE client cannot
+//! send a fresh one, so it reconnects with a new URL instead.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, never, select, tick, Receiver};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
+use crate::auth::{self, Access, TokenError};
 use crate::hub::{Command, Subscriber};
-use crate::protocol::{ClientId, ParseError, Transport};
+use crate::protocol::{ClientId, Event, ParseError, Transport};
 use crate::queue::{Hangup, Outbound};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
@@ -71,11 +76,19 @@ pub fn subscription(query: &str, last_event_id: Option<&str>) -> Result<Subscrip
     Ok(wanted.finish())
 }
 
+/// The `?token=` of a query, if any.
+fn query_token(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
 /// A subscriber let in: what it asked for, and its place under
 /// `--max-connections`.
 pub struct Admitted {
     subscription: Subscription,
     permit: Permit,
+    access: Access,
 }
 
 /// Why `GET /events` was refused (the HTTP side answers it as JSON).
@@ -83,6 +96,8 @@ pub struct Admitted {
 pub enum Refused {
     /// A bad room, name or id.
     Parse(ParseError),
+    /// Tokens are on, and this request has no good one.
+    Token(TokenError),
     /// At `--max-connections`, which it says.
     Full(usize),
     /// The server is shutting down.
@@ -97,6 +112,17 @@ pub fn admit(request: &Request, query: &str, shared: &Shared) -> Result<Admitted
         .find(|h| h.field.equiv("Last-Event-ID"))
         .map(|h| h.value.as_str());
     let subscription = subscription(query, last_event_id).map_err(Refused::Parse)?;
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
+    let from_query = query_token(query);
+    let token = auth::presented(from_query.as_deref(), authorization);
+    let access = auth::admit(shared.config.jwt.as_deref(), token).map_err(|e| {
+        shared.metrics.refused("token");
+        Refused::Token(e)
+    })?;
     if shared.shutting_down() {
         return Err(Refused::ShuttingDown);
     }
@@ -111,6 +137,7 @@ pub fn admit(request: &Request, query: &str, shared: &Shared) -> Result<Admitted
     Ok(Admitted {
         subscription,
         permit,
+        access,
     })
 }
 
@@ -130,12 +157,13 @@ pub fn run(
     let Admitted {
         subscription,
         permit,
+        access,
     } = admitted;
     SseStream::new(
         id,
         peer,
         wire,
-        subscription,
+        (subscription, access),
         permit,
         Arc::clone(socket),
         shared.clone(),
@@ -152,6 +180,8 @@ enum End {
     TooSlow,
     /// The server is shutting down (or the hub has stopped).
     GoingAway,
+    /// Its token ran out.
+    Expired,
 }
 
 /// One SSE subscriber's thread state.
@@ -159,7 +189,7 @@ struct SseStream {
     id: ClientId,
     peer: String,
     wire: Wire,
-    query: Option<Subscription>,
+    query: Option<(Subscription, Access)>,
     shared: Shared,
     /// Held for the life of the stream: its place under `--max-connections`.
     permit: Permit,
@@ -174,7 +204,7 @@ impl SseStream {
         id: ClientId,
         peer: Option<SocketAddr>,
         wire: Wire,
-        query: Subscription,
+        query: (Subscription, Access),
         permit: Permit,
         socket: Arc<TcpStream>,
         shared: Shared,
@@ -201,14 +231,16 @@ impl SseStream {
         let (to_client, events) = crossbeam_channel::unbounded();
         let hangup =
             Hangup::cut_when_slow(Arc::clone(&self.socket), self.shared.config.send_buffer);
-        let Subscription { rooms, name, since } =
+        let (Subscription { rooms, name, since }, access) =
             self.query.take().expect("the query is taken once");
+        let expires = access.deadline();
         let subscriber = Subscriber {
             id,
-            name: name.unwrap_or_else(|| Name::guest(id.0)),
+            name: access.name(name).unwrap_or_else(|| Name::guest(id.0)),
             transport: Transport::Sse,
             events: to_client,
             hangup: Arc::clone(&hangup),
+            access,
         };
         let connect = Command::Connect {
             subscriber,
@@ -219,8 +251,16 @@ impl SseStream {
             let _ = self.wire.finish(); // shutting down; the peer may be gone too
             return;
         }
-        let end = self.pump(&events, &hangup);
+        let end = self.pump(&events, &hangup, expires);
         match end {
+            End::Expired => {
+                let _ = self.shared.hub.send(Command::Disconnect { id });
+                // Said as an event first, so a page knows why the stream ended.
+                let mut chunk = Chunk::with_capacity(256);
+                let why = Event::error("token_expired", "the token has expired");
+                chunk.push(why.sse_block());
+                let _ = self.wire.send(&mut chunk, &hangup);
+            }
             End::PeerGone => {
                 // Unknown to the hub if it had already dropped us; that is fine.
                 let _ = self.shared.hub.send(Command::Disconnect { id });
@@ -228,7 +268,7 @@ impl SseStream {
             End::TooSlow => warn!("{id} {} sse dropped: slow consumer", self.peer),
             End::GoingAway => {}
         }
-        if end == End::GoingAway {
+        if matches!(end, End::GoingAway | End::Expired) {
             // Best effort: a peer that stopped reading makes this time out.
             // A slow consumer is not waited for: it is why the stream ends.
             let _ = self.wire.finish();
@@ -237,9 +277,10 @@ impl SseStream {
     }
 
     /// Moves events from the queue to the socket until the stream ends.
-    fn pump(&mut self, events: &Receiver<Outbound>, hangup: &Hangup) -> End {
+    fn pump(&mut self, events: &Receiver<Outbound>, hangup: &Hangup, expires: Option<Instant>) -> End {
         hangup.writer_is_current_thread();
         let heartbeat = tick(self.shared.config.ping_interval);
+        let expired = expires.map_or_else(never, crossbeam_channel::at);
         // The second half of a heartbeat, if it is still owed.
         let mut probe: Receiver<std::time::Instant> = never();
         let mut chunk = Chunk::with_capacity(IDLE_BATCH_BYTES);
@@ -282,6 +323,7 @@ impl SseStream {
                         return End::GoingAway;
                     }
                 }
+                recv(expired) -> _ => return End::Expired,
                 recv(heartbeat) -> _ => {
                     chunk.push(b": ping\n");
                     if self.wire.send(&mut chunk, hangup).is_err() {

@@ -80,6 +80,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
+use crate::auth::{self, Access};
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Transport};
@@ -209,6 +210,7 @@ impl Switchboard for Front {
         request: GrpcRequest<proto::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let peer = request.remote_addr();
+        let access = self.admit(&request)?;
         let wanted = request.into_inner();
         let mut subscription = SubscriptionBuilder::default();
         for raw in &wanted.rooms {
@@ -227,9 +229,9 @@ impl Switchboard for Front {
         let Subscription { rooms, name, since } = subscription.finish();
         let permit = self.permit()?;
         let id = self.shared.ids.next();
-        let name = name.unwrap_or_else(|| Name::guest(id.0));
+        let name = access.name(name).unwrap_or_else(|| Name::guest(id.0));
         debug!("{id} {} grpc subscribe {rooms:?}", show(peer));
-        let (stream, subscriber, mut doorbell) = self.subscription(id, name, permit);
+        let (stream, subscriber, mut doorbell) = self.subscription(id, name, permit, access);
         // No reader thread here: the doorbell joins the hub.
         doorbell.connect = Some(Command::Connect {
             subscriber,
@@ -247,6 +249,7 @@ impl Switchboard for Front {
         request: GrpcRequest<Streaming<proto::PublishRequest>>,
     ) -> Result<Response<proto::PublishSummary>, Status> {
         let peer = request.remote_addr();
+        let access = self.admit(&request)?;
         let permit = self.permit()?;
         let id = self.shared.ids.next();
         debug!("{id} {} grpc publish open", show(peer));
@@ -258,6 +261,7 @@ impl Switchboard for Front {
             stopping: self.stopping.clone(),
             hub: self.shared.hub.clone(),
             max_message_bytes: self.shared.config.max_message_bytes,
+            access,
             _permit: permit,
             _done: self.shared.done.clone(),
         };
@@ -279,11 +283,12 @@ impl Switchboard for Front {
         request: GrpcRequest<Streaming<proto::ChatRequest>>,
     ) -> Result<Response<EventStream>, Status> {
         let peer = request.remote_addr();
+        let access = self.admit(&request)?;
         let permit = self.permit()?;
         let id = self.shared.ids.next();
         debug!("{id} {} grpc chat open", show(peer));
-        let (mut stream, subscriber, mut doorbell) =
-            self.subscription(id, Name::guest(id.0), permit);
+        let name = access.name(None).unwrap_or_else(|| Name::guest(id.0));
+        let (mut stream, subscriber, mut doorbell) = self.subscription(id, name, permit, access);
         let (abort, aborted) = oneshot::channel();
         stream.abort = Some(aborted);
         let (stop_reader, reader_stop) = oneshot::channel();
@@ -316,6 +321,20 @@ impl Switchboard for Front {
 }
 
 impl Front {
+    /// With tokens on, the token in the `authorization` metadata
+    /// (`Bearer TOKEN`), checked; `UNAUTHENTICATED` without a good one.
+    fn admit<T>(&self, request: &GrpcRequest<T>) -> Result<Access, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let token = auth::presented(None, authorization);
+        auth::admit(self.shared.config.jwt.as_deref(), token).map_err(|e| {
+            self.shared.metrics.refused("token");
+            Status::unauthenticated(e.to_string())
+        })
+    }
+
     /// A place under `--max-connections`, or `UNAVAILABLE` (the gRPC face of the
     /// WebSocket listener's 503).
     fn permit(&self) -> Result<Permit, Status> {
@@ -337,6 +356,7 @@ impl Front {
         id: ClientId,
         name: Name,
         permit: Permit,
+        access: Access,
     ) -> (EventStream, Subscriber, Doorbell) {
         let (to_client, events) = crossbeam_channel::unbounded();
         let hangup = Hangup::new(None, self.shared.config.send_buffer); // the stream notices a closed queue by itself
@@ -366,6 +386,9 @@ impl Front {
             abort: None,
             last_id: 0,
             finished: false,
+            expires: access.deadline().map(|at| {
+                Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
+            }),
             _gone: gone_guard,
         };
         let subscriber = Subscriber {
@@ -374,6 +397,7 @@ impl Front {
             transport: Transport::Grpc,
             events: to_client,
             hangup,
+            access,
         };
         (stream, subscriber, doorbell)
     }

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
 
+use crate::auth::Access;
 use crate::hub::{Command, HubHandle, PublishError};
 use crate::protocol::ClientId;
 use crate::transport::Permit;
@@ -96,6 +97,8 @@ pub(super) struct Publisher {
     pub(super) stopping: watch::Receiver<()>,
     pub(super) hub: HubHandle,
     pub(super) max_message_bytes: usize,
+    /// What its token allows (`Access::Open` with tokens off).
+    pub(super) access: Access,
     pub(super) _permit: Permit,
     pub(super) _done: Sender<()>,
 }
@@ -137,6 +140,13 @@ impl Publisher {
                         summary.accepted
                     ))
                 })?;
+            if !self.access.may_publish(&room) {
+                return Err(Status::permission_denied(format!(
+                    "message {}: your token does not let you send to #{room}; {} accepted before it",
+                    summary.accepted + 1,
+                    summary.accepted
+                )));
+            }
             match self.hub.publish(room, from, Arc::clone(&from_id), text) {
                 Ok(event_id) => {
                     summary.accepted += 1;

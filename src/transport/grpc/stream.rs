@@ -42,6 +42,8 @@ pub struct EventStream {
     /// The last room event sent, for the slow consumer's resume hint.
     pub(super) last_id: u64,
     pub(super) finished: bool,
+    /// With a token: ends the stream `UNAUTHENTICATED` when it runs out.
+    pub(super) expires: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Never sent on: dropping the stream (tonic does when the client goes)
     /// disconnects it, and the doorbell leaves the hub.
     pub(super) _gone: Sender<()>,
@@ -78,6 +80,12 @@ impl Stream for EventStream {
         let this = &mut *self;
         if this.finished {
             return Poll::Ready(None);
+        }
+        if let Some(expires) = &mut this.expires {
+            if expires.as_mut().poll(cx).is_ready() {
+                debug!("{} grpc stream ends: token expired", this.id);
+                return this.end(Some(Status::unauthenticated("token expired")));
+            }
         }
         if let Some(abort) = &mut this.abort {
             match Pin::new(abort).poll(cx) {

@@ -46,6 +46,7 @@ use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
+use crate::auth::{Access, Expiry};
 use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
@@ -151,7 +152,7 @@ fn upgrade(
     };
     // The writer starts before the upgrade, so a thread that cannot start is
     // still a 503.
-    let link = match start_writer(&socket, id, &permit, shared, &accepted.route) {
+    let link = match start_writer(&socket, id, &permit, shared, &accepted) {
         Ok(link) => link,
         Err(e) => {
             warn!("{id} refused: cannot start a thread: {e}");
@@ -165,14 +166,21 @@ fn upgrade(
             return None;
         }
     };
-    let Accepted { route, key, tail } = accepted;
+    let Accepted {
+        route,
+        key,
+        tail,
+        access,
+    } = accepted;
     let WriterLink {
         replies,
         events,
         hangup,
+        expiry,
     } = link;
-    let reader = new_reader(id, socket, tail, replies, &shared.config);
-    open(reader, shared, &peer, route, &key, (events, hangup))
+    let token = access.user().cloned().zip(expiry);
+    let reader = new_reader(id, socket, tail, replies, &shared.config, token);
+    open(reader, shared, &peer, route, &key, (events, hangup), access)
 }
 
 /// The peer's address, for the logs (its formatting in a frame of its own).
@@ -187,11 +195,15 @@ fn peer_name(stream: &TcpStream) -> String {
 #[inline(never)]
 fn refuse(socket: &TcpStream, shared: &Shared, refusal: &Refusal) {
     shared.metrics.refused(refusal.metric);
+    let challenge: &[&str] = match refusal.status {
+        401 => &["WWW-Authenticate: Bearer"],
+        _ => &[],
+    };
     respond(
         socket,
         refusal.status,
         refusal.reason,
-        &[],
+        challenge,
         &refusal.message,
     );
     linger_then_close(socket, CLOSE_GRACE);
@@ -204,6 +216,8 @@ struct WriterLink {
     /// The connection's queue, for the hub (`/ws` only).
     events: Sender<Outbound>,
     hangup: Arc<Hangup>,
+    /// When its token runs out, if it has one.
+    expiry: Option<Arc<Expiry>>,
 }
 
 /// Starts the connection's writer thread.
@@ -213,9 +227,16 @@ fn start_writer(
     id: ClientId,
     permit: &Arc<Permit>,
     shared: &Shared,
-    route: &Route,
+    accepted: &Accepted,
 ) -> io::Result<WriterLink> {
+    let route = &accepted.route;
     let config = &shared.config;
+    // With a token, the writer ends the connection when it runs out, unless
+    // the reader has renewed it by then.
+    let expiry = match &accepted.access {
+        Access::Token(grants) => Some(Arc::new(Expiry::new(grants.good_until))),
+        Access::Open => None,
+    };
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
     let _ = socket.set_write_timeout(Some(config.write_timeout));
     let (replies, replies_rx) = queue(REPLY_QUEUE);
@@ -240,6 +261,7 @@ fn start_writer(
         },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
+        expiry: expiry.clone(),
         permit: Arc::clone(permit),
         _done: shared.done.clone(),
     });
@@ -250,6 +272,7 @@ fn start_writer(
         replies,
         events,
         hangup,
+        expiry,
     })
 }
 
@@ -284,6 +307,7 @@ fn open(
     route: Route,
     key: &str,
     (events, hangup): (Sender<Outbound>, Arc<Hangup>),
+    access: Access,
 ) -> Option<Box<Reader>> {
     let id = reader.id;
     if matches!(route, Route::Chat { .. }) {
@@ -305,10 +329,11 @@ fn open(
             debug!("{id} {peer} ws open");
             let subscriber = Subscriber {
                 id,
-                name: name.unwrap_or_else(|| Name::guest(id.0)),
+                name: access.name(name).unwrap_or_else(|| Name::guest(id.0)),
                 transport: Transport::Ws,
                 events,
                 hangup,
+                access,
             };
             let connect = Command::Connect {
                 subscriber,
@@ -334,6 +359,7 @@ fn new_reader(
     tail: Vec<u8>,
     replies: Sender<Reply>,
     config: &Config,
+    token: Option<(Arc<str>, Arc<Expiry>)>,
 ) -> Box<Reader> {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -348,6 +374,7 @@ fn new_reader(
         chat: None,
         rate: config.rate_limit.map(RateLimit::new),
         max_message_bytes: config.max_message_bytes,
+        token,
     })
 }
 

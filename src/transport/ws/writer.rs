@@ -14,6 +14,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::Message;
 
+use crate::auth::Expiry;
 use crate::protocol::{encode_frame, ClientId, Event, Format};
 use crate::queue::{Hangup, Outbound};
 use crate::transport::refuse::CLOSE_GRACE;
@@ -34,6 +35,8 @@ pub(super) struct Writer {
     pub(super) format: Format,
     pub(super) hangup: Arc<Hangup>,
     pub(super) ping_interval: Duration,
+    /// When the connection's token runs out (close 1008 `token expired`).
+    pub(super) expiry: Option<Arc<Expiry>>,
     pub(super) permit: Arc<Permit>,
     pub(super) _done: Sender<()>,
 }
@@ -144,6 +147,11 @@ impl Writer {
                     pace.going_quiet();
                 }
             }
+            // Wake for the next ping, or the token's end if that comes first.
+            let wake = self
+                .expiry
+                .as_ref()
+                .map_or(next_ping, |e| e.deadline().min(next_ping));
             select! {
                 recv(events) -> item => match item {
                     Ok(item) => self.take(&mut batch, item),
@@ -156,9 +164,11 @@ impl Writer {
                         reader_gone = true;
                     }
                 },
-                default(next_ping.saturating_duration_since(Instant::now())) => {
-                    batch.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
-                    next_ping = Instant::now() + self.ping_interval;
+                default(wake.saturating_duration_since(Instant::now())) => {
+                    if Instant::now() >= next_ping {
+                        batch.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
+                        next_ping = Instant::now() + self.ping_interval;
+                    }
                 }
             }
             // Whatever else is queued goes out in the same syscall.
@@ -170,6 +180,10 @@ impl Writer {
                 } else {
                     break;
                 }
+            }
+            if self.expiry.as_ref().is_some_and(|e| e.is_past()) {
+                // Not renewed in time (`auth::Expiry`): what is queued still goes first.
+                batch.close_with(CloseCode::Policy, "token expired");
             }
             if self.hangup.is_too_slow() {
                 // Queued events are moot now: tell the peer why, and end.
