@@ -1,10 +1,55 @@
-//! When a connection's token runs out: shared by the thread that may extend
-//! it (a WebSocket's reader, on a refresh) and the one that ends the
-//! connection then (its writer). One atomic, no lock: the writer reads it
-//! each time it wakes, and wakes by then at the latest.
+//! A connection's token over time: when it runs out (`Expiry`), and a
+//! refresh that moves that end (`Session`).
+//!
+//! `Expiry` is shared by the thread that may extend it (the connection's
+//! reader, on a refresh) and the one that ends the connection then (a
+//! WebSocket's writer, a gRPC stream). One atomic, no lock: the ender reads
+//! it each time it wakes, and wakes by then at the latest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::protocol::Event;
+
+use super::grants::{forbidden, Access, Grants};
+use super::verify::Verifier;
+
+/// A connection opened with a token: whose it is, and when it ends.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token's user (`sub`), which a refresh may not change.
+    pub user: Arc<str>,
+    /// When the connection ends unless a refresh moves it.
+    pub expiry: Arc<Expiry>,
+}
+
+impl Session {
+    /// The session of a connection opened with `grants`.
+    pub fn new(grants: &Grants) -> Session {
+        Session {
+            user: Arc::clone(&grants.user),
+            expiry: Arc::new(Expiry::new(grants.good_until)),
+        }
+    }
+
+    /// A fresh token (`{"type":"refresh"}`, `/token`, gRPC `refresh`):
+    /// checked like the first and for the same user, it moves the end and
+    /// returns what the connection may now do (for `Command::Regrant`). A
+    /// refused one changes nothing and returns the error event to send: the
+    /// old token still ends the connection on time.
+    pub fn refresh(&self, verifier: &Verifier, token: &str) -> Result<Access, Event> {
+        let grants = verifier
+            .verify(token)
+            .map_err(|e| Event::error("unauthorized", e.to_string()))?;
+        if grants.user != self.user {
+            let message = format!("a refresh may not change the user ({})", self.user);
+            return Err(forbidden(message));
+        }
+        self.expiry.renew(grants.good_until);
+        Ok(Access::Token(Arc::new(grants)))
+    }
+}
 
 /// A token's end, in Unix seconds (`exp` plus the leeway).
 #[derive(Debug)]

@@ -21,7 +21,7 @@ pub mod mint;
 pub mod verify;
 
 pub use claims::{Claims, RoomPattern};
-pub use expiry::Expiry;
+pub use expiry::{Expiry, Session};
 pub use grants::{forbidden, Access, Grants};
 pub use verify::{KeyError, TokenError, Verifier, LEEWAY};
 

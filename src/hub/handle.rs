@@ -107,13 +107,15 @@ pub enum Command {
         /// What it asks.
         request: Request,
     },
-    /// A subscriber presented a fresh token: `access` replaces what it had,
-    /// and it leaves the rooms the new token does not let it read.
+    /// A subscriber presented a fresh token (`auth::Session::refresh`).
+    /// Accepted, its `Access` replaces what it had, the subscriber leaves
+    /// the rooms it may no longer read and gets a `welcome`; refused, it gets
+    /// the error event.
     Regrant {
         /// Whose.
         id: ClientId,
-        /// What the fresh token allows.
-        access: Access,
+        /// What the fresh token allows, or why it was refused.
+        verdict: Result<Access, Event>,
     },
     /// A subscriber's connection ended.
     Disconnect {

@@ -324,7 +324,10 @@ impl Hub {
                 since,
             } => self.connect(subscriber, rooms, since),
             Command::Request { from, request } => self.request(from, request),
-            Command::Regrant { id, access } => self.regrant(id, access),
+            Command::Regrant { id, verdict } => match verdict {
+                Ok(access) => self.regrant(id, access),
+                Err(refused) => self.tell(id, refused),
+            },
             Command::Disconnect { id } => self.disconnect(id),
             Command::Publish {
                 room,

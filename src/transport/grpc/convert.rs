@@ -77,11 +77,12 @@ pub(super) fn chat_request(
 ) -> Result<Request, Status> {
     match request.action {
         None => Err(Status::invalid_argument(
-            "a ChatRequest needs one of join, leave, send or nick",
+            "a ChatRequest needs one of join, leave, send, nick or refresh",
         )),
         Some(Action::Join(room)) => Ok(Request::Join(room_name(&room)?)),
         Some(Action::Leave(room)) => Ok(Request::Leave(room_name(&room)?)),
         Some(Action::Nick(name)) => Ok(Request::Nick(display_name(&name)?)),
+        Some(Action::Refresh(token)) => Ok(Request::Refresh(token)),
         Some(Action::Send(send)) => {
             // An empty room means the room joined last, as a WebSocket message without one.
             let room = match send.room.as_str() {

@@ -80,7 +80,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, Expiry, Session};
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Transport};
@@ -231,7 +231,12 @@ impl Switchboard for Front {
         let id = self.shared.ids.next();
         let name = access.name(name).unwrap_or_else(|| Name::guest(id.0));
         debug!("{id} {} grpc subscribe {rooms:?}", show(peer));
-        let (stream, subscriber, mut doorbell) = self.subscription(id, name, permit, access);
+        let expiry = match &access {
+            Access::Token(grants) => Some(Session::new(grants).expiry),
+            Access::Open => None,
+        };
+        let (stream, subscriber, mut doorbell) =
+            self.subscription(id, name, permit, access, expiry);
         // No reader thread here: the doorbell joins the hub.
         doorbell.connect = Some(Command::Connect {
             subscriber,
@@ -288,7 +293,16 @@ impl Switchboard for Front {
         let id = self.shared.ids.next();
         debug!("{id} {} grpc chat open", show(peer));
         let name = access.name(None).unwrap_or_else(|| Name::guest(id.0));
-        let (mut stream, subscriber, mut doorbell) = self.subscription(id, name, permit, access);
+        // The reader's refreshes move the end the stream watches.
+        let session = match (&access, &self.shared.config.jwt) {
+            (Access::Token(grants), Some(verifier)) => {
+                Some((Session::new(grants), Arc::clone(verifier)))
+            }
+            _ => None,
+        };
+        let expiry = session.as_ref().map(|(s, _)| Arc::clone(&s.expiry));
+        let (mut stream, subscriber, mut doorbell) =
+            self.subscription(id, name, permit, access, expiry);
         let (abort, aborted) = oneshot::channel();
         stream.abort = Some(aborted);
         let (stop_reader, reader_stop) = oneshot::channel();
@@ -302,6 +316,7 @@ impl Switchboard for Front {
             hub: self.shared.hub.clone(),
             abort: Some(abort),
             max_message_bytes: self.shared.config.max_message_bytes,
+            session,
             // The reader joins the hub, so its Join requests cannot overtake the Connect.
             connect: Some(Command::Connect {
                 subscriber,
@@ -357,6 +372,7 @@ impl Front {
         name: Name,
         permit: Permit,
         access: Access,
+        expiry: Option<Arc<Expiry>>,
     ) -> (EventStream, Subscriber, Doorbell) {
         let (to_client, events) = crossbeam_channel::unbounded();
         let hangup = Hangup::new(None, self.shared.config.send_buffer); // the stream notices a closed queue by itself
@@ -386,8 +402,9 @@ impl Front {
             abort: None,
             last_id: 0,
             finished: false,
-            expires: access.deadline().map(|at| {
-                Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
+            expires: expiry.map(|expiry| {
+                let at = tokio::time::Instant::from_std(expiry.deadline());
+                (expiry, Box::pin(tokio::time::sleep_until(at)))
             }),
             _gone: gone_guard,
         };

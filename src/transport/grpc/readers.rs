@@ -11,9 +11,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
 
-use crate::auth::Access;
+use crate::auth::{Access, Session, Verifier};
 use crate::hub::{Command, HubHandle, PublishError};
-use crate::protocol::ClientId;
+use crate::protocol::{ClientId, Request};
 use crate::transport::Permit;
 
 use super::convert::{chat_request, publish_request};
@@ -31,6 +31,8 @@ pub(super) struct ChatReader {
     pub(super) hub: HubHandle,
     pub(super) abort: Option<oneshot::Sender<Status>>,
     pub(super) max_message_bytes: usize,
+    /// With tokens on: its token's user and end, moved by `refresh`.
+    pub(super) session: Option<(Session, Arc<Verifier>)>,
     pub(super) connect: Option<Command>,
     pub(super) _done: Sender<()>,
 }
@@ -65,6 +67,13 @@ impl ChatReader {
                 }
             };
             match chat_request(request, self.max_message_bytes) {
+                Ok(Request::Refresh(token)) if self.session.is_some() => {
+                    let (session, verifier) = self.session.as_ref().expect("checked");
+                    let verdict = session.refresh(verifier, &token);
+                    if self.hub.send(Command::Regrant { id, verdict }).is_err() {
+                        break; // shutting down
+                    }
+                }
                 Ok(request) => {
                     if self
                         .hub

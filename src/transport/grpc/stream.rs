@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::auth::Expiry;
 use crate::hub::{Command, HubHandle};
 use crate::protocol::{ClientId, Event};
 use crate::queue::{Hangup, Outbound};
@@ -42,8 +43,9 @@ pub struct EventStream {
     /// The last room event sent, for the slow consumer's resume hint.
     pub(super) last_id: u64,
     pub(super) finished: bool,
-    /// With a token: ends the stream `UNAUTHENTICATED` when it runs out.
-    pub(super) expires: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// With a token: ends the stream `UNAUTHENTICATED` when it runs out,
+    /// unless a `Chat`'s refresh moved the end (the timer is then re-armed).
+    pub(super) expires: Option<(Arc<Expiry>, Pin<Box<tokio::time::Sleep>>)>,
     /// Never sent on: dropping the stream (tonic does when the client goes)
     /// disconnects it, and the doorbell leaves the hub.
     pub(super) _gone: Sender<()>,
@@ -81,10 +83,14 @@ impl Stream for EventStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        if let Some(expires) = &mut this.expires {
-            if expires.as_mut().poll(cx).is_ready() {
-                debug!("{} grpc stream ends: token expired", this.id);
-                return this.end(Some(Status::unauthenticated("token expired")));
+        if let Some((expiry, timer)) = &mut this.expires {
+            while timer.as_mut().poll(cx).is_ready() {
+                if expiry.is_past() {
+                    debug!("{} grpc stream ends: token expired", this.id);
+                    return this.end(Some(Status::unauthenticated("token expired")));
+                }
+                let at = tokio::time::Instant::from_std(expiry.deadline());
+                timer.as_mut().reset(at); // refreshed meanwhile
             }
         }
         if let Some(abort) = &mut this.abort {

@@ -46,7 +46,7 @@ use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use crate::auth::{Access, Expiry};
+use crate::auth::{Access, Session};
 use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
@@ -176,10 +176,9 @@ fn upgrade(
         replies,
         events,
         hangup,
-        expiry,
+        session,
     } = link;
-    let token = access.user().cloned().zip(expiry);
-    let reader = new_reader(id, socket, tail, replies, &shared.config, token);
+    let reader = new_reader(id, socket, tail, replies, &shared.config, session);
     open(reader, shared, &peer, route, &key, (events, hangup), access)
 }
 
@@ -216,8 +215,8 @@ struct WriterLink {
     /// The connection's queue, for the hub (`/ws` only).
     events: Sender<Outbound>,
     hangup: Arc<Hangup>,
-    /// When its token runs out, if it has one.
-    expiry: Option<Arc<Expiry>>,
+    /// Its token's user and end, if it has one.
+    session: Option<Session>,
 }
 
 /// Starts the connection's writer thread.
@@ -233,8 +232,8 @@ fn start_writer(
     let config = &shared.config;
     // With a token, the writer ends the connection when it runs out, unless
     // the reader has renewed it by then.
-    let expiry = match &accepted.access {
-        Access::Token(grants) => Some(Arc::new(Expiry::new(grants.good_until))),
+    let session = match &accepted.access {
+        Access::Token(grants) => Some(Session::new(grants)),
         Access::Open => None,
     };
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
@@ -261,7 +260,7 @@ fn start_writer(
         },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
-        expiry: expiry.clone(),
+        expiry: session.as_ref().map(|s| Arc::clone(&s.expiry)),
         permit: Arc::clone(permit),
         _done: shared.done.clone(),
     });
@@ -272,7 +271,7 @@ fn start_writer(
         replies,
         events,
         hangup,
-        expiry,
+        session,
     })
 }
 
@@ -359,7 +358,7 @@ fn new_reader(
     tail: Vec<u8>,
     replies: Sender<Reply>,
     config: &Config,
-    token: Option<(Arc<str>, Arc<Expiry>)>,
+    session: Option<Session>,
 ) -> Box<Reader> {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -374,7 +373,7 @@ fn new_reader(
         chat: None,
         rate: config.rate_limit.map(RateLimit::new),
         max_message_bytes: config.max_message_bytes,
-        token,
+        session,
     })
 }
 

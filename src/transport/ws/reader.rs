@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketContext;
 use tungstenite::Message;
 
-use crate::auth::{self, forbidden, Access, Expiry};
+use crate::auth::Session;
 use crate::hub::Command;
 use crate::protocol::{parse_line, ClientId, Event, ParseError, Request};
 use crate::transport::refuse::CLOSE_GRACE;
@@ -56,8 +56,8 @@ pub(super) struct Reader {
     pub(super) rate: Option<RateLimit>,
     pub(super) max_message_bytes: usize,
     /// With tokens on: the token's user, and when the connection ends unless
-    /// a refresh moves it (the writer watches it).
-    pub(super) token: Option<(Arc<str>, Arc<Expiry>)>,
+    /// a refresh moves it (the writer watches its expiry).
+    pub(super) session: Option<Session>,
 }
 
 impl Reader {
@@ -131,8 +131,9 @@ impl Reader {
             }
         }
         match parse_line(line) {
-            Ok(Request::Refresh(token)) if shared.config.jwt.is_some() => {
-                self.refresh(&token).map(|e| Reply::Event(Arc::new(e)))
+            Ok(Request::Refresh(token)) if self.session.is_some() => {
+                self.refresh(&token);
+                None
             }
             Ok(request) => {
                 trace!("{} asks {request:?}", self.id);
@@ -148,31 +149,16 @@ impl Reader {
         }
     }
 
-    /// A fresh token (`{"type":"refresh"}` or `/token`): checked like the
-    /// first, for the same user; it moves the connection's end and replaces
-    /// what it may do (the hub answers with a `welcome`). A refused one
-    /// changes nothing: the old token still ends the connection on time.
+    /// A fresh token (`Session::refresh`); the hub tells the peer how it went.
     #[inline(never)]
-    fn refresh(&self, token: &str) -> Option<Event> {
+    fn refresh(&self, token: &str) {
         let shared = self.chat.as_ref().expect("refresh runs on /ws only");
-        let (user, expiry) = self.token.as_ref()?;
-        let grants = match auth::admit(shared.config.jwt.as_deref(), Some(token)) {
-            Ok(Access::Token(grants)) => grants,
-            Ok(Access::Open) => return None, // tokens are on: cannot happen
-            Err(e) => return Some(Event::error("unauthorized", e.to_string())),
+        let (Some(session), Some(verifier)) = (&self.session, &shared.config.jwt) else {
+            return; // tokens are off: `chat_line` passes the request to the hub
         };
-        if grants.user != *user {
-            let message = format!("a refresh may not change the user ({user})");
-            return Some(forbidden(message));
-        }
-        debug!("{} token refreshed", self.id);
-        expiry.renew(grants.good_until);
-        let regrant = Command::Regrant {
-            id: self.id,
-            access: Access::Token(grants),
-        };
-        let _ = shared.hub.send(regrant); // a stopped hub has forgotten us anyway
-        None
+        let verdict = session.refresh(verifier, token);
+        debug!("{} token refresh: {}", self.id, if verdict.is_ok() { "accepted" } else { "refused" });
+        let _ = shared.hub.send(Command::Regrant { id: self.id, verdict }); // a stopped hub has forgotten us anyway
     }
 
     fn classify(&mut self, error: WsError) -> Ending {
