@@ -11,6 +11,7 @@
 //! (`scripts/test.sh`). For a local run without it, set
 //! `SWITCHBOARD_SKIP_BROWSER=1`. `SWITCHBOARD_CHROMIUM` names another binary.
 
+mod auth_support;
 mod common;
 
 use std::net::TcpStream;
@@ -255,6 +256,74 @@ fn issue_17_a_page_on_a_rebound_name_can_neither_connect_nor_publish_while_the_r
         1,
         "{history}"
     );
+    drop(chromium);
+}
+
+#[test]
+fn a_page_logs_in_with_a_token_from_its_fragment_and_says_why_when_refused() {
+    if std::env::var("SWITCHBOARD_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("SWITCHBOARD_SKIP_BROWSER=1: the browser test did NOT run");
+        return;
+    }
+    let server = TestServer::start_with(auth_support::hs256_server);
+    let mut watcher_claims = auth_support::claims("watcher", &["team-*"]);
+    watcher_claims["name"] = json!("watcher");
+    let watcher_token = auth_support::hs(&watcher_claims);
+    let mut watcher = server.client(&format!("room=team-a&token={watcher_token}"));
+    let chromium = Chromium::launch();
+    let mut cdp = Cdp::connect(&chromium.devtools_url());
+
+    // The token's name wins over the page's ?name=; the token never appears in
+    // the page's URL as the server sees it (a fragment is not sent).
+    let mut alice = auth_support::claims("user-1", &["team-*"]);
+    alice["name"] = json!("Alice");
+    let url = format!(
+        "http://{}/?name=mallory&rooms=team-a&autoconnect=1#token={}",
+        server.http,
+        auth_support::hs(&alice)
+    );
+    let page = cdp.open_page(&url, 1100, 720);
+    let presence =
+        "Array.from(document.querySelectorAll('#presence li')).map(li => li.textContent).join('|')";
+    cdp.wait_until(&page, "presence lists Alice and the watcher", presence, |v| {
+        v.as_str()
+            .is_some_and(|s| s.contains("Alice") && s.contains("watcher") && !s.contains("mallory"))
+    });
+    let address_bar = cdp.eval(&page, "location.href");
+    assert!(
+        !address_bar.as_str().unwrap_or("").contains("token"),
+        "the token left the address bar: {address_bar}"
+    );
+    let text = "signed in with a token";
+    cdp.call(
+        Some(&page),
+        "Runtime.evaluate",
+        json!({"expression": "document.querySelector('#text').focus()"}),
+    );
+    cdp.call(Some(&page), "Input.insertText", json!({"text": text}));
+    for kind in ["keyDown", "keyUp"] {
+        let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"});
+        cdp.call(Some(&page), "Input.dispatchKeyEvent", key);
+    }
+    let event = watcher.wait_for(|e| e["type"] == "message" && e["text"] == text, secs(10));
+    assert_eq!(event["from"], "Alice");
+
+    // Without a token, and with an expired one, the page says why and stops.
+    let auth_err = "document.querySelector('#authErr').textContent";
+    let bare = format!("http://{}/?rooms=team-a&autoconnect=1", server.http);
+    let refused = cdp.open_page(&bare, 800, 600);
+    cdp.wait_until(&refused, "the page says it needs a token", auth_err, |v| {
+        v.as_str().is_some_and(|s| s.contains("needs a signed token"))
+    });
+    let mut expired = auth_support::claims("user-1", &["team-*"]);
+    expired["exp"] = json!(switchboard::auth::mint::now_secs() - 60);
+    let stale = format!("{bare}#token={}", auth_support::hs(&expired));
+    let stale = cdp.open_page(&stale, 800, 600);
+    cdp.wait_until(&stale, "the page says the token expired", auth_err, |v| {
+        v.as_str()
+            .is_some_and(|s| s.contains("refused your token") && s.contains("expired"))
+    });
+    cdp.screenshot(&stale, &target_dir().join("chat-page-token-refused.png"));
     drop(chromium);
 }
 

@@ -705,7 +705,7 @@ fn chat_refuses_bad_requests_with_invalid_argument() {
         ),
         (
             ChatRequest { action: None },
-            "needs one of join, leave, send or nick",
+            "needs one of join, leave, send, nick or refresh",
         ),
     ];
     for (request, mentions) in cases {
