@@ -134,13 +134,20 @@ impl Events {
         }
     }
 
-    fn wait_for(&mut self, want: impl Fn(&proto::Event) -> bool, timeout: Duration) -> proto::Event {
+    fn wait_for(
+        &mut self,
+        want: impl Fn(&proto::Event) -> bool,
+        timeout: Duration,
+    ) -> proto::Event {
         let deadline = Instant::now() + timeout;
         loop {
             match self.next(deadline.saturating_duration_since(Instant::now())) {
                 Next::Event(event) if want(&event) => return event,
                 Next::Event(event) => self.seen.push(event),
-                other => panic!("awaited event did not come: got {other:?}; seen: {:?}", self.seen),
+                other => panic!(
+                    "awaited event did not come: got {other:?}; seen: {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -174,7 +181,10 @@ fn every_call_needs_a_good_token_in_the_metadata() {
     let status = grpc.subscribe(&["lobby"], None).err().expect("refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     for (what, token) in bad_hs256_tokens() {
-        let status = grpc.subscribe(&["lobby"], Some(&token)).err().expect("refused");
+        let status = grpc
+            .subscribe(&["lobby"], Some(&token))
+            .err()
+            .expect("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
     let status = grpc.publish("lobby", None).expect_err("refused");
@@ -183,9 +193,16 @@ fn every_call_needs_a_good_token_in_the_metadata() {
     assert_eq!(status.code(), Code::Unauthenticated);
 
     let token = hs(&claims("alice", &["lobby"]));
-    let mut events = grpc.subscribe(&["lobby"], Some(&token)).expect("subscribed");
+    let mut events = grpc
+        .subscribe(&["lobby"], Some(&token))
+        .expect("subscribed");
     events.wait_for(|e| e.r#type == "joined" && e.room == "lobby", secs(5));
-    assert_eq!(grpc.publish("lobby", Some(&token)).expect("published").accepted, 1);
+    assert_eq!(
+        grpc.publish("lobby", Some(&token))
+            .expect("published")
+            .accepted,
+        1
+    );
 }
 
 #[test]
@@ -196,7 +213,9 @@ fn rooms_outside_the_token_are_forbidden_inside_the_stream() {
     c["publish"] = json!(["team-a"]);
     c["name"] = json!("Alice");
     let token = hs(&c);
-    let mut events = grpc.subscribe(&["team-a", "secret"], Some(&token)).expect("subscribed");
+    let mut events = grpc
+        .subscribe(&["team-a", "secret"], Some(&token))
+        .expect("subscribed");
     events.wait_for(forbidden, secs(5));
 
     let (chat, mut events) = grpc.chat(Some(&token)).expect("chat");
@@ -221,7 +240,9 @@ fn rooms_outside_the_token_are_forbidden_inside_the_stream() {
     say("team-a");
     events.wait_for(|e| e.r#type == "message" && e.room == "team-a", secs(5));
 
-    let status = grpc.publish("team-b", Some(&token)).expect_err("outside publish");
+    let status = grpc
+        .publish("team-b", Some(&token))
+        .expect_err("outside publish");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
@@ -231,7 +252,9 @@ fn a_stream_ends_unauthenticated_at_exp() {
     let grpc = Grpc::connect(&server);
     let exp = now_secs() + 2;
     let token = hs(&expiring("alice", &["lobby"], 2));
-    let mut events = grpc.subscribe(&["lobby"], Some(&token)).expect("subscribed");
+    let mut events = grpc
+        .subscribe(&["lobby"], Some(&token))
+        .expect("subscribed");
     match events.wait_for_end(secs(6)) {
         Next::Failed(status) => {
             assert_eq!(status.code(), Code::Unauthenticated);
@@ -251,10 +274,16 @@ fn a_chat_refresh_moves_the_end() {
     let token = hs(&expiring("alice", &["lobby"], 2));
     let (chat, mut events) = grpc.chat(Some(&token)).expect("chat");
     events.wait_for(|e| e.r#type == "welcome", secs(5));
-    send(&chat, Action::Refresh(hs(&expiring("mallory", &["lobby"], 60))));
+    send(
+        &chat,
+        Action::Refresh(hs(&expiring("mallory", &["lobby"], 60))),
+    );
     events.wait_for(forbidden, secs(5));
     let second_exp = now_secs() + 4;
-    send(&chat, Action::Refresh(hs(&expiring("alice", &["lobby"], 4))));
+    send(
+        &chat,
+        Action::Refresh(hs(&expiring("alice", &["lobby"], 4))),
+    );
     events.wait_for(|e| e.r#type == "welcome", secs(5));
     let past_first = Duration::from_secs(first_exp + 1 - now_secs());
     assert!(matches!(events.wait_for_end(past_first), Next::TimedOut));

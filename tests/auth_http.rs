@@ -68,11 +68,19 @@ fn events_need_a_good_token_in_the_query_or_the_header() {
         assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer"));
     }
     let token = hs(&claims("alice", &["lobby"]));
-    let mut by_query = Sse::connect(server.http, &format!("/events?room=lobby&token={token}"), &[]);
+    let mut by_query = Sse::connect(
+        server.http,
+        &format!("/events?room=lobby&token={token}"),
+        &[],
+    );
     assert_eq!(by_query.status, 200);
     by_query.wait_for_data(|d| d["type"] == "joined", secs(5));
     let auth = bearer(&token);
-    let mut by_header = Sse::connect(server.http, "/events?room=lobby", &[("Authorization", &auth)]);
+    let mut by_header = Sse::connect(
+        server.http,
+        "/events?room=lobby",
+        &[("Authorization", &auth)],
+    );
     assert_eq!(by_header.status, 200);
     let joined = by_header.wait_for_data(|d| d["type"] == "joined", secs(5));
     assert_eq!(joined["room"], "lobby");
@@ -107,7 +115,11 @@ fn an_event_stream_ends_at_exp_and_says_why() {
     let mut c = claims("alice", &["lobby"]);
     let exp = now_secs() + 2;
     c["exp"] = json!(exp);
-    let mut sse = Sse::connect(server.http, &format!("/events?room=lobby&token={}", hs(&c)), &[]);
+    let mut sse = Sse::connect(
+        server.http,
+        &format!("/events?room=lobby&token={}", hs(&c)),
+        &[],
+    );
     assert_eq!(sse.status, 200);
     let why = sse.wait_for_data(|d| d["type"] == "error", secs(6));
     assert_eq!(why["code"], "token_expired");
@@ -141,7 +153,10 @@ fn rest_publishing_takes_the_api_key_or_a_token_that_allows_the_room() {
     publish(&server, "gossip", Some(&token), "x").assert_error(403, "forbidden");
     assert_eq!(publish(&server, "news", Some(&token), "x").status, 202);
     assert_eq!(publish(&server, "team-7", Some(&token), "x").status, 202);
-    assert_eq!(publish(&server, "gossip", Some(&bearer(API_KEY)), "x").status, 202);
+    assert_eq!(
+        publish(&server, "gossip", Some(&bearer(API_KEY)), "x").status,
+        202
+    );
     // The token's name wins over the body's `from`.
     let history = get_with(&server, "/rooms/news/messages", Some(API_KEY)).json();
     assert_eq!(history[0]["from"], "Editor", "{history}");
@@ -170,9 +185,16 @@ fn rest_reads_need_a_token_and_show_only_its_rooms() {
     get_with(&server, "/rooms/secret/messages", Some(&token)).assert_error(403, "forbidden");
     get_with(&server, "/rooms/secret", Some(&token)).assert_error(403, "forbidden");
     // ?token= works too, and the operator's key reads everything.
-    let by_query = get_with(&server, &format!("/rooms/team-a/messages?token={token}"), None);
+    let by_query = get_with(
+        &server,
+        &format!("/rooms/team-a/messages?token={token}"),
+        None,
+    );
     assert_eq!(by_query.status, 200);
-    assert_eq!(get_with(&server, "/rooms/secret/messages", Some(API_KEY)).status, 200);
+    assert_eq!(
+        get_with(&server, "/rooms/secret/messages", Some(API_KEY)).status,
+        200
+    );
     // Health, metrics and the page stay open.
     assert_eq!(get_with(&server, "/healthz", None).status, 200);
     assert_eq!(get_with(&server, "/metrics", None).status, 200);
@@ -182,7 +204,11 @@ fn rest_reads_need_a_token_and_show_only_its_rooms() {
 fn describe_lists_each_member_s_user() {
     let server = server();
     let token = hs(&claims("user-7", &["lobby"]));
-    let mut sse = Sse::connect(server.http, &format!("/events?room=lobby&token={token}"), &[]);
+    let mut sse = Sse::connect(
+        server.http,
+        &format!("/events?room=lobby&token={token}"),
+        &[],
+    );
     sse.wait_for_data(|d| d["type"] == "joined", secs(5));
     let detail = get_with(&server, "/rooms/lobby", Some(&token)).json();
     assert_eq!(detail["members"][0]["user"], "user-7", "{detail}");

@@ -21,7 +21,10 @@ fn hs_server() -> TestServer {
 
 /// The status line of a handshake for `/ws?{query}` with extra headers.
 fn handshake_status(server: &TestServer, query: &str, extra: &str) -> String {
-    let response = raw_http(server.ws, &handshake_request(&format!("/ws?{query}"), extra));
+    let response = raw_http(
+        server.ws,
+        &handshake_request(&format!("/ws?{query}"), extra),
+    );
     response.lines().next().unwrap_or("").to_owned() + "\n" + &response
 }
 
@@ -77,7 +80,10 @@ fn tampered_foreign_expired_and_unsigned_tokens_are_401() {
         assert!(response.starts_with("HTTP/1.1 401"), "{what}: {response}");
         let header = format!("Authorization: Bearer {token}\r\n");
         let response = handshake_status(&server, "", &header);
-        assert!(response.starts_with("HTTP/1.1 401"), "{what} (header): {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 401"),
+            "{what} (header): {response}"
+        );
     }
     let expired = {
         let mut c = claims("alice", &["*"]);
@@ -91,7 +97,11 @@ fn tampered_foreign_expired_and_unsigned_tokens_are_401() {
 #[test]
 fn public_key_servers_take_their_algorithm_and_refuse_the_confusions() {
     for (public, good, other) in [
-        (RSA_PUBLIC, rs as fn(&Value) -> String, es as fn(&Value) -> String),
+        (
+            RSA_PUBLIC,
+            rs as fn(&Value) -> String,
+            es as fn(&Value) -> String,
+        ),
         (EC_PUBLIC, es, rs),
     ] {
         let server = TestServer::start_with(|c| public_key_server(c, public));
@@ -100,7 +110,10 @@ fn public_key_servers_take_their_algorithm_and_refuse_the_confusions() {
         assert_eq!(welcome["rooms"], json!(["lobby"]));
         for (what, token) in [
             ("the other key type", other(&c)),
-            ("HS256 with the public key as secret", hs256_with_rsa_public_key(&c)),
+            (
+                "HS256 with the public key as secret",
+                hs256_with_rsa_public_key(&c),
+            ),
             ("HS256", hs(&c)),
             ("alg none", alg_none(&c)),
             ("tampered", tampered(&good(&c))),
@@ -129,11 +142,17 @@ fn audience_and_issuer_are_required_when_configured() {
         let mut bad = good.clone();
         bad[claim] = json!(value);
         let response = handshake_status(&server, &format!("token={}", hs(&bad)), "");
-        assert!(response.starts_with("HTTP/1.1 401"), "wrong {claim}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 401"),
+            "wrong {claim}: {response}"
+        );
         let mut missing = good.clone();
         missing.as_object_mut().expect("an object").remove(claim);
         let response = handshake_status(&server, &format!("token={}", hs(&missing)), "");
-        assert!(response.starts_with("HTTP/1.1 401"), "no {claim}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 401"),
+            "no {claim}: {response}"
+        );
     }
 }
 
@@ -145,7 +164,10 @@ fn joins_and_messages_outside_the_token_are_forbidden_and_the_connection_lives()
     let (mut alice, welcome) = connect(&server, "room=team-a&room=secret", &hs(&c));
     assert_eq!(welcome["rooms"], json!(["team-a"]), "secret is not joined");
     let refused = alice.wait_for(is_error("forbidden"), secs(5));
-    assert!(refused["message"].as_str().unwrap_or("").contains("secret"), "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap_or("").contains("secret"),
+        "{refused}"
+    );
 
     // A prefix pattern lets it join any team room; anything else is refused.
     alice.send_json(json!({"type": "join", "room": "team-b"}));
@@ -175,7 +197,10 @@ fn joins_and_messages_outside_the_token_are_forbidden_and_the_connection_lives()
         .iter()
         .filter_map(|r| r["name"].as_str())
         .collect();
-    assert!(names.contains(&"team-a") && !names.contains(&"secret"), "{names:?}");
+    assert!(
+        names.contains(&"team-a") && !names.contains(&"secret"),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -202,7 +227,8 @@ fn replay_shows_only_rooms_the_token_may_read() {
     assert_eq!(two["room"], "open");
     let all: Vec<Value> = reader.seen.clone();
     assert!(
-        all.iter().all(|e| e["room"] != "secret" || e["type"] == "error"),
+        all.iter()
+            .all(|e| e["room"] != "secret" || e["type"] == "error"),
         "nothing from #secret was replayed: {all:?}"
     );
     assert!(all.iter().any(|e| e["text"] == "one"), "{all:?}");
@@ -228,7 +254,11 @@ fn the_token_name_wins_over_the_query_and_fixed_names_refuse_nick() {
     bob.send_text("/nick Robert");
     let renamed = bob.wait_for(|e| e["type"] == "welcome", secs(5));
     assert_eq!(renamed["name"], "Robert");
-    let (_carol, welcome) = connect(&server, "room=lobby&name=Carol", &hs(&claims("u-19", &["lobby"])));
+    let (_carol, welcome) = connect(
+        &server,
+        "room=lobby&name=Carol",
+        &hs(&claims("u-19", &["lobby"])),
+    );
     assert_eq!(welcome["name"], "Carol");
 }
 

@@ -285,10 +285,16 @@ fn a_page_logs_in_with_a_token_from_its_fragment_and_says_why_when_refused() {
     let page = cdp.open_page(&url, 1100, 720);
     let presence =
         "Array.from(document.querySelectorAll('#presence li')).map(li => li.textContent).join('|')";
-    cdp.wait_until(&page, "presence lists Alice and the watcher", presence, |v| {
-        v.as_str()
-            .is_some_and(|s| s.contains("Alice") && s.contains("watcher") && !s.contains("mallory"))
-    });
+    cdp.wait_until(
+        &page,
+        "presence lists Alice and the watcher",
+        presence,
+        |v| {
+            v.as_str().is_some_and(|s| {
+                s.contains("Alice") && s.contains("watcher") && !s.contains("mallory")
+            })
+        },
+    );
     let address_bar = cdp.eval(&page, "location.href");
     assert!(
         !address_bar.as_str().unwrap_or("").contains("token"),
@@ -313,7 +319,8 @@ fn a_page_logs_in_with_a_token_from_its_fragment_and_says_why_when_refused() {
     let bare = format!("http://{}/?rooms=team-a&autoconnect=1", server.http);
     let refused = cdp.open_page(&bare, 800, 600);
     cdp.wait_until(&refused, "the page says it needs a token", auth_err, |v| {
-        v.as_str().is_some_and(|s| s.contains("needs a signed token"))
+        v.as_str()
+            .is_some_and(|s| s.contains("needs a signed token"))
     });
     let mut expired = auth_support::claims("user-1", &["team-*"]);
     expired["exp"] = json!(switchboard::auth::mint::now_secs() - 60);

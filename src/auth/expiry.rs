@@ -38,13 +38,13 @@ impl Session {
     /// returns what the connection may now do (for `Command::Regrant`). A
     /// refused one changes nothing and returns the error event to send: the
     /// old token still ends the connection on time.
-    pub fn refresh(&self, verifier: &Verifier, token: &str) -> Result<Access, Event> {
+    pub fn refresh(&self, verifier: &Verifier, token: &str) -> Result<Access, Box<Event>> {
         let grants = verifier
             .verify(token)
-            .map_err(|e| Event::error("unauthorized", e.to_string()))?;
+            .map_err(|e| Box::new(Event::error("unauthorized", e.to_string())))?;
         if grants.user != self.user {
             let message = format!("a refresh may not change the user ({})", self.user);
-            return Err(forbidden(message));
+            return Err(Box::new(forbidden(message)));
         }
         self.expiry.renew(grants.good_until);
         Ok(Access::Token(Arc::new(grants)))
@@ -75,7 +75,10 @@ impl Expiry {
     /// waiter looks again then, which costs nothing and cannot overflow).
     pub fn deadline(&self) -> Instant {
         let end = Duration::from_secs(self.0.load(Ordering::Acquire));
-        Instant::now() + end.saturating_sub(unix_now()).min(Duration::from_secs(86_400))
+        Instant::now()
+            + end
+                .saturating_sub(unix_now())
+                .min(Duration::from_secs(86_400))
     }
 }
 

@@ -115,7 +115,7 @@ pub enum Command {
         /// Whose.
         id: ClientId,
         /// What the fresh token allows, or why it was refused.
-        verdict: Result<Access, Event>,
+        verdict: Result<Access, Box<Event>>,
     },
     /// A subscriber's connection ended.
     Disconnect {

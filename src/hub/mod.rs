@@ -326,7 +326,7 @@ impl Hub {
             Command::Request { from, request } => self.request(from, request),
             Command::Regrant { id, verdict } => match verdict {
                 Ok(access) => self.regrant(id, access),
-                Err(refused) => self.tell(id, refused),
+                Err(refused) => self.tell(id, *refused),
             },
             Command::Disconnect { id } => self.disconnect(id),
             Command::Publish {

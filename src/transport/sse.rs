@@ -277,7 +277,12 @@ impl SseStream {
     }
 
     /// Moves events from the queue to the socket until the stream ends.
-    fn pump(&mut self, events: &Receiver<Outbound>, hangup: &Hangup, expires: Option<Instant>) -> End {
+    fn pump(
+        &mut self,
+        events: &Receiver<Outbound>,
+        hangup: &Hangup,
+        expires: Option<Instant>,
+    ) -> End {
         hangup.writer_is_current_thread();
         let heartbeat = tick(self.shared.config.ping_interval);
         let expired = expires.map_or_else(never, crossbeam_channel::at);

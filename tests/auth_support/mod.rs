@@ -64,7 +64,10 @@ pub fn tampered(token: &str) -> String {
     let mut signature: Vec<u8> = signature.bytes().collect();
     let at = signature.len() / 2;
     signature[at] = if signature[at] == b'A' { b'B' } else { b'A' };
-    format!("{rest}.{}", String::from_utf8(signature).expect("base64url"))
+    format!(
+        "{rest}.{}",
+        String::from_utf8(signature).expect("base64url")
+    )
 }
 
 /// An unsigned token: `alg: none`.
@@ -75,8 +78,7 @@ pub fn alg_none(claims: &Value) -> String {
 
 /// Base64url without padding, as JWTs use it.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk

@@ -157,8 +157,19 @@ impl Reader {
             return; // tokens are off: `chat_line` passes the request to the hub
         };
         let verdict = session.refresh(verifier, token);
-        debug!("{} token refresh: {}", self.id, if verdict.is_ok() { "accepted" } else { "refused" });
-        let _ = shared.hub.send(Command::Regrant { id: self.id, verdict }); // a stopped hub has forgotten us anyway
+        debug!(
+            "{} token refresh: {}",
+            self.id,
+            if verdict.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            }
+        );
+        let _ = shared.hub.send(Command::Regrant {
+            id: self.id,
+            verdict,
+        }); // a stopped hub has forgotten us anyway
     }
 
     fn classify(&mut self, error: WsError) -> Ending {
