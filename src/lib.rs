@@ -46,7 +46,9 @@
 //!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
 //!    stream; REST as request/reply with the hub; [`origin`]: which browser
 //!    pages may open a WebSocket or publish; [`transport::refuse`]: turning
-//!    connections away without a thread each.
+//!    connections away without a thread each; [`auth`]: what a signed token
+//!    lets a subscriber do, checked at every transport's handshake and asked
+//!    by the hub before each join and message.
 //! 8. [`server`] and [`shutdown`]: starting everything, and ending it by
 //!    dropping a channel.
 //! 9. `transport::grpc` (feature `grpc`): the one place with an async
