@@ -193,7 +193,7 @@ pub fn respond(request: Request, error: ApiError) {
     debug!(
         "http {} {}: {} {}",
         request.method(),
-        request.url(),
+        crate::auth::without_token(request.url()),
         error.status(),
         error
     );

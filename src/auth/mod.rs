@@ -45,6 +45,28 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// `url` with the value of any `token=` in its query replaced by `…`, for
+/// logs: a token is a credential until it expires.
+pub fn without_token(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.into();
+    };
+    if !query.split('&').any(|pair| pair.starts_with("token=")) {
+        return url.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with("token=") {
+                "token=…"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
+}
+
 /// What a subscriber presenting `token` may do: `Access::Open` when tokens
 /// are off (`verifier` is `None`), else the token's grants or why not.
 pub fn admit(verifier: Option<&Verifier>, token: Option<&str>) -> Result<Access, TokenError> {
@@ -60,6 +82,13 @@ pub fn admit(verifier: Option<&Verifier>, token: Option<&str>) -> Result<Access,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_lose_their_token() {
+        assert_eq!(without_token("/rooms?token=abc&x=1"), "/rooms?token=…&x=1");
+        assert_eq!(without_token("/events?room=a"), "/events?room=a");
+        assert_eq!(without_token("/healthz"), "/healthz");
+    }
 
     #[test]
     fn the_header_wins_over_the_query_and_blank_is_none() {
