@@ -244,6 +244,10 @@ fn rooms_outside_the_token_are_forbidden_inside_the_stream() {
         .publish("team-b", Some(&token))
         .expect_err("outside publish");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // Inside it, the token's name is the sender's.
+    grpc.publish("team-a", Some(&token)).expect("published");
+    let published = events.wait_for(|e| e.r#type == "message" && e.from_id == "grpc", secs(5));
+    assert_eq!(published.from, "Alice");
 }
 
 #[test]

@@ -149,6 +149,8 @@ impl Publisher {
                         summary.accepted
                     ))
                 })?;
+            // A token's own name wins, as on every transport.
+            let from = self.access.name(Some(from)).expect("a name was given");
             if !self.access.may_publish(&room) {
                 return Err(Status::permission_denied(format!(
                     "message {}: your token does not let you send to #{room}; {} accepted before it",
