@@ -277,6 +277,8 @@ fn a_page_logs_in_with_a_token_from_its_fragment_and_says_why_when_refused() {
     // the page's URL as the server sees it (a fragment is not sent).
     let mut alice = auth_support::claims("user-1", &["team-*"]);
     alice["name"] = json!("Alice");
+    let first_exp = switchboard::auth::mint::now_secs() + 4;
+    alice["exp"] = json!(first_exp);
     let url = format!(
         "http://{}/?name=mallory&rooms=team-a&autoconnect=1#token={}",
         server.http,
@@ -313,6 +315,22 @@ fn a_page_logs_in_with_a_token_from_its_fragment_and_says_why_when_refused() {
     }
     let event = watcher.wait_for(|e| e["type"] == "message" && e["text"] == text, secs(10));
     assert_eq!(event["from"], "Alice");
+
+    // A new #token= refreshes the connection: it outlives the first token.
+    alice["exp"] = json!(first_exp + 3600);
+    let fresh = format!("location.hash = 'token={}'", auth_support::hs(&alice));
+    cdp.eval(&page, &fresh);
+    let clock = "Math.floor(Date.now() / 1000)";
+    cdp.wait_until(&page, "the first token's exp has passed", clock, |v| {
+        v.as_u64().is_some_and(|now| now > first_exp + 1)
+    });
+    let later = "still here after the first exp";
+    cdp.call(Some(&page), "Input.insertText", json!({"text": later}));
+    for kind in ["keyDown", "keyUp"] {
+        let key = json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"});
+        cdp.call(Some(&page), "Input.dispatchKeyEvent", key);
+    }
+    watcher.wait_for(|e| e["type"] == "message" && e["text"] == later, secs(10));
 
     // Without a token, and with an expired one, the page says why and stops.
     let auth_err = "document.querySelector('#authErr').textContent";
