@@ -69,6 +69,12 @@ pub fn without_token(url: &str) -> std::borrow::Cow<'_, str> {
 
 /// What a subscriber presenting `token` may do: `Access::Open` when tokens
 /// are off (`verifier` is `None`), else the token's grants or why not.
+///
+/// Out of line, as is `Verifier::verify`: a WebSocket handshake calls it on
+/// the reader's thread, whose every touched stack page stays resident for
+/// the life of the connection (`transport::ws`), so signature arithmetic
+/// must not widen the handshake's own frame.
+#[inline(never)]
 pub fn admit(verifier: Option<&Verifier>, token: Option<&str>) -> Result<Access, TokenError> {
     match verifier {
         None => Ok(Access::Open),

@@ -146,6 +146,7 @@ impl Verifier {
     }
 
     /// Checks `token` and reads what it grants.
+    #[inline(never)]
     pub fn verify(&self, token: &str) -> Result<Grants, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed(format!(
