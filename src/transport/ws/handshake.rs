@@ -1,14 +1,13 @@
 //! The WebSocket handshake, read and checked by hand on `httparse`: a whole
 //! head within `MAX_HEAD_BYTES` and the request deadline, the path (`/ws` or
-//! `/echo`), the upgrade headers, the origin rule, the subscription, and,
-//! with tokens on, the token (`auth`: 401 without a good one).
+//! `/echo`), the upgrade headers, the origin rule, and the subscription.
+//! With `--jwt-*`, `token` then checks the token in the head it returns.
 //! Runs on the connection's reader thread, before its writer exists.
 
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use crate::auth::{self, Access};
 use crate::protocol::{Format, ParseError};
 use crate::room::{Name, RoomName};
 use crate::subscription::{Subscription, SubscriptionBuilder};
@@ -28,8 +27,6 @@ pub(super) enum Route {
         name: Option<Name>,
         format: Format,
         since: Option<u64>,
-        /// `?token=`, if given (`Authorization: Bearer` wins over it).
-        token: Option<String>,
     },
 }
 
@@ -57,14 +54,13 @@ impl Refusal {
     }
 }
 
-/// A handshake accepted: where to, the client's key, and any bytes read past
-/// the request head.
+/// A handshake accepted: where to, the client's key, and everything read:
+/// the request head (`head[..head_len]`), then any bytes past it.
 pub(super) struct Accepted {
     pub(super) route: Route,
     pub(super) key: String,
-    pub(super) tail: Vec<u8>,
-    /// What its token allows (`Access::Open` with tokens off, and on `/echo`).
-    pub(super) access: Access,
+    pub(super) head: Vec<u8>,
+    pub(super) head_len: usize,
 }
 
 /// Reads and checks the handshake request; on success returns the route, the
@@ -184,19 +180,11 @@ pub(super) fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted,
     } else {
         parse_chat_query(query).map_err(|e| bad(&e.to_string()))?
     };
-    let access = match &route {
-        Route::Echo => Access::Open,
-        Route::Chat { token, .. } => {
-            let token = auth::presented(token.as_deref(), header("authorization"));
-            auth::admit(shared.config.jwt.as_deref(), token)
-                .map_err(|e| Refusal::new(401, "Unauthorized", "token", e.to_string()))?
-        }
-    };
     Ok(Accepted {
         route,
         key: key.to_owned(),
-        tail: head[head_len..].to_vec(),
-        access,
+        head,
+        head_len,
     })
 }
 
@@ -204,13 +192,10 @@ pub(super) fn handshake(socket: &TcpStream, shared: &Shared) -> Result<Accepted,
 /// `format=json|text`.
 pub(super) fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
     let mut format = Format::Json;
-    let mut token = None;
     let mut wanted = SubscriptionBuilder::default();
     wanted.query(query, |key, value| {
-        match key {
-            "format" => format = Format::parse(value)?,
-            "token" => token = Some(value.to_owned()),
-            _ => {}
+        if key == "format" {
+            format = Format::parse(value)?;
         }
         Ok(())
     })?;
@@ -220,7 +205,6 @@ pub(super) fn parse_chat_query(query: &str) -> Result<Route, ParseError> {
         name,
         format,
         since,
-        token,
     })
 }
 
@@ -239,7 +223,6 @@ mod tests {
             name,
             format,
             since,
-            ..
         }) = parse_chat_query("")
         else {
             panic!("an empty query is valid");

@@ -34,6 +34,7 @@
 
 mod handshake;
 mod reader;
+mod token;
 mod writer;
 
 use std::io::{self, Write};
@@ -46,7 +47,7 @@ use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use crate::auth::{Access, Session};
+use crate::auth::{Access, Expiry};
 use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
@@ -60,6 +61,7 @@ use crate::transport::{Permit, Shared};
 
 use handshake::{handshake, Accepted, Refusal, Route};
 use reader::{RateLimit, Reader, Reply};
+use token::Signed;
 use writer::Writer;
 
 /// Replies the reader may queue for the writer before it waits: none, the
@@ -150,9 +152,13 @@ fn upgrade(
             return None;
         }
     };
+    let Ok(signed) = token::authorize(&socket, id, &accepted, shared) else {
+        return None; // refused with 401
+    };
     // The writer starts before the upgrade, so a thread that cannot start is
     // still a 503.
-    let link = match start_writer(&socket, id, &permit, shared, &accepted) {
+    let expiry = signed.as_ref().map(|s| Arc::clone(&s.session.expiry));
+    let link = match start_writer(&socket, id, &permit, shared, (&accepted.route, expiry)) {
         Ok(link) => link,
         Err(e) => {
             warn!("{id} refused: cannot start a thread: {e}");
@@ -169,17 +175,16 @@ fn upgrade(
     let Accepted {
         route,
         key,
-        tail,
-        access,
+        head,
+        head_len,
     } = accepted;
     let WriterLink {
         replies,
         events,
         hangup,
-        session,
     } = link;
-    let reader = new_reader(id, socket, tail, replies, &shared.config, session);
-    open(reader, shared, &peer, route, &key, (events, hangup), access)
+    let reader = new_reader(id, socket, (head, head_len), replies, &shared.config);
+    open(reader, shared, &peer, route, &key, (events, hangup), signed)
 }
 
 /// The peer's address, for the logs (its formatting in a frame of its own).
@@ -215,8 +220,6 @@ struct WriterLink {
     /// The connection's queue, for the hub (`/ws` only).
     events: Sender<Outbound>,
     hangup: Arc<Hangup>,
-    /// Its token's user and end, if it has one.
-    session: Option<Session>,
 }
 
 /// Starts the connection's writer thread.
@@ -226,16 +229,9 @@ fn start_writer(
     id: ClientId,
     permit: &Arc<Permit>,
     shared: &Shared,
-    accepted: &Accepted,
+    (route, expiry): (&Route, Option<Arc<Expiry>>),
 ) -> io::Result<WriterLink> {
-    let route = &accepted.route;
     let config = &shared.config;
-    // With a token, the writer ends the connection when it runs out, unless
-    // the reader has renewed it by then.
-    let session = match &accepted.access {
-        Access::Token(grants) => Some(Session::new(grants)),
-        Access::Open => None,
-    };
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
     let _ = socket.set_write_timeout(Some(config.write_timeout));
     let (replies, replies_rx) = queue(REPLY_QUEUE);
@@ -260,7 +256,9 @@ fn start_writer(
         },
         hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
-        expiry: session.as_ref().map(|s| Arc::clone(&s.expiry)),
+        // With a token, the writer ends the connection when it runs out,
+        // unless the reader's refresh has moved that by then.
+        expiry,
         permit: Arc::clone(permit),
         _done: shared.done.clone(),
     });
@@ -271,7 +269,6 @@ fn start_writer(
         replies,
         events,
         hangup,
-        session,
     })
 }
 
@@ -306,7 +303,7 @@ fn open(
     route: Route,
     key: &str,
     (events, hangup): (Sender<Outbound>, Arc<Hangup>),
-    access: Access,
+    signed: Option<Box<Signed>>,
 ) -> Option<Box<Reader>> {
     let id = reader.id;
     if matches!(route, Route::Chat { .. }) {
@@ -326,6 +323,14 @@ fn open(
             rooms, name, since, ..
         } => {
             debug!("{id} {peer} ws open");
+            let access = match signed {
+                Some(signed) => {
+                    let Signed { access, session } = *signed;
+                    reader.session = Some(session);
+                    access
+                }
+                None => Access::Open,
+            };
             let subscriber = Subscriber {
                 id,
                 name: access.name(name).unwrap_or_else(|| Name::guest(id.0)),
@@ -355,10 +360,9 @@ fn open(
 fn new_reader(
     id: ClientId,
     socket: Arc<TcpStream>,
-    tail: Vec<u8>,
+    (head, head_len): (Vec<u8>, usize),
     replies: Sender<Reply>,
     config: &Config,
-    session: Option<Session>,
 ) -> Box<Reader> {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -368,12 +372,18 @@ fn new_reader(
     Box::new(Reader {
         id,
         socket,
-        context: WebSocketContext::from_partially_read(tail, Role::Server, Some(ws_config)),
+        // Only the bytes read past the head, in an allocation of their own:
+        // the head's buffer is not kept for the life of the connection.
+        context: WebSocketContext::from_partially_read(
+            head[head_len..].to_vec(),
+            Role::Server,
+            Some(ws_config),
+        ),
         replies,
         chat: None,
         rate: config.rate_limit.map(RateLimit::new),
         max_message_bytes: config.max_message_bytes,
-        session,
+        session: None,
     })
 }
 

@@ -62,9 +62,12 @@ pub(super) struct Reader {
 
 impl Reader {
     #[inline(never)] // its frame is not `open`'s (see `serve`)
-    pub(super) fn run(mut self) {
+                     // `self: Box<Self>`: taken by value, the reader was copied out of its
+                     // box onto `serve`'s frame, which sits under the read loop for the life
+                     // of the connection (0x1c8 bytes of it, in the release build).
+    pub(super) fn run(mut self: Box<Self>) {
         let ending = loop {
-            let message = self.context.read(&mut ReadHalf(&self.socket));
+            let message = self.next_message();
             let reply = match message {
                 Ok(Message::Text(text)) => match &self.chat {
                     None => Reply::Echo(Message::Text(text)),
@@ -114,6 +117,14 @@ impl Reader {
             let _ = shared.hub.send(Command::Disconnect { id }); // a stopped hub has forgotten us anyway
         }
         debug!("{id} ws closed");
+    }
+
+    /// The next message from the peer. Out of line on purpose: inlined, the
+    /// protocol's read widened `run`'s frame, which sits under every idle
+    /// connection for its whole life (`scripts/stacks.sh` caught it).
+    #[inline(never)]
+    fn next_message(&mut self) -> Result<Message, WsError> {
+        self.context.read(&mut ReadHalf(&self.socket))
     }
 
     /// Handles one line of chat; returns a reply for the peer, if any.
