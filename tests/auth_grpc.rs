@@ -206,6 +206,25 @@ fn every_call_needs_a_good_token_in_the_metadata() {
 }
 
 #[test]
+fn audience_and_issuer_are_checked_when_configured() {
+    let server = TestServer::start_with(|config| {
+        config.grpc_addr = Some("127.0.0.1:0".parse().expect("an address"));
+        aud_iss_server(config);
+    });
+    let grpc = Grpc::connect(&server);
+    let (good, bad) = aud_iss_tokens("alice", &["lobby"]);
+    for (what, token) in &bad {
+        let status = grpc
+            .subscribe(&["lobby"], Some(token))
+            .err()
+            .expect("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    }
+    let mut events = grpc.subscribe(&["lobby"], Some(&good)).expect("subscribed");
+    events.wait_for(|e| e.r#type == "joined", secs(5));
+}
+
+#[test]
 fn rooms_outside_the_token_are_forbidden_inside_the_stream() {
     let server = server();
     let grpc = Grpc::connect(&server);

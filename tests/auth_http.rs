@@ -87,6 +87,31 @@ fn events_need_a_good_token_in_the_query_or_the_header() {
 }
 
 #[test]
+fn events_and_rest_check_audience_and_issuer_when_configured() {
+    let server = TestServer::start_with(aud_iss_server);
+    let (good, bad) = aud_iss_tokens("alice", &["lobby"]);
+    for (what, token) in &bad {
+        let resp = get_with(&server, &format!("/events?room=lobby&token={token}"), None);
+        assert_eq!(resp.status, 401, "SSE, {what}: {resp:?}");
+        let resp = publish(&server, "lobby", Some(&bearer(token)), "x");
+        assert_eq!(resp.status, 401, "REST, {what}: {resp:?}");
+        let resp = get_with(&server, "/rooms", Some(token));
+        assert_eq!(resp.status, 401, "REST read, {what}: {resp:?}");
+    }
+    let mut sse = Sse::connect(
+        server.http,
+        &format!("/events?room=lobby&token={good}"),
+        &[],
+    );
+    assert_eq!(sse.status, 200);
+    sse.wait_for_data(|d| d["type"] == "joined", secs(5));
+    assert_eq!(
+        publish(&server, "lobby", Some(&bearer(&good)), "x").status,
+        202
+    );
+}
+
+#[test]
 fn events_refuse_rooms_outside_the_token_and_replay_only_readable_ones() {
     let server = server();
     let first = publish_as_operator(&server, "team-a", "one");

@@ -32,6 +32,39 @@ pub fn public_key_server(config: &mut Config, pem: &[u8]) {
     config.jwt = Some(Arc::new(verifier.with_leeway(Duration::ZERO)));
 }
 
+/// Turns tokens on (HS256) and requires `aud` `chat` and `iss` `auth`.
+pub fn aud_iss_server(config: &mut Config) {
+    let verifier = Verifier::hs256(SECRET)
+        .expect("a secret")
+        .with_audience("chat")
+        .with_issuer("auth");
+    config.jwt = Some(Arc::new(verifier.with_leeway(Duration::ZERO)));
+}
+
+/// For an `aud_iss_server`: a good token, and each wrong `aud`/`iss` one.
+pub fn aud_iss_tokens(sub: &str, rooms: &[&str]) -> (String, Vec<(&'static str, String)>) {
+    let mut good = claims(sub, rooms);
+    good["aud"] = json!("chat");
+    good["iss"] = json!("auth");
+    let with = |claim: &str, value: Value| {
+        let mut c = good.clone();
+        match value {
+            Value::Null => {
+                c.as_object_mut().expect("an object").remove(claim);
+            }
+            value => c[claim] = value,
+        }
+        hs(&c)
+    };
+    let bad = vec![
+        ("wrong aud", with("aud", json!("other"))),
+        ("no aud", with("aud", Value::Null)),
+        ("wrong iss", with("iss", json!("evil"))),
+        ("no iss", with("iss", Value::Null)),
+    ];
+    (hs(&good), bad)
+}
+
 /// Claims for `sub` reading `rooms`, good for an hour.
 pub fn claims(sub: &str, rooms: &[&str]) -> Value {
     json!({"sub": sub, "exp": now_secs() + 3600, "rooms": rooms})
