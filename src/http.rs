@@ -89,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::Parse(ParseError::TooLarge { .. }) => 413,
             ApiError::Parse(_) => 400,
+            ApiError::Token(TokenError::Unavailable) => 503,
             ApiError::Unauthorized(_) | ApiError::Token(_) => 401,
             ApiError::NotAllowed(_) => 403,
             ApiError::Forbidden(_) => 403,
@@ -107,6 +108,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Parse(e) => e.code(),
+            ApiError::Token(TokenError::Unavailable) => "unavailable",
             ApiError::Unauthorized(_) | ApiError::Token(_) => "unauthorized",
             ApiError::NotAllowed(_) => "forbidden",
             ApiError::Forbidden(_) => "forbidden",
@@ -134,6 +136,7 @@ impl ApiError {
         let mut reply = json(self.status(), &body);
         match self {
             ApiError::MethodNotAllowed { allow, .. } => reply.add_header(header("Allow", allow)),
+            ApiError::Token(TokenError::Unavailable) => {}
             ApiError::Unauthorized(_) | ApiError::Token(_) => {
                 reply.add_header(header("WWW-Authenticate", "Bearer"))
             }

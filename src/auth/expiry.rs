@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::protocol::Event;
 
+use super::aside::verify_aside;
 use super::grants::{forbidden, Access, Grants};
-use super::verify::Verifier;
+use super::verify::{TokenError, Verifier};
 
 /// A connection opened with a token: whose it is, and when it ends.
 #[derive(Debug, Clone)]
@@ -38,10 +39,14 @@ impl Session {
     /// returns what the connection may now do (for `Command::Regrant`). A
     /// refused one changes nothing and returns the error event to send: the
     /// old token still ends the connection on time.
-    pub fn refresh(&self, verifier: &Verifier, token: &str) -> Result<Access, Box<Event>> {
-        let grants = verifier
-            .verify(token)
-            .map_err(|e| Box::new(Event::error("unauthorized", e.to_string())))?;
+    pub fn refresh(&self, verifier: &Arc<Verifier>, token: &str) -> Result<Access, Box<Event>> {
+        let grants = verify_aside(verifier, token).map_err(|e| {
+            let code = match e {
+                TokenError::Unavailable => "unavailable",
+                _ => "unauthorized",
+            };
+            Box::new(Event::error(code, e.to_string()))
+        })?;
         if grants.user != self.user {
             let message = format!("a refresh may not change the user ({})", self.user);
             return Err(Box::new(forbidden(message)));

@@ -14,12 +14,14 @@
 //!
 //! [`mint`] makes tokens for `switchboard token`, for trying it out.
 
+pub mod aside;
 pub mod claims;
 pub mod expiry;
 pub mod grants;
 pub mod mint;
 pub mod verify;
 
+pub use aside::verify_aside;
 pub use claims::{Claims, RoomPattern};
 pub use expiry::{Expiry, Session};
 pub use grants::{forbidden, Access, Grants};
@@ -68,19 +70,20 @@ pub fn without_token(url: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// What a subscriber presenting `token` may do: `Access::Open` when tokens
-/// are off (`verifier` is `None`), else the token's grants or why not.
-///
-/// Out of line, as is `Verifier::verify`: a WebSocket handshake calls it on
-/// the reader's thread, whose every touched stack page stays resident for
-/// the life of the connection (`transport::ws`), so signature arithmetic
-/// must not widen the handshake's own frame.
+/// are off (`verifier` is `None`), else the token's grants (checked on a
+/// thread of its own: `aside`) or why not.
 #[inline(never)]
-pub fn admit(verifier: Option<&Verifier>, token: Option<&str>) -> Result<Access, TokenError> {
+pub fn admit(
+    verifier: Option<&std::sync::Arc<Verifier>>,
+    token: Option<&str>,
+) -> Result<Access, TokenError> {
     match verifier {
         None => Ok(Access::Open),
         Some(verifier) => {
             let token = token.ok_or(TokenError::Missing)?;
-            Ok(Access::Token(std::sync::Arc::new(verifier.verify(token)?)))
+            Ok(Access::Token(std::sync::Arc::new(verify_aside(
+                verifier, token,
+            )?)))
         }
     }
 }

@@ -77,6 +77,9 @@ pub enum TokenError {
     /// Not a JWT at all.
     #[error("not a valid token: {0}")]
     Malformed(String),
+    /// The OS would not start the thread that checks it (`aside`).
+    #[error("the server cannot check tokens right now; try again")]
+    Unavailable,
 }
 
 impl Verifier {

@@ -233,7 +233,7 @@ fn caller(request: &Request, query: &str, shared: &Shared) -> Result<Access, Api
         .find(|(key, _)| key == "token")
         .map(|(_, value)| value.into_owned());
     let token = auth::presented(from_query.as_deref(), authorization);
-    auth::admit(shared.config.jwt.as_deref(), token).map_err(|e| {
+    auth::admit(shared.config.jwt.as_ref(), token).map_err(|e| {
         shared.metrics.refused("token");
         ApiError::Token(e)
     })

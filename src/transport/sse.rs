@@ -119,7 +119,7 @@ pub fn admit(request: &Request, query: &str, shared: &Shared) -> Result<Admitted
         .map(|h| h.value.as_str());
     let from_query = query_token(query);
     let token = auth::presented(from_query.as_deref(), authorization);
-    let access = auth::admit(shared.config.jwt.as_deref(), token).map_err(|e| {
+    let access = auth::admit(shared.config.jwt.as_ref(), token).map_err(|e| {
         shared.metrics.refused("token");
         Refused::Token(e)
     })?;

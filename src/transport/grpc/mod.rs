@@ -80,7 +80,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use crate::auth::{self, Access, Expiry, Session};
+use crate::auth::{self, Access, Expiry, Session, TokenError};
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Transport};
@@ -344,9 +344,12 @@ impl Front {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         let token = auth::presented(None, authorization);
-        auth::admit(self.shared.config.jwt.as_deref(), token).map_err(|e| {
-            self.shared.metrics.refused("token");
-            Status::unauthenticated(e.to_string())
+        auth::admit(self.shared.config.jwt.as_ref(), token).map_err(|e| match e {
+            TokenError::Unavailable => Status::unavailable(e.to_string()),
+            e => {
+                self.shared.metrics.refused("token");
+                Status::unauthenticated(e.to_string())
+            }
         })
     }
 

@@ -4,12 +4,10 @@
 //! is missing or bad refuses the handshake with `401`.
 //!
 //! Runs on the connection's reader thread, out of line and only when tokens
-//! are on, and the signature check itself on a short-lived thread of its
-//! own (`ws-auth c7`): every stack page a reader touches stays with the
-//! connection for its whole life (`scripts/stacks.sh`), and verifying (JSON,
-//! base64, the signature's arithmetic) touched two more pages of every
-//! reader's stack (16 KiB instead of 8, measured with 300 idle HS256
-//! connections). The extra thread is paid per handshake, only with tokens on.
+//! are on (the signature check itself on a thread of its own: `auth::aside`):
+//! every stack page a reader touches stays with the connection for its whole
+//! life (`scripts/stacks.sh`), so with tokens off the handshake's frames are
+//! what they were, and with tokens on the reader's stack is not deepened.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -17,7 +15,6 @@ use std::sync::Arc;
 use log::debug;
 
 use crate::auth::{self, Access, Session, TokenError, Verifier};
-use crate::os::threads::{spawn_named, READER_STACK_BYTES};
 use crate::protocol::ClientId;
 use crate::transport::Shared;
 
@@ -30,13 +27,6 @@ pub(super) struct Signed {
     pub(super) access: Access,
     pub(super) session: Session,
 }
-
-/// The verifying thread's stack: more than four readers' on purpose. glibc
-/// keeps the stacks of ended threads and hands one to a new thread that asks
-/// for up to four times less, touched pages and all: a reader or writer
-/// started after a verifier would inherit the pages this thread touched.
-/// Only the virtual size is large; a verify touches some 16 KiB of it.
-const VERIFIER_STACK_BYTES: usize = 4 * READER_STACK_BYTES + 64 * 1024;
 
 /// The most header lines looked at (the handshake already allowed no more).
 const MAX_HEADERS: usize = 64;
@@ -57,7 +47,7 @@ pub(super) fn authorize(
     if !matches!(accepted.route, Route::Chat { .. }) {
         return Ok(None);
     }
-    match check(id, &accepted.head[..accepted.head_len], verifier) {
+    match check(&accepted.head[..accepted.head_len], verifier) {
         Ok(signed) => Ok(Some(signed)),
         Err(refusal) => {
             debug!(
@@ -72,7 +62,7 @@ pub(super) fn authorize(
 
 /// Reads the token from a request head (the handshake parsed it already)
 /// and checks it.
-fn check(id: ClientId, head: &[u8], verifier: &Arc<Verifier>) -> Result<Box<Signed>, Refusal> {
+fn check(head: &[u8], verifier: &Arc<Verifier>) -> Result<Box<Signed>, Refusal> {
     let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let _ = request.parse(head);
@@ -91,25 +81,15 @@ fn check(id: ClientId, head: &[u8], verifier: &Arc<Verifier>) -> Result<Box<Sign
     let Some(token) = auth::presented(from_query.as_deref(), authorization) else {
         return Err(refused(TokenError::Missing));
     };
-    let verifying = {
-        let (verifier, token) = (Arc::clone(verifier), token.to_owned());
-        spawn_named(format!("ws-auth {id}"), VERIFIER_STACK_BYTES, move || {
-            verifier.verify(&token)
-        })
-    };
-    let Ok(verifying) = verifying else {
-        let busy = "the server cannot take more connections";
-        return Err(Refusal::new(503, "Service Unavailable", "threads", busy));
-    };
-    // A panic while verifying (a bug, on a peer's input) refuses the token.
-    let verified = verifying
-        .join()
-        .unwrap_or_else(|_| Err(TokenError::Malformed("the token could not be read".into())));
-    match verified {
+    match auth::verify_aside(verifier, token) {
         Ok(grants) => Ok(Box::new(Signed {
             session: Session::new(&grants),
             access: Access::Token(Arc::new(grants)),
         })),
+        Err(TokenError::Unavailable) => {
+            let busy = "the server cannot take more connections";
+            Err(Refusal::new(503, "Service Unavailable", "threads", busy))
+        }
         Err(e) => Err(refused(e)),
     }
 }
