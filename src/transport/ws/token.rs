@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use log::debug;
 
-use crate::auth::{self, Access, Session, TokenError, Verifier};
+use crate::auth::{self, Access, Session, TokenError};
 use crate::protocol::ClientId;
 use crate::transport::Shared;
 
@@ -33,7 +33,12 @@ const MAX_HEADERS: usize = 64;
 
 /// With tokens on, checks the token of an accepted `/ws` handshake:
 /// `Ok(Some(..))` for a good one; `Err(())` once a bad or missing one has
-/// been answered with `401`. `Ok(None)` with tokens off, or on `/echo`.
+/// been answered (`401`, or `503` if no thread could check it). `Ok(None)`
+/// with tokens off, or on `/echo`.
+///
+/// Each step is out of line and returns before the next, so that the
+/// verifying thread is started from a shallow frame: starting a thread is
+/// deep, and the reader's stack keeps what it touches.
 #[inline(never)]
 pub(super) fn authorize(
     socket: &TcpStream,
@@ -47,22 +52,26 @@ pub(super) fn authorize(
     if !matches!(accepted.route, Route::Chat { .. }) {
         return Ok(None);
     }
-    match check(&accepted.head[..accepted.head_len], verifier) {
-        Ok(signed) => Ok(Some(signed)),
-        Err(refusal) => {
-            debug!(
-                "{id} ws handshake refused: {} {}",
-                refusal.status, refusal.message
-            );
-            refuse(socket, shared, &refusal);
+    let verified = match presented(&accepted.head[..accepted.head_len]) {
+        Some(token) => auth::verify_aside(verifier, &token),
+        None => Err(TokenError::Missing),
+    };
+    match verified {
+        Ok(grants) => Ok(Some(Box::new(Signed {
+            session: Session::new(&grants),
+            access: Access::Token(Arc::new(grants)),
+        }))),
+        Err(e) => {
+            refuse_token(socket, id, shared, e);
             Err(())
         }
     }
 }
 
-/// Reads the token from a request head (the handshake parsed it already)
-/// and checks it.
-fn check(head: &[u8], verifier: &Arc<Verifier>) -> Result<Box<Signed>, Refusal> {
+/// The token a request head carries (the handshake parsed it already):
+/// `Authorization: Bearer`, else `?token=`.
+#[inline(never)]
+fn presented(head: &[u8]) -> Option<String> {
     let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let _ = request.parse(head);
@@ -78,22 +87,23 @@ fn check(head: &[u8], verifier: &Arc<Verifier>) -> Result<Box<Signed>, Refusal> 
     let from_query = form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "token")
         .map(|(_, value)| value.into_owned());
-    let Some(token) = auth::presented(from_query.as_deref(), authorization) else {
-        return Err(refused(TokenError::Missing));
-    };
-    match auth::verify_aside(verifier, token) {
-        Ok(grants) => Ok(Box::new(Signed {
-            session: Session::new(&grants),
-            access: Access::Token(Arc::new(grants)),
-        })),
-        Err(TokenError::Unavailable) => {
-            let busy = "the server cannot take more connections";
-            Err(Refusal::new(503, "Service Unavailable", "threads", busy))
-        }
-        Err(e) => Err(refused(e)),
-    }
+    auth::presented(from_query.as_deref(), authorization).map(str::to_owned)
 }
 
-fn refused(e: TokenError) -> Refusal {
-    Refusal::new(401, "Unauthorized", "token", e.to_string())
+/// Answers a refused token: `401` with the reason, or `503` when no thread
+/// could be started to check it.
+#[inline(never)]
+fn refuse_token(socket: &TcpStream, id: ClientId, shared: &Shared, e: TokenError) {
+    let refusal = match e {
+        TokenError::Unavailable => {
+            let busy = "the server cannot take more connections";
+            Refusal::new(503, "Service Unavailable", "threads", busy)
+        }
+        e => Refusal::new(401, "Unauthorized", "token", e.to_string()),
+    };
+    debug!(
+        "{id} ws handshake refused: {} {}",
+        refusal.status, refusal.message
+    );
+    refuse(socket, shared, &refusal);
 }
