@@ -16,11 +16,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::bounded;
 use switchboard::hub::{Command, Hub, Subscriber};
 use switchboard::metrics::Metrics;
 use switchboard::protocol::{ClientId, Transport};
-use switchboard::queue::Hangup;
+use switchboard::queue::{self, OnSlow};
 use switchboard::room::{Name, RoomName};
 use switchboard::rooms::Retention;
 
@@ -38,14 +38,12 @@ fn fan_out(c: &mut Criterion) {
         let room = RoomName::parse("bench").expect("valid");
         let mut drainers = Vec::new();
         for n in 0..members {
-            let (to_client, events) = unbounded();
-            let hangup = Hangup::new(None, 4096);
+            let (queue, inbox) = queue::bounded(4096, OnSlow::Nothing);
             let subscriber = Subscriber {
                 id: ClientId(n as u64 + 1),
                 name: Name::guest(n as u64 + 1),
                 transport: Transport::Ws,
-                events: to_client,
-                hangup: Arc::clone(&hangup),
+                queue,
                 access: switchboard::auth::Access::Open, // tokens off
             };
             let connect = Command::Connect {
@@ -55,7 +53,7 @@ fn fan_out(c: &mut Criterion) {
             };
             hub.send(connect).expect("hub runs");
             drainers.push(thread::spawn(move || {
-                events.iter().for_each(|item| hangup.took(&item));
+                inbox.iter().for_each(drop);
             }));
         }
         group.throughput(Throughput::Elements(members as u64));

@@ -55,6 +55,7 @@ pub struct Metrics {
     events_in: Counter,
     events_out: Counter,
     slow_consumers: Family<TransportLabel, Counter>,
+    queue_ceilings: Family<TransportLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
     rooms: Gauge,
     rooms_refused: Counter,
@@ -92,8 +93,13 @@ impl Metrics {
         );
         r.register(
             "switchboard_slow_consumers_dropped",
-            "Subscribers dropped because their queue was full",
+            "Subscribers dropped because their queue was full while their writer was stuck on a peer that does not read",
             m.slow_consumers.clone(),
+        );
+        r.register(
+            "switchboard_queue_ceiling_dropped",
+            "Subscribers dropped because their queue reached its hard ceiling (8 x --send-buffer events) before their writer caught up: the server as a whole fell behind",
+            m.queue_ceilings.clone(),
         );
         r.register(
             "switchboard_connections_refused",
@@ -154,6 +160,7 @@ impl Metrics {
             };
             let _ = m.connections.get_or_create(&label);
             let _ = m.slow_consumers.get_or_create(&label);
+            let _ = m.queue_ceilings.get_or_create(&label);
         }
         for reason in REFUSAL_REASONS {
             let _ = m.refused.get_or_create(&ReasonLabel { reason });
@@ -200,6 +207,14 @@ impl Metrics {
 
     pub(crate) fn slow_consumer(&self, transport: Transport) {
         self.slow_consumers
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn queue_ceiling(&self, transport: Transport) {
+        self.queue_ceilings
             .get_or_create(&TransportLabel {
                 transport: transport.as_str(),
             })

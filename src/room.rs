@@ -13,11 +13,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use serde::Serialize;
 
 use crate::protocol::{is_unprintable, ClientId, Event, ParseError};
-use crate::queue::{Hangup, Outbound, RunPosition};
+use crate::queue::{Queue, RunPosition};
 
 /// The longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -142,10 +141,8 @@ pub(crate) struct Idle {
 pub struct RoomMember {
     /// The member.
     pub client: ClientId,
-    /// A clone of the member's queue sender (one per room it is in).
-    pub queue: Sender<Outbound>,
-    /// The member's hangup, to nudge its writer when the queue fills.
-    pub hangup: Arc<Hangup>,
+    /// A clone of the hub's end of the member's queue (one per room it is in).
+    pub queue: Queue,
     /// Where in the hub's runs it joined.
     pub joined_at: RunPosition,
 }

@@ -437,7 +437,7 @@ mod tests {
     use super::*;
 
     use crate::protocol::Body;
-    use crate::queue::{Hangup, RunPosition};
+    use crate::queue::RunPosition;
     use crate::room::Name;
 
     fn room(name: &str) -> RoomName {
@@ -456,11 +456,10 @@ mod tests {
     }
 
     fn member(n: u64) -> RoomMember {
-        let (queue, _) = crossbeam_channel::unbounded();
+        let (queue, _) = crate::queue::bounded(16, crate::queue::OnSlow::Nothing);
         RoomMember {
             client: ClientId(n),
             queue,
-            hangup: Hangup::new(None, 16),
             joined_at: RunPosition::default(),
         }
     }

@@ -416,7 +416,13 @@ fn slow_subscriber_is_ended_with_resource_exhausted_while_others_get_everything(
         }
     }
     let end = sleeper.wait_for_end(secs(10));
-    expect_failure(end, Code::ResourceExhausted, "slow consumer");
+    // The status says how many events its queue held (--send-buffer) and
+    // where to resume.
+    expect_failure(
+        end,
+        Code::ResourceExhausted,
+        "slow consumer: more than 64 events were waiting; subscribe again with since=",
+    );
     let delivered = sleeper
         .seen
         .iter()

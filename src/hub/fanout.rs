@@ -1,17 +1,15 @@
 //! Fan-out: a round's events for one room go to each member as one *run* —
 //! one queue slot and at most one writer wake-up per member, however many
-//! events — and `offer` is the only door into a member's queue: it counts
-//! the events against the queue's bound and reports a full one as too slow.
+//! events — and `Queue::offer` is the only door into a member's queue
+//! (`crate::queue`): what it refuses, the hub drops.
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use crate::protocol::{ClientId, Event};
-use crate::queue::{Hangup, Outbound, Run};
+use crate::queue::{Outbound, Run};
 use crate::room::RoomName;
 
-use super::{Hub, Leave};
+use super::Hub;
 
 /// Room reserved for a run's events: 160 pointers are 1280 bytes, above the
 /// largest block glibc keeps in a thread's cache of freed blocks (1032). The
@@ -29,32 +27,6 @@ const _: () = assert!(RUN_ROOM * size_of::<Arc<Event>>() > 1032 && RUN_ROOM >= M
 pub(super) struct OpenRun {
     pub(super) room: RoomName,
     pub(super) number: u64,
-}
-
-/// Puts `item` in a subscriber's queue if its events fit under the queue's
-/// bound (`Hangup::queued`), and nudges the writer once the queue is more
-/// than half full: it must not linger now.
-pub(super) fn offer(
-    queue: &Sender<Outbound>,
-    hangup: &Hangup,
-    item: Outbound,
-) -> Result<(), Leave> {
-    let count = item.counted();
-    let bound = hangup.bound;
-    // Counted before the send, so that the consumer's `took` cannot come first.
-    let queued = hangup.count_in(count);
-    let sent = if queued > bound {
-        Err(Leave::TooSlow)
-    } else {
-        // Never waits: the queue is unbounded, and the count above its bound.
-        queue.send(item).map_err(|_| Leave::Gone)
-    };
-    match sent {
-        Ok(()) if queued * 2 > bound => hangup.nudge(),
-        Ok(()) => {}
-        Err(_) => hangup.count_out(count),
-    }
-    sent
 }
 
 impl Hub {
@@ -97,9 +69,9 @@ impl Hub {
                 continue; // joined after the run's last event was added
             };
             let count = item.counted();
-            match offer(&member.queue, &member.hangup, item) {
+            match member.queue.offer(item) {
                 Ok(()) => delivered += count as u64,
-                Err(why) => self.leaving.push((member.client, why)),
+                Err(why) => self.leaving.push((member.client, why.into())),
             }
         }
         self.metrics.delivered(delivered);
@@ -119,8 +91,8 @@ impl Hub {
             return;
         };
         let answer = Outbound::Event(Arc::new(event));
-        if let Err(why) = offer(&client.events, &client.hangup, answer) {
-            self.leaving.push((id, why));
+        if let Err(why) = client.queue.offer(answer) {
+            self.leaving.push((id, why.into()));
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::protocol::{ClientId, Event, Request, Transport};
 use crate::room::{Name, RoomName};
 use crate::rooms::RoomLimit;
 
-use crate::queue::{Hangup, Outbound};
+use crate::queue::Queue;
 
 /// A connection, as a transport hands it to the hub.
 pub struct Subscriber {
@@ -28,11 +28,8 @@ pub struct Subscriber {
     pub name: Name,
     /// How it is connected.
     pub transport: Transport,
-    /// Its queue (see `Hangup::new`). Whoever receives from it calls
-    /// `hangup.took` for each item.
-    pub events: Sender<Outbound>,
-    /// How to end it from the hub.
-    pub hangup: Arc<Hangup>,
+    /// The hub's end of its queue (`queue::bounded`).
+    pub queue: Queue,
     /// What its token allows (`Access::Open` when tokens are off).
     pub access: Access,
 }

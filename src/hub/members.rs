@@ -9,12 +9,11 @@ use log::{debug, warn};
 use crate::auth::{forbidden, Access};
 use crate::engine::{Read, Reading, What};
 use crate::protocol::{Body, ClientId, Event};
-use crate::queue::{Backlog, Outbound, RunPosition};
+use crate::queue::{Backlog, Outbound, RunPosition, CEILING_FACTOR};
 use crate::room::{RoomMember, RoomName};
 use crate::subscription::MAX_ROOMS;
 
 use super::answers::{Published, Waiting};
-use super::fanout::offer;
 use super::{Client, Hub, Leave, Subscriber};
 
 /// When a new seat in a room starts taking events.
@@ -37,8 +36,7 @@ impl Hub {
             id,
             name,
             transport,
-            events,
-            hangup,
+            queue,
             access,
         } = subscriber;
         let mut wanted: Vec<RoomName> = Vec::with_capacity(rooms.len());
@@ -55,7 +53,7 @@ impl Hub {
             .cloned()
             .collect();
         wanted.retain(|room| access.may_read(room));
-        let _ = hangup.admission.set(Arc::clone(&self.admission)); // set once, before its first event
+        queue.report_lag_to(&self.admission); // before its first event
 
         // The welcome lists the rooms it will be in: new rooms only while
         // `--max-rooms` allows (`join` tells it about the others).
@@ -74,12 +72,12 @@ impl Hub {
             name: name.clone(),
             rooms: joining,
         });
-        if offer(&events, &hangup, Outbound::Event(Arc::new(welcome))).is_err() {
+        if queue.offer(Outbound::Event(Arc::new(welcome))).is_err() {
             return; // the connection ended before the hub heard of it
         }
         for room in refused {
             let refusal = forbidden(format!("your token does not let you read #{room}"));
-            if offer(&events, &hangup, Outbound::Event(Arc::new(refusal))).is_err() {
+            if queue.offer(Outbound::Event(Arc::new(refusal))).is_err() {
                 return;
             }
         }
@@ -115,8 +113,7 @@ impl Hub {
                 name,
                 label: id.to_string().into(),
                 transport,
-                events,
-                hangup,
+                queue,
                 access,
                 rooms: Vec::new(),
                 held: backlog.is_none().then(Vec::new),
@@ -148,8 +145,8 @@ impl Hub {
         let held = client.held.take().unwrap_or_default();
         if !backlog.is_empty() {
             let backlog = Outbound::Backlog(Box::new(Backlog(backlog)));
-            if let Err(why) = offer(&client.events, &client.hangup, backlog) {
-                self.leaving.push((id, why));
+            if let Err(why) = client.queue.offer(backlog) {
+                self.leaving.push((id, why.into()));
                 return;
             }
         }
@@ -184,8 +181,7 @@ impl Hub {
             new_seat = true;
             let member = RoomMember {
                 client: id,
-                queue: client.events.clone(),
-                hangup: Arc::clone(&client.hangup),
+                queue: client.queue.clone(),
                 joined_at,
             };
             if let Err(refused) = self.rooms.join(&room, member) {
@@ -299,11 +295,18 @@ impl Hub {
         }
         if why == Leave::TooSlow {
             warn!(
-                "{id} dropped: slow consumer (queue of {} events full)",
-                client.hangup.bound
+                "{id} dropped: slow consumer (queue of {} events full, and it does not read)",
+                client.queue.bound()
             );
-            client.hangup.drop_as_slow();
+            client.queue.drop_as_slow();
             self.metrics.slow_consumer(client.transport);
+        } else if why == Leave::Ceiling {
+            warn!(
+                "{id} dropped: its queue reached the ceiling of {} events",
+                client.queue.bound() * CEILING_FACTOR
+            );
+            client.queue.drop_as_slow();
+            self.metrics.queue_ceiling(client.transport);
         } else {
             debug!("{id} leaves the hub ({why:?})");
         }
@@ -313,7 +316,7 @@ impl Hub {
             transport,
             rooms,
             ..
-        } = client; // dropping `events` here closes the queue
+        } = client; // dropping `queue` here closes it
         for room in rooms {
             if !self.rooms.contains(&room) {
                 continue;
@@ -338,15 +341,13 @@ impl Hub {
         self.rooms.leave(room, id);
     }
 
-    /// Shutdown: queue a goodbye for everyone; a queue too full for it gets its
-    /// connection cut instead. Dropping the hub then closes every queue.
+    /// Shutdown: queue a goodbye for everyone; a queue whose writer is gone
+    /// gets its connection cut instead. Dropping the hub then closes every queue.
     pub(super) fn say_goodbye(&mut self) {
         self.flush_run();
         for (id, client) in self.clients.drain() {
-            if client.events.try_send(Outbound::GoingAway).is_err() {
-                debug!("{id}: queue full at shutdown, cutting the connection");
-                client.hangup.cut();
-            }
+            debug!("{id}: goodbye");
+            client.queue.say_goodbye();
             self.metrics.disconnected(client.transport);
         }
         self.rooms.clear();

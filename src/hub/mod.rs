@@ -6,12 +6,14 @@
 //! which is the back-pressure that slows a flooding publisher down instead of
 //! the hub.
 //!
-//! Out, the hub only `try_send`s into each subscriber's queue, which
-//! `--send-buffer` bounds in events (`offer`). Full means the subscriber
-//! cannot keep up: it is removed at once and its connection ended
-//! (best-effort close 1008), so one slow reader never delays the rest. This
-//! is the Go chat hub with two changes: a flooding publisher waits instead of
-//! the hub, and a dropped client is told why.
+//! Out, the hub only offers into each subscriber's queue, which
+//! `--send-buffer` bounds in events (`Queue::offer`, `crate::queue`). Full,
+//! while the peer does not read, means the subscriber cannot keep up: it is
+//! removed at once and its connection ended (best-effort close 1008), so one
+//! slow reader never delays the rest. This is the Go chat hub with three
+//! changes: a flooding publisher waits instead of the hub, a dropped client
+//! is told why, and a member whose writer has merely not run yet (the
+//! machine is busy) is not dropped until a hard ceiling.
 //!
 //! The hub works in rounds: the command that woke it, then whatever else is
 //! already waiting (up to `ROUND_COMMANDS`), then the fan-out. Events that
@@ -64,7 +66,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
+use crossbeam_channel::{bounded, never, select, tick, Receiver};
 use log::debug;
 
 use crate::admission::Admission;
@@ -74,7 +76,7 @@ use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Event, Request, Transport};
-use crate::queue::{Hangup, Outbound};
+use crate::queue::{NotQueued, Queue};
 use crate::room::{Name, RoomName};
 use crate::rooms::{Retention, Rooms};
 
@@ -96,10 +98,22 @@ const ROUND_COMMANDS: usize = 64;
 enum Leave {
     /// Its connection ended.
     Closed,
-    /// Its queue was full.
+    /// Its queue was full, and it does not read.
     TooSlow,
+    /// Its queue reached the hard ceiling (`queue::CEILING_FACTOR`).
+    Ceiling,
     /// Its queue's receiver is gone.
     Gone,
+}
+
+impl From<NotQueued> for Leave {
+    fn from(why: NotQueued) -> Leave {
+        match why {
+            NotQueued::Slow => Leave::TooSlow,
+            NotQueued::Ceiling => Leave::Ceiling,
+            NotQueued::Gone => Leave::Gone,
+        }
+    }
 }
 
 /// A connected subscriber, as the hub keeps it.
@@ -107,8 +121,7 @@ struct Client {
     name: Name,
     label: Arc<str>,
     transport: Transport,
-    events: Sender<Outbound>,
-    hangup: Arc<Hangup>,
+    queue: Queue,
     /// What its token allows: asked before every join, message and `who`.
     access: Access,
     /// Rooms in joining order: the last one is where plain lines go.

@@ -1,11 +1,12 @@
 //! The hub's own unit tests: rounds, runs, the queue bound and lagging
 //! members, driven through `HubHandle` as other threads drive it.
 
-use std::sync::atomic::Ordering;
+use crossbeam_channel::Sender;
 
 use super::*;
 
 use crate::protocol::{Body, Transport};
+use crate::queue::{self, Inbox, OnSlow, Outbound};
 
 /// A hub of its own, without history, and the sender whose drop stops it.
 fn spawn_hub(send_buffer: usize) -> (Sender<()>, HubHandle, JoinHandle<()>) {
@@ -27,20 +28,13 @@ fn a_queue_slot_is_small() {
 }
 
 /// A subscriber of `hub` in `room`, whose queue holds `send_buffer` events.
-fn subscribe(
-    hub: &HubHandle,
-    n: u64,
-    room: &RoomName,
-    send_buffer: usize,
-) -> (Receiver<Outbound>, Arc<Hangup>) {
-    let (events, queue) = crossbeam_channel::unbounded();
-    let hangup = Hangup::new(None, send_buffer);
+fn subscribe(hub: &HubHandle, n: u64, room: &RoomName, send_buffer: usize) -> Inbox {
+    let (queue, inbox) = queue::bounded(send_buffer, OnSlow::Nothing);
     let subscriber = Subscriber {
         id: ClientId(n),
         name: Name::guest(n),
         transport: Transport::Ws,
-        events,
-        hangup: Arc::clone(&hangup),
+        queue,
         access: crate::auth::Access::Open,
     };
     let rooms = vec![room.clone()];
@@ -50,7 +44,12 @@ fn subscribe(
         since: None,
     };
     hub.send(connect).expect("hub runs");
-    (queue, hangup)
+    inbox
+}
+
+/// Everything waiting in `inbox` now.
+fn drain(inbox: &Inbox) -> Vec<Outbound> {
+    std::iter::from_fn(|| inbox.try_recv().ok()).collect()
 }
 
 /// Holds the hub on a query until the returned sender is dropped or
@@ -113,9 +112,9 @@ fn queued_publishes_go_out_in_runs_and_the_send_buffer_bounds_events_not_slots()
     const TOTAL: usize = 2000;
     let (stop, hub, thread) = spawn_hub(SEND_BUFFER);
     let room = RoomName::parse("r").expect("valid");
-    let (stalled, stalled_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
+    let stalled = subscribe(&hub, 1, &room, SEND_BUFFER);
     // Room for everything: it takes nothing until the end.
-    let (healthy, healthy_hangup) = subscribe(&hub, 2, &room, 2 * TOTAL);
+    let healthy = subscribe(&hub, 2, &room, 2 * TOTAL);
 
     let held = hold(&hub);
     let (reply, ids) = bounded(TOTAL);
@@ -129,16 +128,15 @@ fn queued_publishes_go_out_in_runs_and_the_send_buffer_bounds_events_not_slots()
             .expect("published");
     }
     wait_until("the stalled subscriber is dropped", || {
-        stalled_hangup.is_too_slow()
+        stalled.is_too_slow()
     });
-    let waiting: usize = stalled.try_iter().map(|item| item.counted()).sum();
+    let waiting = stalled.queued();
     assert!(waiting <= SEND_BUFFER, "{waiting} events waited");
 
     drop(stop);
     thread.join().expect("hub ends");
-    let items: Vec<Outbound> = healthy.try_iter().collect();
-    items.iter().for_each(|item| healthy_hangup.took(item));
-    assert_eq!(healthy_hangup.queued.load(Ordering::Acquire), 0);
+    let items = drain(&healthy);
+    assert_eq!(healthy.queued(), 0);
     let expected: Vec<String> = (0..TOTAL).map(|n| format!("m{n}")).collect();
     assert_eq!(texts(&items), expected, "every message once, in order");
     // Runs of a quarter of the send buffer, each one queue item.
@@ -151,8 +149,8 @@ fn members_count_as_lagging_while_their_queue_is_past_a_quarter_full() {
     const SEND_BUFFER: usize = 16;
     let (stop, hub, thread) = spawn_hub(SEND_BUFFER);
     let room = RoomName::parse("r").expect("valid");
-    let (slow, slow_hangup) = subscribe(&hub, 1, &room, SEND_BUFFER);
-    let (gone, gone_hangup) = subscribe(&hub, 2, &room, SEND_BUFFER);
+    let slow = subscribe(&hub, 1, &room, SEND_BUFFER);
+    let gone = subscribe(&hub, 2, &room, SEND_BUFFER);
     let (reply, ids) = bounded(SEND_BUFFER);
     // welcome + joined (+ joined) + 3 messages: 5 or 6 of 16, past a quarter.
     for n in 0..3 {
@@ -164,19 +162,15 @@ fn members_count_as_lagging_while_their_queue_is_past_a_quarter_full() {
     wait_until("both members lag", || hub.members_lagging() == 2);
 
     // One catches up by taking what it was sent...
-    for item in slow.try_iter() {
-        slow_hangup.took(&item);
-    }
+    drain(&slow);
     assert_eq!(hub.members_lagging(), 1);
     // ...the other leaves with its queue still full: gone, so no longer lagging.
     hub.send(Command::Disconnect { id: ClientId(2) })
         .expect("hub runs");
     drop(gone);
     wait_until("the hub let go of the member that left", || {
-        Arc::strong_count(&gone_hangup) == 1
+        hub.members_lagging() == 0
     });
-    drop(gone_hangup);
-    assert_eq!(hub.members_lagging(), 0);
     assert_eq!(hub.wait_to_join(), Duration::ZERO);
     drop(stop);
     thread.join().expect("hub ends");
@@ -197,9 +191,9 @@ fn members_joining_during_a_run_get_only_what_follows_their_own_joined() {
     hub.rooms().expect("hub runs");
     drop(stop);
     thread.join().expect("hub ends");
-    for (n, (queue, _)) in (1..=JOINERS).zip(queues) {
-        let joined: Vec<u64> = queue
-            .try_iter()
+    for (n, queue) in (1..=JOINERS).zip(queues) {
+        let joined: Vec<u64> = drain(&queue)
+            .iter()
             .flat_map(|item| item.events().to_vec())
             .filter_map(|event| match event.body() {
                 Body::Joined { from_id, .. } => from_id[1..].parse().ok(),

@@ -26,7 +26,7 @@
 //!   is written in two parts a moment apart (`: ping` then a blank line): the
 //!   second part notices a peer that vanished, within one ping interval.
 //! - too slow: the hub drops the queue and shuts the socket both ways
-//!   (`Hangup::cut_when_slow`), which also fails a write blocked on the peer.
+//!   (`OnSlow::ShutBoth`), which also fails a write blocked on the peer.
 //! - shutdown: the hub queues `GoingAway`; the stream ends with its last chunk.
 //!
 //! With tokens on (`auth`), `admit` refuses a request without a good one
@@ -45,7 +45,7 @@ use tiny_http::Request;
 use crate::auth::{self, Access, TokenError};
 use crate::hub::{Command, Subscriber};
 use crate::protocol::{ClientId, Event, ParseError, Transport};
-use crate::queue::{Hangup, Outbound};
+use crate::queue::{self, Inbox, OnSlow, Outbound};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Pace, Permit, Shared};
@@ -192,7 +192,7 @@ struct SseStream {
     query: Option<(Subscription, Access)>,
     shared: Shared,
     /// Held for the life of the stream: its place under `--max-connections`.
-    permit: Permit,
+    _permit: Permit,
     /// The connection's socket, for the hub to shut if it drops the stream.
     socket: Arc<TcpStream>,
     /// Held for the life of the stream: shutdown waits for every clone to go.
@@ -216,7 +216,7 @@ impl SseStream {
             query: Some(query),
             _done: shared.done.clone(),
             shared,
-            permit,
+            _permit: permit,
             socket,
         }
     }
@@ -228,9 +228,10 @@ impl SseStream {
         if self.wire.start().is_err() {
             return debug!("{id} sse closed before the head was written");
         }
-        let (to_client, events) = crossbeam_channel::unbounded();
-        let hangup =
-            Hangup::cut_when_slow(Arc::clone(&self.socket), self.shared.config.send_buffer);
+        let (queue, inbox) = queue::bounded(
+            self.shared.config.send_buffer,
+            OnSlow::ShutBoth(Arc::clone(&self.socket)),
+        );
         let (Subscription { rooms, name, since }, access) =
             self.query.take().expect("the query is taken once");
         let expires = access.deadline();
@@ -238,8 +239,7 @@ impl SseStream {
             id,
             name: access.name(name).unwrap_or_else(|| Name::guest(id.0)),
             transport: Transport::Sse,
-            events: to_client,
-            hangup: Arc::clone(&hangup),
+            queue,
             access,
         };
         let connect = Command::Connect {
@@ -251,7 +251,7 @@ impl SseStream {
             let _ = self.wire.finish(); // shutting down; the peer may be gone too
             return;
         }
-        let end = self.pump(&events, &hangup, expires);
+        let end = self.pump(&inbox, expires);
         match end {
             End::Expired => {
                 let _ = self.shared.hub.send(Command::Disconnect { id });
@@ -259,7 +259,7 @@ impl SseStream {
                 let mut chunk = Chunk::with_capacity(256);
                 let why = Event::error("token_expired", "the token has expired");
                 chunk.push(why.sse_block());
-                let _ = self.wire.send(&mut chunk, &hangup);
+                let _ = self.wire.send(&mut chunk, &inbox);
             }
             End::PeerGone => {
                 // Unknown to the hub if it had already dropped us; that is fine.
@@ -277,13 +277,8 @@ impl SseStream {
     }
 
     /// Moves events from the queue to the socket until the stream ends.
-    fn pump(
-        &mut self,
-        events: &Receiver<Outbound>,
-        hangup: &Hangup,
-        expires: Option<Instant>,
-    ) -> End {
-        hangup.writer_is_current_thread();
+    fn pump(&mut self, inbox: &Inbox, expires: Option<Instant>) -> End {
+        inbox.writer_is_current_thread();
         let heartbeat = tick(self.shared.config.ping_interval);
         let expired = expires.map_or_else(never, crossbeam_channel::at);
         // The second half of a heartbeat, if it is still owed.
@@ -291,37 +286,37 @@ impl SseStream {
         let mut chunk = Chunk::with_capacity(IDLE_BATCH_BYTES);
         let mut pace = Pace::default();
         loop {
-            if events.is_empty() {
+            if inbox.is_empty() {
                 // Gone quiet: a burst must not pin its peak for good.
                 chunk.shrink_to(IDLE_BATCH_BYTES);
                 pace.going_quiet();
             }
             select! {
-                recv(events) -> first => {
+                recv(inbox.channel()) -> first => {
                     let Ok(first) = first else {
-                        return if hangup.is_too_slow() { End::TooSlow } else { End::GoingAway };
+                        return if inbox.is_too_slow() { End::TooSlow } else { End::GoingAway };
                     };
                     // Batch whatever else is queued: one write, one syscall.
                     let (mut taken, mut going_away) = (0, false);
-                    let mut next = Some(first);
+                    let mut next = Some(inbox.open(first));
                     while let Some(item) = next {
-                        let Some(count) = append(&mut chunk, hangup, item) else {
+                        let Some(count) = append(&mut chunk, item) else {
                             going_away = true;
                             break;
                         };
                         taken += count;
-                        next = (taken < MAX_BATCH_EVENTS).then(|| events.try_recv().ok()).flatten();
+                        next = (taken < MAX_BATCH_EVENTS).then(|| inbox.try_recv().ok()).flatten();
                     }
-                    if hangup.is_too_slow() {
+                    if inbox.is_too_slow() {
                         return End::TooSlow; // no point writing what the hub gave up on
                     }
                     if !chunk.is_empty() {
                         trace!("{} sse writes {taken} events, {} bytes", self.id, chunk.payload().len());
-                        if self.wire.send(&mut chunk, hangup).is_err() {
-                            return if hangup.is_too_slow() { End::TooSlow } else { End::PeerGone };
+                        if self.wire.send(&mut chunk, inbox).is_err() {
+                            return if inbox.is_too_slow() { End::TooSlow } else { End::PeerGone };
                         }
                         // Linger: what arrives meanwhile goes out in one write.
-                        pace.after_write(&self.permit);
+                        pace.after_write();
                         probe = never(); // this write probed the peer as well
                     }
                     if going_away {
@@ -331,7 +326,7 @@ impl SseStream {
                 recv(expired) -> _ => return End::Expired,
                 recv(heartbeat) -> _ => {
                     chunk.push(b": ping\n");
-                    if self.wire.send(&mut chunk, hangup).is_err() {
+                    if self.wire.send(&mut chunk, inbox).is_err() {
                         return End::PeerGone;
                     }
                     probe = after(PROBE_GAP);
@@ -339,7 +334,7 @@ impl SseStream {
                 recv(probe) -> _ => {
                     probe = never();
                     chunk.push(b"\n");
-                    if self.wire.send(&mut chunk, hangup).is_err() {
+                    if self.wire.send(&mut chunk, inbox).is_err() {
                         return End::PeerGone;
                     }
                 }
@@ -350,8 +345,7 @@ impl SseStream {
 
 /// Takes one item from the queue: appends its events' SSE blocks and returns
 /// how many, or `None` for `GoingAway`.
-fn append(chunk: &mut Chunk, hangup: &Hangup, item: Outbound) -> Option<usize> {
-    hangup.took(&item);
+fn append(chunk: &mut Chunk, item: Outbound) -> Option<usize> {
     for event in item.events() {
         chunk.push(event.sse_block());
     }
@@ -448,22 +442,26 @@ impl Wire {
     }
 
     /// Sends `chunk` and empties it. The bytes reach the socket in pieces,
-    /// giving up between two pieces once `hangup` says the hub has dropped
+    /// each marked as a write in progress (`Inbox::writing`: one that waits
+    /// long on the peer is how the hub tells a peer that does not read),
+    /// giving up between two pieces once `inbox` says the hub has dropped
     /// this stream: a peer that reads a trickle would otherwise keep a
     /// dropped stream's thread writing, each piece inside the send timeout.
-    fn send(&mut self, chunk: &mut Chunk, hangup: &Hangup) -> io::Result<()> {
-        let sent = self.write_pieces(chunk.framed(self.chunked), hangup);
+    fn send(&mut self, chunk: &mut Chunk, inbox: &Inbox) -> io::Result<()> {
+        let sent = self.write_pieces(chunk.framed(self.chunked), inbox);
         chunk.clear();
         sent
     }
 
-    fn write_pieces(&mut self, bytes: &[u8], hangup: &Hangup) -> io::Result<()> {
+    fn write_pieces(&mut self, bytes: &[u8], inbox: &Inbox) -> io::Result<()> {
         for piece in bytes.chunks(WRITE_PIECE_BYTES) {
-            if hangup.is_too_slow() {
+            if inbox.is_too_slow() {
                 return Err(io::Error::other("dropped as a slow consumer"));
             }
+            let _writing = inbox.writing();
             self.out.write_all(piece)?;
         }
+        let _writing = inbox.writing();
         self.out.flush()
     }
 

@@ -46,7 +46,7 @@
 //! - a `Publish` to a new room past `--max-rooms`: `UNAVAILABLE`, saying how
 //!   many were accepted before it (`Subscribe` and `Chat` get an `error`
 //!   event with code `unavailable` instead, and go on);
-//! - a slow client: the hub marks its `Hangup` too slow and closes its queue;
+//! - a slow client: the hub marks its queue too slow and closes it;
 //!   the stream ends with `RESOURCE_EXHAUSTED` and the id to resume from;
 //! - shutdown: the hub queues `GoingAway` (the stream ends `OK`), the `stopping`
 //!   watch channel's sender is dropped (readers stop waiting for their peers;
@@ -84,7 +84,7 @@ use crate::auth::{self, Access, Expiry, Session, TokenError};
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Transport};
-use crate::queue::Hangup;
+use crate::queue::{self, OnSlow};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Permit, Shared};
@@ -377,14 +377,15 @@ impl Front {
         access: Access,
         expiry: Option<Arc<Expiry>>,
     ) -> (EventStream, Subscriber, Doorbell) {
-        let (to_client, events) = crossbeam_channel::unbounded();
-        let hangup = Hangup::new(None, self.shared.config.send_buffer); // the stream notices a closed queue by itself
+        // The stream notices a closed queue by itself; its writes are not
+        // watched, so a full queue is a slow consumer (see `queue`).
+        let (queue, inbox) = queue::bounded(self.shared.config.send_buffer, OnSlow::Nothing);
         let bell = Arc::new(Notify::new());
         let (to_doorbell, drained) = bounded(1);
         let (gone_guard, gone) = bounded(0);
         let doorbell = Doorbell {
             id,
-            events: events.clone(),
+            events: inbox.channel().clone(),
             bell: Arc::clone(&bell),
             drained,
             gone,
@@ -396,9 +397,8 @@ impl Front {
         };
         let stream = EventStream {
             id,
-            events,
+            inbox,
             backlog: VecDeque::new(),
-            hangup: Arc::clone(&hangup),
             waiting: Box::pin(Arc::clone(&bell).notified_owned()),
             bell,
             drained: to_doorbell,
@@ -415,8 +415,7 @@ impl Front {
             id,
             name,
             transport: Transport::Grpc,
-            events: to_client,
-            hangup,
+            queue,
             access,
         };
         (stream, subscriber, doorbell)

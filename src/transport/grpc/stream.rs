@@ -18,7 +18,7 @@ use tonic::Status;
 use crate::auth::Expiry;
 use crate::hub::{Command, HubHandle};
 use crate::protocol::{ClientId, Event};
-use crate::queue::{Hangup, Outbound};
+use crate::queue::{Inbox, Outbound, Queued};
 use crate::transport::Permit;
 
 use super::convert::to_proto;
@@ -28,11 +28,10 @@ use super::proto;
 /// read without blocking, with the doorbell thread waking it when it is empty.
 pub struct EventStream {
     pub(super) id: ClientId,
-    pub(super) events: Receiver<Outbound>,
+    pub(super) inbox: Inbox,
     /// Events taken from the queue but not yet sent: a replay or a run
     /// arrives as one item.
     pub(super) backlog: VecDeque<Arc<Event>>,
-    pub(super) hangup: Arc<Hangup>,
     pub(super) bell: Arc<Notify>,
     /// The bell, as a future registered to wake this stream.
     pub(super) waiting: Pin<Box<tokio::sync::futures::OwnedNotified>>,
@@ -68,7 +67,7 @@ impl EventStream {
         debug!("{} grpc stream ends: slow consumer", self.id);
         let message = format!(
             "slow consumer: more than {} events were waiting; subscribe again with since={}",
-            self.events.capacity().unwrap_or(0),
+            self.inbox.bound(),
             self.last_id
         );
         self.end(Some(Status::resource_exhausted(message)))
@@ -103,25 +102,22 @@ impl Stream for EventStream {
         loop {
             // Checked before every event: once the hub gave up on this client,
             // what is still queued is not worth sending.
-            if this.hangup.is_too_slow() {
+            if this.inbox.is_too_slow() {
                 return this.too_slow();
             }
             if let Some(event) = this.backlog.pop_front() {
                 return this.send(&event);
             }
-            match this.events.try_recv() {
-                Ok(item) => {
-                    this.hangup.took(&item);
-                    match item {
-                        Outbound::Event(event) => return this.send(&event),
-                        Outbound::GoingAway => {
-                            debug!("{} grpc stream ends: server shutting down", this.id);
-                            return this.end(None);
-                        }
-                        _ => item.for_each_event(|event| this.backlog.push_back(event)),
+            match this.inbox.try_recv() {
+                Ok(item) => match item {
+                    Outbound::Event(event) => return this.send(&event),
+                    Outbound::GoingAway => {
+                        debug!("{} grpc stream ends: server shutting down", this.id);
+                        return this.end(None);
                     }
-                }
-                Err(TryRecvError::Disconnected) if this.hangup.is_too_slow() => {
+                    _ => item.for_each_event(|event| this.backlog.push_back(event)),
+                },
+                Err(TryRecvError::Disconnected) if this.inbox.is_too_slow() => {
                     return this.too_slow()
                 }
                 Err(TryRecvError::Disconnected) => {
@@ -147,7 +143,8 @@ impl Stream for EventStream {
 /// something, and takes the subscriber out of the hub when the stream goes.
 pub(super) struct Doorbell {
     pub(super) id: ClientId,
-    pub(super) events: Receiver<Outbound>,
+    /// The stream's queue, only ever waited on (`Select::ready`), never read.
+    pub(super) events: Receiver<Queued>,
     pub(super) bell: Arc<Notify>,
     pub(super) drained: Receiver<()>,
     pub(super) gone: Receiver<()>,

@@ -42,7 +42,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, never, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, warn};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -52,7 +52,7 @@ use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Format, Transport};
-use crate::queue::{Hangup, Outbound};
+use crate::queue::{self, Inbox, OnSlow, Queue};
 use crate::room::Name;
 use crate::transport::refuse::{
     linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
@@ -178,13 +178,9 @@ fn upgrade(
         head,
         head_len,
     } = accepted;
-    let WriterLink {
-        replies,
-        events,
-        hangup,
-    } = link;
+    let WriterLink { replies, queue } = link;
     let reader = new_reader(id, socket, (head, head_len), replies, &shared.config);
-    open(reader, shared, &peer, route, &key, (events, hangup), signed)
+    open(reader, shared, &peer, route, &key, queue, signed)
 }
 
 /// The peer's address, for the logs (its formatting in a frame of its own).
@@ -218,8 +214,8 @@ struct WriterLink {
     /// What the protocol owes the peer (pong, close, errors, echo).
     replies: Sender<Reply>,
     /// The connection's queue, for the hub (`/ws` only).
-    events: Sender<Outbound>,
-    hangup: Arc<Hangup>,
+    /// The hub's end of the connection's queue (`/ws` only).
+    queue: Option<Queue>,
 }
 
 /// Starts the connection's writer thread.
@@ -234,45 +230,39 @@ fn start_writer(
     let config = &shared.config;
     let _ = socket.set_read_timeout(Some(config.ping_interval * 2));
     let _ = socket.set_write_timeout(Some(config.write_timeout));
-    let (replies, replies_rx) = queue(REPLY_QUEUE);
-    let (events, events_rx) = match route {
-        Route::Chat { .. } => unbounded_queue(),
-        Route::Echo => queue(0),
-    };
-    let hangup = Hangup::new(Some(Arc::clone(socket)), config.send_buffer);
+    let (replies, replies_rx) = reply_queue(REPLY_QUEUE);
+    // `/echo` gets one too, which the hub never sees: dropped below, its
+    // channel reads as closed and the writer stops looking at it.
+    let (queue, inbox) = subscriber_queue(config.send_buffer, socket);
     // Boxed, so that the closure moved through every frame of the spawn is
     // one pointer, not the writer's whole state.
     let writer = Box::new(Writer {
         id,
         socket: Arc::clone(socket),
-        events: match route {
-            Route::Chat { .. } => events_rx,
-            Route::Echo => never(),
-        },
+        inbox,
         replies: replies_rx,
         format: match route {
             Route::Chat { format, .. } => *format,
             Route::Echo => Format::Json,
         },
-        hangup: Arc::clone(&hangup),
         ping_interval: config.ping_interval,
         // With a token, the writer ends the connection when it runs out,
         // unless the reader's refresh has moved that by then.
         expiry,
-        permit: Arc::clone(permit),
+        _permit: Arc::clone(permit),
         _done: shared.done.clone(),
     });
     spawn_named(format!("ws-w {id}"), WRITER_STACK_BYTES, move || {
         writer.run()
     })?;
-    Ok(WriterLink {
-        replies,
-        events,
-        hangup,
-    })
+    let queue = match route {
+        Route::Chat { .. } => Some(queue),
+        Route::Echo => None,
+    };
+    Ok(WriterLink { replies, queue })
 }
 
-/// A bounded queue, made out of line.
+/// The reply queue, made out of line.
 ///
 /// Building a channel assembles it on the stack, then allocates it with its
 /// slots' alignment (`posix_memalign`), and every page of the reader's stack
@@ -281,16 +271,17 @@ fn start_writer(
 /// out of line, the deepest point is the read loop again
 /// (`docs/performance.md`).
 #[inline(never)]
-fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+fn reply_queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     bounded(capacity)
 }
 
-/// The connection's event queue: unbounded, because the hub's count of its
-/// events is its bound (`Hangup::new`), and out of line like `queue`
-/// (inlined, it took every reader's stack a page deeper again).
+/// The connection's event queue (`queue::bounded`), out of line like
+/// `reply_queue` (inlined, it took every reader's stack a page deeper again).
+/// Dropped as slow, its socket is shut for reading: the writer still owes
+/// the peer a close 1008.
 #[inline(never)]
-fn unbounded_queue<T>() -> (Sender<T>, Receiver<T>) {
-    crossbeam_channel::unbounded()
+fn subscriber_queue(events: usize, socket: &Arc<TcpStream>) -> (Queue, Inbox) {
+    queue::bounded(events, OnSlow::ShutReading(Arc::clone(socket)))
 }
 
 /// Completes the handshake and joins the hub (for `/ws`); returns the reader
@@ -302,7 +293,7 @@ fn open(
     peer: &str,
     route: Route,
     key: &str,
-    (events, hangup): (Sender<Outbound>, Arc<Hangup>),
+    queue: Option<Queue>,
     signed: Option<Box<Signed>>,
 ) -> Option<Box<Reader>> {
     let id = reader.id;
@@ -335,8 +326,7 @@ fn open(
                 id,
                 name: access.name(name).unwrap_or_else(|| Name::guest(id.0)),
                 transport: Transport::Ws,
-                events,
-                hangup,
+                queue: queue?,
                 access,
             };
             let connect = Command::Connect {

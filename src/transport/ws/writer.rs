@@ -16,7 +16,7 @@ use tungstenite::Message;
 
 use crate::auth::Expiry;
 use crate::protocol::{encode_frame, ClientId, Event, Format};
-use crate::queue::{Hangup, Outbound};
+use crate::queue::{Inbox, Outbound};
 use crate::transport::refuse::CLOSE_GRACE;
 use crate::transport::{Pace, Permit};
 
@@ -30,14 +30,15 @@ const MAX_BATCH_FRAMES: usize = 256;
 pub(super) struct Writer {
     pub(super) id: ClientId,
     pub(super) socket: Arc<TcpStream>,
-    pub(super) events: Receiver<Outbound>,
+    /// The connection's queue (for `/echo`, one the hub never sees).
+    pub(super) inbox: Inbox,
     pub(super) replies: Receiver<Reply>,
     pub(super) format: Format,
-    pub(super) hangup: Arc<Hangup>,
     pub(super) ping_interval: Duration,
     /// When the connection's token runs out (close 1008 `token expired`).
     pub(super) expiry: Option<Arc<Expiry>>,
-    pub(super) permit: Arc<Permit>,
+    /// Its place under `--max-connections`, held while it runs.
+    pub(super) _permit: Arc<Permit>,
     pub(super) _done: Sender<()>,
 }
 
@@ -133,8 +134,8 @@ impl Writer {
     /// A quiet connection finds its queues empty after the linger and parks.
     pub(super) fn run(self) {
         let id = self.id;
-        self.hangup.writer_is_current_thread();
-        let mut events = self.events.clone();
+        self.inbox.writer_is_current_thread();
+        let mut events = self.inbox.channel().clone();
         let mut replies = self.replies.clone();
         let mut reader_gone = false;
         let mut next_ping = Instant::now() + self.ping_interval;
@@ -154,8 +155,8 @@ impl Writer {
                 .map_or(next_ping, |e| e.deadline().min(next_ping));
             select! {
                 recv(events) -> item => match item {
-                    Ok(item) => self.take(&mut batch, item),
-                    Err(_) => events = never(), // the hub let go: see `hangup` below
+                    Ok(item) => batch.add_outbound(self.inbox.open(item)),
+                    Err(_) => events = never(), // the hub let go (or `/echo`): see `is_too_slow` below
                 },
                 recv(replies) -> reply => match reply {
                     Ok(reply) => batch.add_reply(reply),
@@ -176,7 +177,7 @@ impl Writer {
                 if let Ok(reply) = replies.try_recv() {
                     batch.add_reply(reply);
                 } else if let Ok(item) = events.try_recv() {
-                    self.take(&mut batch, item);
+                    batch.add_outbound(self.inbox.open(item));
                 } else {
                     break;
                 }
@@ -185,7 +186,7 @@ impl Writer {
                 // Not renewed in time (`auth::Expiry`): what is queued still goes first.
                 batch.close_with(CloseCode::Policy, "token expired");
             }
-            if self.hangup.is_too_slow() {
+            if self.inbox.is_too_slow() {
                 // Queued events are moot now: tell the peer why, and end.
                 batch.frames.clear();
                 batch.close_with(CloseCode::Policy, "slow consumer");
@@ -201,7 +202,7 @@ impl Writer {
             if !batch.frames.is_empty() {
                 trace!("{id} writes {} frames", batch.frames.len());
                 if let Err(e) =
-                    write_frames(&self.socket, &batch.frames, self.format, Some(&self.hangup))
+                    write_frames(&self.socket, &batch.frames, self.format, Some(&self.inbox))
                 {
                     debug!("{id} write failed: {e}");
                     let _ = self.socket.shutdown(Shutdown::Both); // wakes the reader
@@ -209,7 +210,7 @@ impl Writer {
                 }
                 batch.frames.clear();
                 if !reader_gone {
-                    pace.after_write(&self.permit);
+                    pace.after_write();
                 }
             }
             if reader_gone {
@@ -218,12 +219,6 @@ impl Writer {
                 return;
             }
         }
-    }
-
-    /// Adds an item from the queue to the batch.
-    fn take(&self, batch: &mut Batch, item: Outbound) {
-        self.hangup.took(&item);
-        batch.add_outbound(item);
     }
 
     /// Our close frame is out: half-close, give the reader `CLOSE_GRACE` to see
@@ -237,15 +232,17 @@ impl Writer {
 }
 
 /// Writes every frame, a batch to a `writev`, giving up between two calls once
-/// `hangup` (if given: not for the close frame itself) says the hub dropped
+/// `inbox` (if given: not for the close frame itself) says the hub dropped
 /// this connection: a peer that reads a trickle
 /// would otherwise keep a dropped connection's writer busy, each call inside
 /// the send timeout. (Giving up mid-frame leaves nothing but cutting the socket.)
+/// Each call is marked as a write in progress (`Inbox::writing`): one that
+/// waits long on the peer is how the hub tells a peer that does not read.
 pub(super) fn write_frames(
     socket: &TcpStream,
     frames: &[Piece],
     format: Format,
-    hangup: Option<&Hangup>,
+    inbox: Option<&Inbox>,
 ) -> io::Result<()> {
     // The slices live on the heap, not the stack: every writer thread keeps
     // the stack pages it has ever touched, and a few KiB of slices would be
@@ -259,10 +256,13 @@ pub(super) fn write_frames(
         slices.extend(group.iter().map(|f| IoSlice::new(f.bytes(format))));
         let mut remaining = &mut slices[..];
         while !remaining.is_empty() {
-            if hangup.is_some_and(|h| h.is_too_slow()) {
+            if inbox.is_some_and(|i| i.is_too_slow()) {
                 return Err(io::Error::other("dropped as a slow consumer"));
             }
-            match (&*socket).write_vectored(remaining) {
+            let writing = inbox.map(Inbox::writing);
+            let written = (&*socket).write_vectored(remaining);
+            drop(writing);
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => IoSlice::advance_slices(&mut remaining, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

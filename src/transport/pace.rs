@@ -1,0 +1,298 @@
+//! When a writer waits after a write, so that one wake-up carries many
+//! events: only while the server is busy.
+//!
+//! Every writer thread (WebSocket writers, SSE streams) calls
+//! `Pace::after_write`. With a thread per writer, what runs out under heavy
+//! fan-out is wake-ups and context switches, not bytes: a writer that
+//! *lingers* after a write (parks until the next tick of a clock all writers
+//! share) lets the events that arrive meanwhile go out in one `writev`, and
+//! wakes nobody for them. That costs latency, so it is done only when the
+//! process is actually busy, measured as it runs (`Load`): the process's
+//! CPU time over the last `SAMPLE_EVERY`, against the CPUs it may run on.
+//! Busy, the window doubles; calm, it halves down to zero; never past what
+//! the writers that actually wrote need to stay within `WAKE_BUDGET_PER_SEC`.
+//! An idle server with thousands of open connections has a window of zero,
+//! and delivers each event of a quiet room at once.
+//!
+//! No thread of its own: the writer whose write finds the last sample
+//! `SAMPLE_EVERY` old takes the next one (a read of `/proc/self/stat`). The
+//! hub cuts a linger short when a queue passes half full (`queue`). Figures:
+//! `docs/performance.md`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How often the load is sampled (while anyone writes).
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Busy: the process used at least this share of the CPUs it may run on.
+const BUSY: f64 = 0.75;
+/// Calm: less than this share. Between the two the window stays (halving
+/// a window about doubles the wake-ups, so the band is wider than two).
+const CALM: f64 = 0.35;
+/// What all writers together may spend on wake-ups while busy, roughly: the
+/// longest window is the one that keeps the writers that wrote within it.
+const WAKE_BUDGET_PER_SEC: u64 = 25_000;
+/// The shortest linger worth a sleep; a window that halves below it is zero.
+const LINGER_MIN: Duration = Duration::from_micros(500);
+/// The longest, which bounds the latency lingering adds (a room of ten
+/// thousand joining at once needs it to settle).
+const LINGER_MAX: Duration = Duration::from_millis(400);
+/// The longest window that ends on a shared tick (`until_next_tick`).
+const SHARED_TICK_MAX: Duration = Duration::from_millis(100);
+
+/// One writer's pacing.
+///
+/// While the window is open it lingers after every write, however large
+/// (skipping it after a big batch made every other wake-up carry one event),
+/// except after a quiet spell of at least a window, where the linger would
+/// find nothing and only cost a second wake-up. It parks rather than sleeps
+/// (the writer called `Inbox::writer_is_current_thread`), so the hub can
+/// wake it the moment its queue passes half full.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// When the writer last found its queues empty and began to wait.
+    quiet_since: Option<Instant>,
+    /// The sample period this writer was last counted in as active.
+    counted_in: u64,
+}
+
+impl Pace {
+    /// The writer found its queues empty and is about to wait on them.
+    pub fn going_quiet(&mut self) {
+        self.quiet_since = Some(Instant::now());
+    }
+
+    /// Called after each write: counts the writer as active, and lingers
+    /// while the server is busy (see the module doc).
+    pub fn after_write(&mut self) {
+        let load = load();
+        load.wrote(&mut self.counted_in);
+        let window = load.window();
+        let after_long_quiet = self
+            .quiet_since
+            .take()
+            .is_some_and(|since| since.elapsed() >= window);
+        if window.is_zero() || after_long_quiet {
+            return;
+        }
+        let linger = if window <= SHARED_TICK_MAX {
+            until_next_tick(since_epoch(), window)
+        } else {
+            window
+        };
+        std::thread::park_timeout(linger);
+    }
+}
+
+/// How busy the process is, and the linger window that follows from it:
+/// one for the process, since CPU time is the process's.
+struct Load {
+    window_micros: AtomicU64,
+    /// Sample periods so far; writers count themselves once per period.
+    period: AtomicU64,
+    /// Writers that wrote in this period.
+    active: AtomicUsize,
+    /// When the next sample is due, in microseconds since `since_epoch`'s start.
+    next_sample: AtomicU64,
+    sampler: Mutex<Sampler>,
+}
+
+/// What the last sample saw.
+struct Sampler {
+    at: Instant,
+    cpu: Option<Duration>,
+    cpus: f64,
+}
+
+fn load() -> &'static Load {
+    static LOAD: OnceLock<Load> = OnceLock::new();
+    LOAD.get_or_init(|| Load {
+        window_micros: AtomicU64::new(0),
+        period: AtomicU64::new(0),
+        active: AtomicUsize::new(0),
+        next_sample: AtomicU64::new(0),
+        sampler: Mutex::new(Sampler {
+            at: Instant::now(),
+            cpu: process_cpu_time(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        }),
+    })
+}
+
+impl Load {
+    fn window(&self) -> Duration {
+        Duration::from_micros(self.window_micros.load(Ordering::Relaxed))
+    }
+
+    /// A writer wrote: count it as active in this period, and sample if due.
+    fn wrote(&self, counted_in: &mut u64) {
+        let period = self.period.load(Ordering::Relaxed);
+        if *counted_in != period {
+            *counted_in = period;
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = since_epoch().as_micros() as u64;
+        if now < self.next_sample.load(Ordering::Relaxed) {
+            return;
+        }
+        // One writer samples; the others go on.
+        let Ok(mut sampler) = self.sampler.try_lock() else {
+            return;
+        };
+        if now < self.next_sample.load(Ordering::Relaxed) {
+            return; // another writer just did
+        }
+        self.next_sample
+            .store(now + SAMPLE_EVERY.as_micros() as u64, Ordering::Relaxed);
+        let at = Instant::now();
+        let cpu = process_cpu_time();
+        let elapsed = at.duration_since(sampler.at);
+        let busy = match (sampler.cpu, cpu) {
+            (Some(before), Some(after)) if !elapsed.is_zero() => {
+                after.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64() / sampler.cpus
+            }
+            _ => 0.0, // no /proc: never busy, never lingers
+        };
+        (sampler.at, sampler.cpu) = (at, cpu);
+        self.period.fetch_add(1, Ordering::Relaxed);
+        let active = self.active.swap(0, Ordering::Relaxed);
+        let window = next_window(self.window(), busy, active, elapsed);
+        self.window_micros
+            .store(window.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The window after a sample: doubled while busy, halved (to zero below
+/// `LINGER_MIN`) while calm, zero after a quiet spell of several periods,
+/// and never longer than the `active` writers need to stay within
+/// `WAKE_BUDGET_PER_SEC` (within `LINGER_MIN..=LINGER_MAX`).
+fn next_window(current: Duration, busy: f64, active: usize, elapsed: Duration) -> Duration {
+    let cap = Duration::from_micros(active as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC)
+        .clamp(LINGER_MIN, LINGER_MAX);
+    if busy >= BUSY {
+        (current * 2).max(LINGER_MIN).min(cap)
+    } else if elapsed >= SAMPLE_EVERY * 4 || busy < CALM {
+        let half = current / 2;
+        if half < LINGER_MIN || elapsed >= SAMPLE_EVERY * 4 {
+            Duration::ZERO
+        } else {
+            half.min(cap)
+        }
+    } else {
+        current.min(cap)
+    }
+}
+
+/// The CPU time the whole process has used (every thread, the ended ones
+/// too), from `/proc/self/stat`, in clock ticks of 1/100 s (`USER_HZ`).
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: count from after it.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// How long from `since_epoch` to the next tick of a clock that ticks every
+/// `window` (at most a window, never zero).
+///
+/// Lingers end on ticks all writers share rather than a window after each
+/// writer's own write. Staggered, a thousand writers woke one at a time all
+/// window long, each wake-up its own timer interrupt and each preempting the
+/// hub; on a shared tick they wake together and the hub runs between the
+/// bursts. Only windows up to `SHARED_TICK_MAX` tick together: past it a
+/// burst is thousands of writers long, and in a join storm queues filled
+/// while their writers waited for the rest of the burst.
+fn until_next_tick(since_epoch: Duration, window: Duration) -> Duration {
+    let window_nanos = window.as_nanos().max(1);
+    let into_tick = since_epoch.as_nanos() % window_nanos;
+    Duration::from_nanos(u64::try_from(window_nanos - into_tick).unwrap_or(u64::MAX))
+}
+
+/// Time since the clock the ticks count from started (the first call).
+fn since_epoch() -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_idle_or_calm_server_does_not_linger_however_many_connections_it_holds() {
+        // Ten thousand writers woke, but the process used 5 % of its CPUs.
+        assert_eq!(
+            next_window(Duration::ZERO, 0.05, 10_000, SAMPLE_EVERY),
+            Duration::ZERO
+        );
+        // Calm after busy: the window halves, then is gone.
+        assert_eq!(next_window(40 * MS, 0.2, 1000, SAMPLE_EVERY), 20 * MS);
+        assert_eq!(
+            next_window(LINGER_MIN, 0.2, 1000, SAMPLE_EVERY),
+            Duration::ZERO
+        );
+        // After a quiet spell of several periods, at once.
+        assert_eq!(
+            next_window(200 * MS, 0.5, 5000, SAMPLE_EVERY * 10),
+            Duration::ZERO
+        );
+        // In between, it stays.
+        assert_eq!(next_window(8 * MS, 0.5, 1000, SAMPLE_EVERY), 8 * MS);
+    }
+
+    #[test]
+    fn a_busy_server_doubles_the_window_up_to_what_its_active_writers_need() {
+        assert_eq!(
+            next_window(Duration::ZERO, 0.9, 1000, SAMPLE_EVERY),
+            LINGER_MIN
+        );
+        assert_eq!(next_window(10 * MS, 0.9, 1000, SAMPLE_EVERY), 20 * MS);
+        // 1000 writers within 25,000 wake-ups a second: 40 ms at most.
+        assert_eq!(next_window(32 * MS, 0.9, 1000, SAMPLE_EVERY), 40 * MS);
+        assert_eq!(next_window(40 * MS, 0.9, 1000, SAMPLE_EVERY), 40 * MS);
+        // Ten writers, busy or not: never more than the shortest linger.
+        assert_eq!(next_window(40 * MS, 0.9, 10, SAMPLE_EVERY), LINGER_MIN);
+        assert_eq!(
+            next_window(LINGER_MAX, 1.0, 100_000, SAMPLE_EVERY),
+            LINGER_MAX
+        );
+    }
+
+    #[test]
+    fn the_process_cpu_time_is_read() {
+        // Spinning uses CPU time, which shows within a few clock ticks.
+        let before = process_cpu_time().expect("/proc/self/stat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_cpu_time().expect("/proc/self/stat") <= before {
+            assert!(Instant::now() < deadline, "CPU time stuck at {before:?}");
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+    }
+
+    #[test]
+    fn lingers_end_on_the_next_tick_of_a_shared_clock() {
+        let window = 40 * MS;
+        let ms = Duration::from_millis;
+        assert_eq!(until_next_tick(ms(0), window), window);
+        assert_eq!(until_next_tick(ms(1), window), ms(39));
+        assert_eq!(until_next_tick(ms(39), window), ms(1));
+        assert_eq!(until_next_tick(ms(12_345), window), ms(15));
+        // Two writers whose writes ended at different times wake together.
+        let (a, b) = (
+            Duration::from_micros(80_123),
+            Duration::from_micros(107_999),
+        );
+        assert_eq!(
+            a + until_next_tick(a, window),
+            b + until_next_tick(b, window)
+        );
+        assert_eq!(
+            until_next_tick(ms(5), Duration::ZERO),
+            Duration::from_nanos(1)
+        );
+    }
+}
