@@ -195,6 +195,24 @@ struct FanoutArgs {
     ws: WsArgs,
     #[command(flatten)]
     load: LoadArgs,
+    #[command(flatten)]
+    idle: NeighbourArgs,
+}
+
+/// Idle neighbours: connections held open elsewhere on the server while the
+/// measured room runs (what a quiet room pays for a crowded server).
+#[derive(Args, Debug)]
+struct NeighbourArgs {
+    /// Idle WebSocket connections opened first, and held through the run.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// Where they connect (a room of their own on a hub that has rooms).
+    #[arg(long, default_value = "ws://127.0.0.1:8081/ws?room=idle")]
+    idle_url: String,
+    /// Longest wait in seconds for the server to go quiet once they are in
+    /// (switchboard tells each member of a room about every join).
+    #[arg(long, default_value_t = 180.0)]
+    idle_settle_timeout: f64,
 }
 
 #[derive(Args, Debug)]
@@ -440,7 +458,39 @@ fn merge(into: &mut Value, from: Value) {
 
 async fn run_fanout(a: FanoutArgs) -> Outcome {
     let (sub, publ) = ws_targets(&a.ws)?;
-    fanout_once("fanout", &a.ws.url, sub, publ, &a.load).await
+    if a.idle.idle == 0 {
+        return fanout_once("fanout", &a.ws.url, sub, publ, &a.load).await;
+    }
+    let via = SubscribeVia::WebSocket(Target::parse(&a.idle.idle_url, &["ws"])?);
+    eprintln!(
+        "loadgen fanout: opening {} idle neighbours at {}",
+        a.idle.idle, a.idle.idle_url
+    );
+    let (neighbours, opened) = Pool::open(&via, a.idle.idle, a.load.connect.options()).await;
+    let quiet = pool::settle(
+        || neighbours.bytes_received(),
+        secs(1.0),
+        secs(a.idle.idle_settle_timeout),
+    )
+    .await;
+    eprintln!(
+        "loadgen fanout: {} idle neighbours connected ({} failed){}",
+        opened.connected,
+        opened.failed(),
+        if quiet { "; quiet" } else { "; NOT quiet" }
+    );
+    let (mut line, passed) = fanout_once("fanout", &a.ws.url, sub, publ, &a.load).await?;
+    let disconnects = neighbours.disconnected();
+    line["idle"] = json!({
+        "requested": a.idle.idle,
+        "connect": connect_json(&opened),
+        "quiet_before_run": quiet,
+        "disconnects": disconnects,
+    });
+    let passed = passed && opened.failed() == 0 && disconnects == 0;
+    line["passed"] = json!(passed);
+    drop(neighbours);
+    Ok((line, passed))
 }
 
 async fn run_sse_fanout(a: SseFanoutArgs) -> Outcome {

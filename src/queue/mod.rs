@@ -357,3 +357,6 @@ impl Drop for Hangup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
