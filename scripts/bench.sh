@@ -14,7 +14,13 @@
 #   --quick          one run per figure, short trials (a smoke pass, not figures)
 #   --runs N         runs per figure (default 3)
 #   --only LIST      comma-separated scenarios (default: all):
-#                      fanout100 fanout1000 sse1000 latency idle5000 broadcast10k
+#                      fanout100 fanout1000 sse1000 latency rates idle5000 broadcast10k
+#                      quiet (= quiet0,quiet5000,quiet10000)
+#                    rates: fixed-rate latency at 1000 subscribers, from 40 msg/s
+#                      to half the Go hub's 1000-subscriber saturation rate;
+#                    quietN: a 10-subscriber room at 20 msg/s beside N idle
+#                      connections in another room (the Go hub, which has one
+#                      room, runs quiet0 only)
 #   --servers LIST   comma-separated: switchboard,go (default: both)
 #   --no-install     do not apt-get install missing tools
 # Environment: SWITCHBOARD_BIN, LOADGEN_BIN use prebuilt binaries.
@@ -32,7 +38,7 @@ mkdir -p "$OUT"
 
 RUNS=3
 QUICK=0
-ONLY="fanout100,fanout1000,sse1000,latency,idle5000,broadcast10k"
+ONLY="fanout100,fanout1000,sse1000,latency,rates,idle5000,broadcast10k,quiet"
 SERVERS="switchboard,go"
 INSTALL=1
 while [ $# -gt 0 ]; do
@@ -42,13 +48,18 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift ;;
         --servers) SERVERS="$2"; shift ;;
         --no-install) INSTALL=0 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+# wanted SCENARIO: whether --only asks for it (quiet stands for every quietN).
+wanted() {
+    has "$ONLY" "$1" && return 0
+    case "$1" in quiet*) has "$ONLY" quiet ;; *) return 1 ;; esac
+}
 log() { echo "bench: $*" >&2; }
 
 # Trial shape: full runs measure 5 s windows; --quick 2 s.
@@ -213,9 +224,9 @@ start_server() {
     esac
 }
 
-ws_url() {
+ws_url() { # SERVER [ROOM]: the Go hub has one room, whatever is asked
     case "$1" in
-        switchboard) echo "$WS_URL_BASE/ws?room=bench" ;;
+        switchboard) echo "$WS_URL_BASE/ws?room=${2:-bench}" ;;
         go) echo "$WS_URL_BASE/ws" ;;
     esac
 }
@@ -251,10 +262,13 @@ run_one() {
     base=$(awk '/^VmRSS:/{print $2}' "/proc/$SERVER_PID/status")
     local samples="$OUT/samples-$scenario-$server-$run"
     start_sampler "$samples"
-    # The server's addresses are known only now: fill in @WS@ and @HTTP@.
+    # The server's addresses are known only now: fill in @WS@ (room bench),
+    # @WS_QUIET@ and @WS_IDLE@ (rooms quiet and idle) and @HTTP@.
     local args=() a
     for a in "$@"; do
         a=${a//@WS@/$(ws_url "$server")}
+        a=${a//@WS_QUIET@/$(ws_url "$server" quiet)}
+        a=${a//@WS_IDLE@/$(ws_url "$server" idle)}
         args+=("${a//@HTTP@/$HTTP_URL}")
     done
     local status=0 lglog="$OUT/loadgen-$scenario-$server-$run.log" lgout="$OUT/loadgen-$scenario-$server-$run.json"
@@ -327,33 +341,16 @@ servers_for() { # scenario -> servers to run it against
     for s in switchboard go; do
         has "$SERVERS" "$s" || continue
         [ "$1" = sse1000 ] && [ "$s" = go ] && continue  # the Go hub has no SSE
+        # Neighbours in another room need rooms: the Go hub has one.
+        case "$1" in quiet5000|quiet10000) [ "$s" = go ] && continue ;; esac
         echo "$s"
     done
 }
 
-for scenario in fanout100 fanout1000 sse1000 latency idle5000 broadcast10k; do
-    has "$ONLY" "$scenario" || continue
-    for server in $(servers_for "$scenario"); do
-        for run in $(seq 1 "$RUNS"); do
-            case "$scenario" in
-                fanout100)
-                    # shellcheck disable=SC2046
-                    run_one "$scenario" "$server" "$run" $(saturate_args 100 2000) --url @WS@ ;;
-                fanout1000)
-                    # shellcheck disable=SC2046
-                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --url @WS@ ;;
-                sse1000)
-                    # Connects at a moderate pace: this figure is fan-out, the
-                    # connect storms are idle5000's and broadcast10k's. REST
-                    # requests are pipelined deeply so the publishers' round
-                    # trips do not bound the rate.
-                    # shellcheck disable=SC2046
-                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 --pipeline 128 --connect-concurrency 32 \
-                        --http @HTTP@ --room bench ;;
-                latency)
-                    # Half the Go hub's 1000-subscriber saturation rate: from this
-                    # invocation's fanout1000 runs, else the last recorded one.
-                    rate=$(RESULTS=$RESULTS OUT=$OUT python3 - <<'EOF'
+# Half the Go hub's 1000-subscriber saturation rate: from this invocation's
+# fanout1000 runs, else the last recorded one, else 800.
+half_go_rate() {
+    RESULTS=$RESULTS OUT=$OUT python3 - <<'EOF'
 import glob, json, os, statistics
 def go_rates(path):
     rates = []
@@ -372,9 +369,50 @@ for path in sorted(glob.glob(os.path.join(os.environ["OUT"], "results-*.jsonl"))
     rates = go_rates(path)
 print(round(statistics.median(rates) / 2) if rates else 800)
 EOF
-)
+}
+
+for scenario in fanout100 fanout1000 sse1000 latency rates idle5000 broadcast10k quiet0 quiet5000 quiet10000; do
+    wanted "$scenario" || continue
+    for server in $(servers_for "$scenario"); do
+        for run in $(seq 1 "$RUNS"); do
+            case "$scenario" in
+                fanout100)
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 100 2000) --url @WS@ ;;
+                fanout1000)
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --url @WS@ ;;
+                sse1000)
+                    # Connects at a moderate pace: this figure is fan-out, the
+                    # connect storms are idle5000's and broadcast10k's. REST
+                    # requests are pipelined deeply so the publishers' round
+                    # trips do not bound the rate.
+                    # shellcheck disable=SC2046
+                    run_one "$scenario" "$server" "$run" $(saturate_args 1000 400) --sse --publishers 2 --pipeline 128 --connect-concurrency 32 \
+                        --http @HTTP@ --room bench ;;
+                latency)
+                    rate=$(half_go_rate)
                     run_one "$scenario" "$server" "$run" fanout -s 1000 -p 1 -r "$rate" --size 64 \
                         -d "$LAT_DUR" --warmup "$WARM" --url @WS@ ;;
+                rates)
+                    # Fixed rates from 40 msg/s, doubling from 100, up to half
+                    # the Go hub's saturation rate, each on a fresh server.
+                    half=$(half_go_rate)
+                    for rate in 40 100 200 400 800 1600 3200; do
+                        [ "$rate" -lt "$half" ] || break
+                        run_one "rate$rate" "$server" "$run" fanout -s 1000 -p 1 -r "$rate" --size 64 \
+                            -d "$LAT_DUR" --warmup "$WARM" --url @WS@
+                    done
+                    run_one "rate$half" "$server" "$run" fanout -s 1000 -p 1 -r "$half" --size 64 \
+                        -d "$LAT_DUR" --warmup "$WARM" --url @WS@ ;;
+                quiet0|quiet5000|quiet10000)
+                    # One publisher at 20 msg/s into a room of 10, beside N idle
+                    # connections in a room of their own (opened first; the
+                    # server goes quiet after their join notices before the
+                    # room starts). 10,000 idle are 20,000 server threads.
+                    run_one "$scenario" "$server" "$run" fanout -s 10 -p 1 -r 20 --size 64 \
+                        -d "$LAT_DUR" --warmup "$WARM" --url @WS_QUIET@ \
+                        --idle "${scenario#quiet}" --idle-url @WS_IDLE@ --connect-concurrency 64 ;;
                 idle5000)
                     run_one "$scenario" "$server" "$run" idle -n 5000 -d "$IDLE_HOLD" --url @WS@ ;;
                 broadcast10k)
@@ -465,6 +503,28 @@ metrics = [
     ("broadcast10k", "  server threads", lambda d: d["server_threads_peak"], "{:.0f}"),
 ]
 
+# Fixed-rate latency at 1000 subscribers (`rates`), after `latency`.
+rate_scenarios = sorted({d["scenario"] for d in rows if str(d.get("scenario", "")).startswith("rate")
+                         and d["scenario"][4:].isdigit()}, key=lambda s: int(s[4:]))
+at = next(i for i, m in enumerate(metrics) if m[0] == "idle5000")
+for n, sc in enumerate(rate_scenarios):
+    metrics[at:at] = [
+        (sc, f"p50 ms at {sc[4:]} msg/s, 1000 WS subs", lambda d: d["latency_ms"]["p50"], "{:.2f}"),
+        (sc, "  p99 ms", lambda d: d["latency_ms"]["p99"], "{:.2f}"),
+        (sc, "  lost + disconnects", lambda d: d["lost"] + d["disconnects"], "{:.0f}"),
+    ]
+    at += 3
+# A quiet room beside idle neighbours (`quiet`).
+for n in (0, 5000, 10000):
+    beside = "alone" if n == 0 else f"beside {n} idle"
+    metrics += [
+        (f"quiet{n}", f"quiet room (10 subs, 20 msg/s) {beside}: p50 ms", lambda d: d["latency_ms"]["p50"], "{:.2f}"),
+        (f"quiet{n}", "  p99 ms", lambda d: d["latency_ms"]["p99"], "{:.2f}"),
+        (f"quiet{n}", "  max ms", lambda d: d["latency_ms"]["max"], "{:.2f}"),
+    ]
+    if n:
+        metrics.append((f"quiet{n}", "  idle neighbours held", lambda d: d["idle"]["connect"]["connected"] - d["idle"]["disconnects"], "{:.0f}"))
+
 table = [("figure", "switchboard", "Go hub (gorilla chat)", "ratio")]
 for scenario, title, get, fmt in metrics:
     sb = values(scenario, "switchboard", get)
@@ -521,6 +581,17 @@ sse_vs_ws = verdict(both(sse1000, sb1000, lambda a, b: a >= 0.8 * b))
 if sb1000 == 0:
     sse_vs_ws = "n/a (no WebSocket rate passed)"
 print(f"  SSE fan-out to 1000 within 20 % of WS fan-out to 1000:    {sse_vs_ws}")
+print()
+print("targets (issue 19):")
+for n in (5000, 10000):
+    q = med(f"quiet{n}", "switchboard", p99)
+    print(f"  quiet room p99 <= 5 ms beside {n:>5} idle connections:    {verdict(None if q is None else q <= 5)}")
+pairs = [(sc, med(sc, "switchboard", p99), med(sc, "go", p99)) for sc in rate_scenarios]
+pairs = [(sc, a, b) for sc, a, b in pairs if a is not None and b is not None]
+missed = [sc[4:] for sc, a, b in pairs if a > b]
+rates_ok = None if not pairs else not missed
+print(f"  p99 at 1000 subs <= the Go hub's at each fixed rate:      {verdict(rates_ok)}"
+      + (f" (missed at {', '.join(missed)} msg/s)" if missed else ""))
 print()
 print(f"JSON lines: {os.path.relpath(os.environ['RESULTS'])}")
 EOF

@@ -8,7 +8,7 @@
 //! idle5000`, 3 in another, through no fault of their own.
 //!
 //! So the hub counts the members that *lag* — whose queue is more than a
-//! quarter full (`Hangup::lags_at`) — and a connection that is about to join
+//! quarter full (`queue`'s `lags_at`) — and a connection that is about to join
 //! waits while a crowd of them does (`Admission::wait_to_join`): the storm
 //! goes as fast as the members keep up. A quarter, not half: joins already
 //! past the door (up to a client's whole connect concurrency) must still fit

@@ -29,8 +29,9 @@
 //! 1. [`protocol`]: what comes in (`Request`) and goes out (`Event`), and how
 //!    each is written on the wire; [`subscription`]: what a subscriber asks
 //!    for as it connects, parsed once for every transport.
-//! 2. [`queue`]: each subscriber's queue — what goes in it (`Outbound`) and
-//!    the bound that drops a slow consumer (`Hangup`).
+//! 2. [`queue`]: each subscriber's queue, bounded in events
+//!    (`queue::bounded`) — what goes in it (`Outbound`), and who is dropped
+//!    as a slow consumer (`Queue::offer`).
 //! 3. [`room`]: names checked once at the edge; a room is members + history;
 //!    [`rooms`]: every room, within `--max-rooms`, `--max-history-bytes`
 //!    and `--room-expiry`.

@@ -46,7 +46,9 @@ fn a_writer_that_has_not_run_yet_is_not_slow_until_the_ceiling() {
     let (queue, inbox) = bounded(4, OnSlow::Nothing);
     inbox.writer_is_current_thread();
     for n in 0..4 * CEILING_FACTOR {
-        queue.offer(event()).unwrap_or_else(|e| panic!("event {n}: {e:?}"));
+        queue
+            .offer(event())
+            .unwrap_or_else(|e| panic!("event {n}: {e:?}"));
     }
     assert_eq!(queue.offer(event()), Err(NotQueued::Ceiling));
     assert_eq!(inbox.queued(), 4 * CEILING_FACTOR);
@@ -60,7 +62,9 @@ fn a_full_queue_whose_writer_is_stuck_in_one_write_is_slow() {
         queue.offer(event()).expect("fits");
     }
     let writing = inbox.writing();
-    queue.offer(event()).expect("a write just begun is not stuck");
+    queue
+        .offer(event())
+        .expect("a write just begun is not stuck");
     let started = Instant::now();
     while started.elapsed() < STUCK_WRITE {
         std::thread::sleep(STUCK_WRITE / 4);

@@ -9,8 +9,11 @@
 //! wakes nobody for them. That costs latency, so it is done only when the
 //! process is actually busy, measured as it runs (`Load`): the process's
 //! CPU time over the last `SAMPLE_EVERY`, against the CPUs it may run on.
-//! Busy, the window doubles; calm, it halves down to zero; never past what
-//! the writers that actually wrote need to stay within `WAKE_BUDGET_PER_SEC`.
+//! Busy, the window doubles; calm, it shrinks by a quarter, to zero below
+//! `LINGER_MIN`; never past what the writers that actually wrote need to
+//! stay within `WAKE_BUDGET_PER_SEC`. It grows fast and shrinks slowly: a
+//! window that drops too far lets the core saturate, and then every event
+//! waits for the hub, which costs more than the linger did.
 //! An idle server with thousands of open connections has a window of zero,
 //! and delivers each event of a quiet room at once.
 //!
@@ -26,10 +29,10 @@ use std::time::{Duration, Instant};
 /// How often the load is sampled (while anyone writes).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Busy: the process used at least this share of the CPUs it may run on.
-const BUSY: f64 = 0.75;
-/// Calm: less than this share. Between the two the window stays (halving
-/// a window about doubles the wake-ups, so the band is wider than two).
-const CALM: f64 = 0.35;
+const BUSY: f64 = 0.7;
+/// Calm: less than this share. Between the two the window stays (a step
+/// down adds a third more wake-ups, so the band is wider than that).
+const CALM: f64 = 0.3;
 /// What all writers together may spend on wake-ups while busy, roughly: the
 /// longest window is the one that keeps the writers that wrote within it.
 const WAKE_BUDGET_PER_SEC: u64 = 25_000;
@@ -163,8 +166,8 @@ impl Load {
     }
 }
 
-/// The window after a sample: doubled while busy, halved (to zero below
-/// `LINGER_MIN`) while calm, zero after a quiet spell of several periods,
+/// The window after a sample: doubled while busy, three quarters of it (zero
+/// below `LINGER_MIN`) while calm, zero after a quiet spell of several periods,
 /// and never longer than the `active` writers need to stay within
 /// `WAKE_BUDGET_PER_SEC` (within `LINGER_MIN..=LINGER_MAX`).
 fn next_window(current: Duration, busy: f64, active: usize, elapsed: Duration) -> Duration {
@@ -173,11 +176,11 @@ fn next_window(current: Duration, busy: f64, active: usize, elapsed: Duration) -
     if busy >= BUSY {
         (current * 2).max(LINGER_MIN).min(cap)
     } else if elapsed >= SAMPLE_EVERY * 4 || busy < CALM {
-        let half = current / 2;
-        if half < LINGER_MIN || elapsed >= SAMPLE_EVERY * 4 {
+        let less = current * 3 / 4;
+        if less < LINGER_MIN || elapsed >= SAMPLE_EVERY * 4 {
             Duration::ZERO
         } else {
-            half.min(cap)
+            less.min(cap)
         }
     } else {
         current.min(cap)
@@ -229,8 +232,8 @@ mod tests {
             next_window(Duration::ZERO, 0.05, 10_000, SAMPLE_EVERY),
             Duration::ZERO
         );
-        // Calm after busy: the window halves, then is gone.
-        assert_eq!(next_window(40 * MS, 0.2, 1000, SAMPLE_EVERY), 20 * MS);
+        // Calm after busy: the window shrinks by a quarter, then is gone.
+        assert_eq!(next_window(40 * MS, 0.2, 1000, SAMPLE_EVERY), 30 * MS);
         assert_eq!(
             next_window(LINGER_MIN, 0.2, 1000, SAMPLE_EVERY),
             Duration::ZERO
