@@ -13,8 +13,9 @@
 //!     cargo run --example 00_go_hub
 //!
 //! In switchboard the same hub is `src/hub/` (`Hub::run` in `mod.rs`,
-//! `offer` in `fanout.rs`, `remove_client` in `members.rs`) and the pumps are the reader and writer threads of
-//! `src/transport/ws/`. What it changes: one `Command` channel instead of
+//! fan-out in `fanout.rs`, `remove_client` in `members.rs`), the queue and
+//! its `select … default` are `src/queue/` (`Queue::offer`), and the pumps
+//! are the reader and writer threads of `src/transport/ws/`. What it changes: one `Command` channel instead of
 //! three, rooms, ids and history, a dropped client told why (close 1008),
 //! and a hub that ends when nothing can reach it.
 

@@ -14,7 +14,7 @@
 //!                                                              on the hub thread; --redis:
 //!                                                              [redis-cmd] + [redis-sub])
 //! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
-//! Outbound: one bounded queue per client (--send-buffer events); full = that client is dropped.
+//! Outbound: one bounded queue per client (--send-buffer events); full while it does not read = dropped.
 //! Answer: an engine that works elsewhere answers on a channel the hub selects on; never waited for.
 //! ```
 //!

@@ -50,8 +50,8 @@
 //! reach it (`Command`, `HubHandle`, the views they get back); `members`
 //! is who is in which room (connect, join, leave, remove); `requests` what
 //! members ask for; `answers` the hub's side of the engine seam; `fanout`
-//! runs and the one door into a member's queue (`offer`). The queue itself
-//! and its bound are `crate::queue`.
+//! runs. The queue itself, its bound and its one door (`Queue::offer`) are
+//! `crate::queue`.
 
 mod answers;
 mod fanout;
