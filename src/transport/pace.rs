@@ -1,5 +1,5 @@
 //! When a writer waits after a write, so that one wake-up carries many
-//! events: only while the server is busy.
+//! events: only while the CPUs the server runs on are busy.
 //!
 //! Every writer thread (WebSocket writers, SSE streams) calls
 //! `Pace::after_write`. With a thread per writer, what runs out under heavy
@@ -7,8 +7,10 @@
 //! *lingers* after a write (parks until the next tick of a clock all writers
 //! share) lets the events that arrive meanwhile go out in one `writev`, and
 //! wakes nobody for them. That costs latency, so it is done only when the
-//! process is actually busy, measured as it runs (`Load`): the process's
-//! CPU time over the last `SAMPLE_EVERY`, against the CPUs it may run on.
+//! CPUs it runs on are actually busy, measured as it runs (`Load`): their
+//! busy time over the last `SAMPLE_EVERY` (`/proc/stat`, for the CPUs in the
+//! process's affinity). That counts other programs on those CPUs too: a
+//! wake-up costs the same whoever keeps the core busy.
 //! Busy, the window doubles; calm, it shrinks by a quarter, to zero below
 //! `LINGER_MIN`; never past what the writers that actually wrote need to
 //! stay within `WAKE_BUDGET_PER_SEC`. It grows fast and shrinks slowly: a
@@ -18,8 +20,9 @@
 //! and delivers each event of a quiet room at once.
 //!
 //! No thread of its own: the writer whose write finds the last sample
-//! `SAMPLE_EVERY` old takes the next one (a read of `/proc/self/stat`). The
-//! hub cuts a linger short when a queue passes half full (`queue`). Figures:
+//! `SAMPLE_EVERY` old takes the next one (a read of `/proc/stat`, skipped
+//! while fewer than `FEW_WRITERS` write). The hub cuts a linger short when a
+//! queue passes half full (`queue`). Figures:
 //! `docs/performance.md`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// How often the load is sampled (while anyone writes).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// Busy: the process used at least this share of the CPUs it may run on.
+/// Busy: the CPUs the process may run on were busy at least this share of the time.
 const BUSY: f64 = 0.7;
 /// Calm: less than this share. Between the two the window stays (a step
 /// down adds a third more wake-ups, so the band is wider than that).
@@ -41,6 +44,10 @@ const LINGER_MIN: Duration = Duration::from_micros(500);
 /// The longest, which bounds the latency lingering adds (a room of ten
 /// thousand joining at once needs it to settle).
 const LINGER_MAX: Duration = Duration::from_millis(400);
+/// Below this many writers in a period, the window is zero and the load is
+/// not even read: so few could linger for at most `LINGER_MIN`, and a quiet
+/// room on a busy machine still gets each event at once.
+const FEW_WRITERS: usize = 32;
 /// The longest window that ends on a shared tick (`until_next_tick`).
 const SHARED_TICK_MAX: Duration = Duration::from_millis(100);
 
@@ -88,8 +95,8 @@ impl Pace {
     }
 }
 
-/// How busy the process is, and the linger window that follows from it:
-/// one for the process, since CPU time is the process's.
+/// How busy the CPUs are, and the linger window that follows from it: one
+/// for the process.
 struct Load {
     window_micros: AtomicU64,
     /// Sample periods so far; writers count themselves once per period.
@@ -104,8 +111,10 @@ struct Load {
 /// What the last sample saw.
 struct Sampler {
     at: Instant,
-    cpu: Option<Duration>,
-    cpus: f64,
+    /// Busy and total ticks of the CPUs this process may run on, then.
+    ticks: Option<CpuTicks>,
+    /// Which CPUs those are (`Cpus_allowed_list`, read once).
+    cpus: Vec<usize>,
 }
 
 fn load() -> &'static Load {
@@ -117,8 +126,8 @@ fn load() -> &'static Load {
         next_sample: AtomicU64::new(0),
         sampler: Mutex::new(Sampler {
             at: Instant::now(),
-            cpu: process_cpu_time(),
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            ticks: None,
+            cpus: allowed_cpus().unwrap_or_default(),
         }),
     })
 }
@@ -148,18 +157,21 @@ impl Load {
         }
         self.next_sample
             .store(now + SAMPLE_EVERY.as_micros() as u64, Ordering::Relaxed);
-        let at = Instant::now();
-        let cpu = process_cpu_time();
-        let elapsed = at.duration_since(sampler.at);
-        let busy = match (sampler.cpu, cpu) {
-            (Some(before), Some(after)) if !elapsed.is_zero() => {
-                after.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64() / sampler.cpus
-            }
-            _ => 0.0, // no /proc: never busy, never lingers
-        };
-        (sampler.at, sampler.cpu) = (at, cpu);
         self.period.fetch_add(1, Ordering::Relaxed);
         let active = self.active.swap(0, Ordering::Relaxed);
+        let at = Instant::now();
+        if active < FEW_WRITERS {
+            // Not worth a read: no window, and no baseline for the next sample.
+            (sampler.at, sampler.ticks) = (at, None);
+            return self.window_micros.store(0, Ordering::Relaxed);
+        }
+        let ticks = cpu_ticks(&sampler.cpus);
+        let elapsed = at.duration_since(sampler.at);
+        let busy = match (sampler.ticks, ticks) {
+            (Some(before), Some(after)) => after.busy_since(before),
+            _ => 0.0, // no baseline yet, or no /proc (then it never lingers)
+        };
+        (sampler.at, sampler.ticks) = (at, ticks);
         let window = next_window(self.window(), busy, active, elapsed);
         self.window_micros
             .store(window.as_micros() as u64, Ordering::Relaxed);
@@ -187,14 +199,75 @@ fn next_window(current: Duration, busy: f64, active: usize, elapsed: Duration) -
     }
 }
 
-/// The CPU time the whole process has used (every thread, the ended ones
-/// too), from `/proc/self/stat`, in clock ticks of 1/100 s (`USER_HZ`).
-fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name, in parentheses, may hold spaces: count from after it.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+/// Busy and total time of some CPUs, in clock ticks (`/proc/stat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct CpuTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTicks {
+    /// The share of the time since `before` that the CPUs were busy.
+    fn busy_since(self, before: CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(before.busy) as f64 / total as f64
+    }
+}
+
+/// The ticks of the CPUs in `cpus` (all of them if empty), from `/proc/stat`.
+fn cpu_ticks(cpus: &[usize]) -> Option<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(ticks_of(&stat, cpus))
+}
+
+/// Sums the `cpuN` lines of `/proc/stat` for the CPUs in `cpus` (the
+/// all-CPU `cpu` line if empty): idle and iowait are idle, the other six
+/// counters busy (guest time is already inside user time).
+fn ticks_of(stat: &str, cpus: &[usize]) -> CpuTicks {
+    let mut sum = CpuTicks::default();
+    for line in stat.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(name) = fields.next().and_then(|f| f.strip_prefix("cpu")) else {
+            continue;
+        };
+        let wanted = match name.parse::<usize>() {
+            Ok(cpu) => cpus.contains(&cpu),
+            Err(_) => name.is_empty() && cpus.is_empty(),
+        };
+        if !wanted {
+            continue;
+        }
+        let counts: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+        if let [user, nice, system, idle, iowait, irq, softirq, steal] = counts[..] {
+            sum.busy += user + nice + system + irq + softirq + steal;
+            sum.total += user + nice + system + idle + iowait + irq + softirq + steal;
+        }
+    }
+    sum
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` of
+/// `/proc/self/status`, as `0-3,6`).
+fn allowed_cpus() -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+    Some(parse_cpu_list(list.trim()))
+}
+
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
+            cpus.extend(first..=last.min(first + 4096));
+        }
+    }
+    cpus
 }
 
 /// How long from `since_epoch` to the next tick of a clock that ticks every
@@ -266,13 +339,53 @@ mod tests {
     }
 
     #[test]
-    fn the_process_cpu_time_is_read() {
-        // Spinning uses CPU time, which shows within a few clock ticks.
-        let before = process_cpu_time().expect("/proc/self/stat");
+    fn the_busy_share_of_the_cpus_it_may_run_on_is_read() {
+        let stat = "cpu  30 0 10 50 10 0 0 0 0 0\n\
+                    cpu0 20 0 5 20 5 0 0 0 0 0\n\
+                    cpu1 10 0 5 30 5 0 0 0 0 0\n\
+                    intr 1 2 3\n";
+        assert_eq!(
+            ticks_of(stat, &[0]),
+            CpuTicks {
+                busy: 25,
+                total: 50
+            }
+        );
+        assert_eq!(
+            ticks_of(stat, &[0, 1]),
+            CpuTicks {
+                busy: 40,
+                total: 100
+            }
+        );
+        assert_eq!(
+            ticks_of(stat, &[]),
+            CpuTicks {
+                busy: 40,
+                total: 100
+            }
+        );
+        let later = CpuTicks {
+            busy: 34,
+            total: 60,
+        };
+        assert_eq!(
+            later.busy_since(CpuTicks {
+                busy: 25,
+                total: 50
+            }),
+            0.9
+        );
+        assert_eq!(parse_cpu_list("0-1,3"), vec![0, 1, 3]);
+        assert_eq!(parse_cpu_list("2"), vec![2]);
+        // And on this machine: the ticks only go up.
+        let cpus = allowed_cpus().expect("/proc/self/status");
+        assert!(!cpus.is_empty());
+        let before = cpu_ticks(&cpus).expect("/proc/stat");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while process_cpu_time().expect("/proc/self/stat") <= before {
-            assert!(Instant::now() < deadline, "CPU time stuck at {before:?}");
-            std::hint::black_box((0..10_000u64).sum::<u64>());
+        while cpu_ticks(&cpus).expect("/proc/stat").total <= before.total {
+            assert!(Instant::now() < deadline, "no tick in 10 s");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
