@@ -11,11 +11,12 @@
 //! busy time over the last `SAMPLE_EVERY` (`/proc/stat`, for the CPUs in the
 //! process's affinity). That counts other programs on those CPUs too: a
 //! wake-up costs the same whoever keeps the core busy.
-//! Busy, the window doubles; calm, it shrinks by a quarter, to zero below
-//! `LINGER_MIN`; never past what the writers that actually wrote need to
-//! stay within `WAKE_BUDGET_PER_SEC`. It grows fast and shrinks slowly: a
-//! window that drops too far lets the core saturate, and then every event
-//! waits for the hub, which costs more than the linger did.
+//! Busy, the window is at once what the writers that actually wrote need
+//! to stay within `WAKE_BUDGET_PER_SEC` (as it was, from the connection
+//! count, before); calm for a second, it shrinks by a quarter a sample, to
+//! zero below `LINGER_MIN`. It opens fast and closes slowly: a window that
+//! dropped too far let the core saturate, and then every event waited for
+//! the hub, which costs more than the linger did.
 //! An idle server with thousands of open connections has a window of zero,
 //! and delivers each event of a quiet room at once.
 //!
@@ -36,6 +37,10 @@ const BUSY: f64 = 0.7;
 /// Calm: less than this share. Between the two the window stays (a step
 /// down adds a third more wake-ups, so the band is wider than that).
 const CALM: f64 = 0.3;
+/// How many calm samples in a row before the window shrinks: it is quick to
+/// open and slow to close, so that a load that comes and goes does not
+/// find it closed.
+const CALM_SAMPLES: u32 = 10;
 /// What all writers together may spend on wake-ups while busy, roughly: the
 /// longest window is the one that keeps the writers that wrote within it.
 const WAKE_BUDGET_PER_SEC: u64 = 25_000;
@@ -115,6 +120,8 @@ struct Sampler {
     ticks: Option<CpuTicks>,
     /// Which CPUs those are (`Cpus_allowed_list`, read once).
     cpus: Vec<usize>,
+    /// Calm samples in a row.
+    calm: u32,
 }
 
 fn load() -> &'static Load {
@@ -128,6 +135,7 @@ fn load() -> &'static Load {
             at: Instant::now(),
             ticks: None,
             cpus: allowed_cpus().unwrap_or_default(),
+            calm: 0,
         }),
     })
 }
@@ -172,22 +180,29 @@ impl Load {
             _ => 0.0, // no baseline yet, or no /proc (then it never lingers)
         };
         (sampler.at, sampler.ticks) = (at, ticks);
-        let window = next_window(self.window(), busy, active, elapsed);
+        sampler.calm = if busy < CALM { sampler.calm + 1 } else { 0 };
+        let window = next_window(self.window(), busy, active, elapsed, sampler.calm);
         self.window_micros
             .store(window.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
-/// The window after a sample: doubled while busy, three quarters of it (zero
-/// below `LINGER_MIN`) while calm, zero after a quiet spell of several periods,
-/// and never longer than the `active` writers need to stay within
-/// `WAKE_BUDGET_PER_SEC` (within `LINGER_MIN..=LINGER_MAX`).
-fn next_window(current: Duration, busy: f64, active: usize, elapsed: Duration) -> Duration {
+/// The window after a sample: busy, what the `active` writers need to stay
+/// within `WAKE_BUDGET_PER_SEC` (within `LINGER_MIN..=LINGER_MAX`), at once;
+/// calm for `CALM_SAMPLES` samples in a row, three quarters of it (zero
+/// below `LINGER_MIN`); zero after a quiet spell of several periods.
+fn next_window(
+    current: Duration,
+    busy: f64,
+    active: usize,
+    elapsed: Duration,
+    calm_samples: u32,
+) -> Duration {
     let cap = Duration::from_micros(active as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC)
         .clamp(LINGER_MIN, LINGER_MAX);
     if busy >= BUSY {
-        (current * 2).max(LINGER_MIN).min(cap)
-    } else if elapsed >= SAMPLE_EVERY * 4 || busy < CALM {
+        cap
+    } else if elapsed >= SAMPLE_EVERY * 4 || calm_samples >= CALM_SAMPLES {
         let less = current * 3 / 4;
         if less < LINGER_MIN || elapsed >= SAMPLE_EVERY * 4 {
             Duration::ZERO
@@ -300,42 +315,36 @@ mod tests {
 
     #[test]
     fn an_idle_or_calm_server_does_not_linger_however_many_connections_it_holds() {
-        // Ten thousand writers woke, but the process used 5 % of its CPUs.
+        let p = SAMPLE_EVERY;
+        // Ten thousand writers woke, but the CPUs were busy 5 % of the time.
         assert_eq!(
-            next_window(Duration::ZERO, 0.05, 10_000, SAMPLE_EVERY),
+            next_window(Duration::ZERO, 0.05, 10_000, p, 1),
             Duration::ZERO
         );
-        // Calm after busy: the window shrinks by a quarter, then is gone.
-        assert_eq!(next_window(40 * MS, 0.2, 1000, SAMPLE_EVERY), 30 * MS);
+        // Calm after busy: the window stays for a second, then shrinks by
+        // a quarter a sample, then is gone.
+        assert_eq!(next_window(40 * MS, 0.2, 1000, p, 1), 40 * MS);
+        assert_eq!(next_window(40 * MS, 0.2, 1000, p, CALM_SAMPLES), 30 * MS);
         assert_eq!(
-            next_window(LINGER_MIN, 0.2, 1000, SAMPLE_EVERY),
+            next_window(LINGER_MIN, 0.2, 1000, p, CALM_SAMPLES),
             Duration::ZERO
         );
         // After a quiet spell of several periods, at once.
-        assert_eq!(
-            next_window(200 * MS, 0.5, 5000, SAMPLE_EVERY * 10),
-            Duration::ZERO
-        );
+        assert_eq!(next_window(200 * MS, 0.5, 5000, p * 10, 0), Duration::ZERO);
         // In between, it stays.
-        assert_eq!(next_window(8 * MS, 0.5, 1000, SAMPLE_EVERY), 8 * MS);
+        assert_eq!(next_window(8 * MS, 0.5, 1000, p, 0), 8 * MS);
     }
 
     #[test]
-    fn a_busy_server_doubles_the_window_up_to_what_its_active_writers_need() {
-        assert_eq!(
-            next_window(Duration::ZERO, 0.9, 1000, SAMPLE_EVERY),
-            LINGER_MIN
-        );
-        assert_eq!(next_window(10 * MS, 0.9, 1000, SAMPLE_EVERY), 20 * MS);
-        // 1000 writers within 25,000 wake-ups a second: 40 ms at most.
-        assert_eq!(next_window(32 * MS, 0.9, 1000, SAMPLE_EVERY), 40 * MS);
-        assert_eq!(next_window(40 * MS, 0.9, 1000, SAMPLE_EVERY), 40 * MS);
-        // Ten writers, busy or not: never more than the shortest linger.
-        assert_eq!(next_window(40 * MS, 0.9, 10, SAMPLE_EVERY), LINGER_MIN);
-        assert_eq!(
-            next_window(LINGER_MAX, 1.0, 100_000, SAMPLE_EVERY),
-            LINGER_MAX
-        );
+    fn a_busy_server_lingers_at_once_as_long_as_its_active_writers_need() {
+        let p = SAMPLE_EVERY;
+        // 1000 writers within 25,000 wake-ups a second: 40 ms.
+        assert_eq!(next_window(Duration::ZERO, 0.9, 1000, p, 0), 40 * MS);
+        assert_eq!(next_window(10 * MS, 0.9, 1000, p, 0), 40 * MS);
+        // Fewer writers, a shorter window.
+        assert_eq!(next_window(40 * MS, 0.9, 100, p, 0), 4 * MS);
+        assert_eq!(next_window(40 * MS, 0.9, 10, p, 0), LINGER_MIN);
+        assert_eq!(next_window(Duration::ZERO, 1.0, 100_000, p, 0), LINGER_MAX);
     }
 
     #[test]
