@@ -44,7 +44,7 @@ const CALM_SAMPLES: u32 = 10;
 /// What all writers together may spend on wake-ups while busy, roughly: the
 /// longest window is the one that keeps the writers that wrote within it.
 const WAKE_BUDGET_PER_SEC: u64 = 25_000;
-/// The shortest linger worth a sleep; a window that halves below it is zero.
+/// The shortest linger worth a sleep; a window that shrinks below it is zero.
 const LINGER_MIN: Duration = Duration::from_micros(500);
 /// The longest, which bounds the latency lingering adds (a room of ten
 /// thousand joining at once needs it to settle).
