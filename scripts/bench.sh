@@ -15,12 +15,14 @@
 #   --runs N         runs per figure (default 3)
 #   --only LIST      comma-separated scenarios (default: all):
 #                      fanout100 fanout1000 sse1000 latency rates idle5000 broadcast10k
-#                      quiet (= quiet0,quiet5000,quiet10000)
+#                      quiet (= quiet0,quiet5000,quiet10000) nodes3
 #                    rates: fixed-rate latency at 1000 subscribers, from 40 msg/s
 #                      to half the Go hub's 1000-subscriber saturation rate;
 #                    quietN: a 10-subscriber room at 20 msg/s beside N idle
 #                      connections in another room (the Go hub, which has one
 #                      room, runs quiet0 only)
+#                    nodes3: three nodes on one Redis against one in memory
+#                      (scripts/bench-nodes3.sh; switchboard only)
 #   --servers LIST   comma-separated: switchboard,go (default: both)
 #   --no-install     do not apt-get install missing tools
 # Environment: SWITCHBOARD_BIN, LOADGEN_BIN use prebuilt binaries.
@@ -38,7 +40,7 @@ mkdir -p "$OUT"
 
 RUNS=3
 QUICK=0
-ONLY="fanout100,fanout1000,sse1000,latency,rates,idle5000,broadcast10k,quiet"
+ONLY="fanout100,fanout1000,sse1000,latency,rates,idle5000,broadcast10k,quiet,nodes3"
 SERVERS="switchboard,go"
 INSTALL=1
 while [ $# -gt 0 ]; do
@@ -73,6 +75,9 @@ fi
 need_pkgs=()
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+if has "$ONLY" nodes3 && has "$SERVERS" switchboard; then
+    command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+fi
 if has "$SERVERS" go; then
     command -v go >/dev/null || need_pkgs+=(golang-go)
     dpkg -s golang-github-gorilla-websocket-dev >/dev/null 2>&1 || need_pkgs+=(golang-github-gorilla-websocket-dev)
@@ -175,7 +180,10 @@ stop_server() {
         SERVER_PID=""
     fi
 }
-trap 'stop_server; restore_maps' EXIT
+# The several-nodes scenario's servers (n3_stop) are stopped on exit too.
+# shellcheck source=scripts/bench-nodes3.sh
+source "$ROOT/scripts/bench-nodes3.sh"
+trap 'n3_stop; stop_server; restore_maps' EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -425,6 +433,10 @@ for scenario in fanout100 fanout1000 sse1000 latency rates idle5000 broadcast10k
     done
 done
 
+if has "$ONLY" nodes3 && has "$SERVERS" switchboard; then
+    run_nodes3
+fi
+
 cp "$RESULTS" "$OUT/latest.jsonl"
 
 # ---------------------------------------------------------------- table
@@ -595,3 +607,4 @@ print(f"  p99 at 1000 subs <= the Go hub's at each fixed rate:      {verdict(rat
 print()
 print(f"JSON lines: {os.path.relpath(os.environ['RESULTS'])}")
 EOF
+summary_nodes3 | tee -a "$OUT/summary-${STAMP}.txt"

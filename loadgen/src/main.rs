@@ -162,9 +162,11 @@ impl LoadArgs {
 #[derive(Args, Debug, Clone)]
 struct WsArgs {
     /// WebSocket URL subscribers connect to, path and query included.
+    /// Repeat it to spread the subscribers over several servers, round-robin
+    /// (subscriber i connects to the i-th URL modulo their number).
     #[arg(long, default_value = "ws://127.0.0.1:8081/ws?room=bench")]
-    url: String,
-    /// WebSocket URL publishers connect to (default: --url).
+    url: Vec<String>,
+    /// WebSocket URL publishers connect to (default: the first --url).
     #[arg(long)]
     pub_url: Option<String>,
     /// Text frame every connection sends right after its handshake, for
@@ -332,14 +334,24 @@ fn main() -> ExitCode {
 type Outcome = Result<(Value, bool), String>;
 
 fn ws_targets(ws: &WsArgs) -> Result<(SubscribeVia, PublishVia), String> {
-    let mut sub = Target::parse(&ws.url, &["ws"])?;
-    sub.join_message = ws.join_message.clone();
+    let mut subs = Vec::with_capacity(ws.url.len());
+    for url in &ws.url {
+        let mut sub = Target::parse(url, &["ws"])?;
+        sub.join_message = ws.join_message.clone();
+        subs.push(sub);
+    }
+    let first = subs.first().cloned().ok_or("--url: at least one")?;
     let mut publ = match &ws.pub_url {
         Some(u) => Target::parse(u, &["ws"])?,
-        None => sub.clone(),
+        None => first.clone(),
     };
     publ.join_message = ws.join_message.clone();
-    Ok((SubscribeVia::WebSocket(sub), PublishVia::WebSocket(publ)))
+    let sub = if subs.len() == 1 {
+        SubscribeVia::WebSocket(first)
+    } else {
+        SubscribeVia::WebSocketSpread(subs)
+    };
+    Ok((sub, PublishVia::WebSocket(publ)))
 }
 
 fn sse_targets(sse: &SseArgs) -> Result<(SubscribeVia, PublishVia), String> {
@@ -459,7 +471,7 @@ fn merge(into: &mut Value, from: Value) {
 async fn run_fanout(a: FanoutArgs) -> Outcome {
     let (sub, publ) = ws_targets(&a.ws)?;
     if a.idle.idle == 0 {
-        return fanout_once("fanout", &a.ws.url, sub, publ, &a.load).await;
+        return fanout_once("fanout", &a.ws.url.join(" "), sub, publ, &a.load).await;
     }
     let via = SubscribeVia::WebSocket(Target::parse(&a.idle.idle_url, &["ws"])?);
     eprintln!(
@@ -479,7 +491,7 @@ async fn run_fanout(a: FanoutArgs) -> Outcome {
         opened.failed(),
         if quiet { "; quiet" } else { "; NOT quiet" }
     );
-    let (mut line, passed) = fanout_once("fanout", &a.ws.url, sub, publ, &a.load).await?;
+    let (mut line, passed) = fanout_once("fanout", &a.ws.url.join(" "), sub, publ, &a.load).await?;
     let disconnects = neighbours.disconnected();
     line["idle"] = json!({
         "requested": a.idle.idle,
@@ -552,7 +564,7 @@ async fn run_saturate(a: SaturateArgs) -> Outcome {
         (s, p, a.sse_args.http.clone())
     } else {
         let (s, p) = ws_targets(&a.ws)?;
-        (s, p, a.ws.url.clone())
+        (s, p, a.ws.url.join(" "))
     };
     let mode = if a.sse { "saturate-sse" } else { "saturate" };
     let limits = a.load.limits();

@@ -30,6 +30,9 @@ const WS_READ_BUFFER: usize = 16 * 1024;
 pub enum SubscribeVia {
     /// WebSocket at this URL (path and query included).
     WebSocket(Target),
+    /// WebSocket, spread over several servers: subscriber `i` connects to
+    /// `targets[i % len]` (the several-nodes bench, one room across nodes).
+    WebSocketSpread(Vec<Target>),
     /// Server-Sent Events at this URL.
     Sse(Target),
 }
@@ -106,7 +109,7 @@ impl Pool {
             let task_shared = shared.clone();
             tasks.push(tokio::spawn(async move {
                 let begun = Instant::now();
-                match open_one(&via, opts.timeout).await {
+                match open_one(&via, index, opts.timeout).await {
                     Ok(conn) => {
                         let _ = tx.send(Ok(begun.elapsed()));
                         drop(permit);
@@ -213,9 +216,22 @@ enum Opened {
     Sse(TcpStream, SseReader),
 }
 
-async fn open_one(via: &SubscribeVia, timeout: Duration) -> Result<Opened, ConnectError> {
+async fn open_one(
+    via: &SubscribeVia,
+    index: usize,
+    timeout: Duration,
+) -> Result<Opened, ConnectError> {
     let deadline = Instant::now() + timeout;
+    let spread;
+    let via = match via {
+        SubscribeVia::WebSocketSpread(targets) if !targets.is_empty() => {
+            spread = SubscribeVia::WebSocket(targets[index % targets.len()].clone());
+            &spread
+        }
+        other => other,
+    };
     match via {
+        SubscribeVia::WebSocketSpread(_) => Err(ConnectError::BadResponse),
         SubscribeVia::WebSocket(t) => {
             let mut stream = target::connect(t.addr, timeout).await?;
             let primed = ws::handshake(
