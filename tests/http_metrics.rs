@@ -162,7 +162,10 @@ fn events_and_refusals_are_counted() {
         ),
         1.0
     );
-    assert!(sample(&after, "switchboard_history_events", &[]).expect("history") >= 4.0);
+    // The node's own history (on Redis, history is Redis' and this stays 0).
+    if !common::on_redis() {
+        assert!(sample(&after, "switchboard_history_events", &[]).expect("history") >= 4.0);
+    }
 }
 
 #[test]

@@ -88,6 +88,12 @@ fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
 
 #[test]
 fn rooms_past_the_ceiling_are_refused_over_rest_with_503_and_existing_rooms_still_work() {
+    if common::memory_engine_only(
+        "rooms_past_the_ceiling_are_refused_over_rest_with_503_and_existing_rooms_still_work",
+        "--max-rooms counts rooms with members on this node; a room with history only lives in Redis and is not refused",
+    ) {
+        return;
+    }
     let server = TestServer::start_with(|c| c.max_rooms = 3);
     for room in ["a", "b", "c"] {
         published_id(&server, room, "hi");
@@ -112,6 +118,12 @@ fn rooms_past_the_ceiling_are_refused_over_rest_with_503_and_existing_rooms_stil
 
 #[test]
 fn joining_a_room_past_the_ceiling_gets_an_unavailable_error_and_the_connection_lives() {
+    if common::memory_engine_only(
+        "joining_a_room_past_the_ceiling_gets_an_unavailable_error_and_the_connection_lives",
+        "--max-rooms counts rooms with members on this node; a room with history only lives in Redis and is not refused",
+    ) {
+        return;
+    }
     let server = TestServer::start_with(|c| c.max_rooms = 2);
     let mut alice = server.client("room=a&name=alice");
     published_id(&server, "b", "takes the last place");
@@ -152,6 +164,12 @@ fn joining_a_room_past_the_ceiling_gets_an_unavailable_error_and_the_connection_
 
 #[test]
 fn history_memory_stays_under_the_budget_while_large_messages_pour_in() {
+    if common::memory_engine_only(
+        "history_memory_stays_under_the_budget_while_large_messages_pour_in",
+        "the history budget (--max-history-bytes) counts the node's memory; on Redis history is bounded by --history per room",
+    ) {
+        return;
+    }
     const BUDGET: usize = 1 << 20;
     let server = TestServer::start_with(|c| c.max_history_bytes = BUDGET);
     let big = "x".repeat(60_000);
@@ -177,6 +195,12 @@ fn history_memory_stays_under_the_budget_while_large_messages_pour_in() {
 
 #[test]
 fn one_rooms_history_cannot_exceed_the_budget_alone() {
+    if common::memory_engine_only(
+        "one_rooms_history_cannot_exceed_the_budget_alone",
+        "the history budget (--max-history-bytes) counts the node's memory; on Redis history is bounded by --history per room",
+    ) {
+        return;
+    }
     const BUDGET: usize = 512 * 1024;
     let server = TestServer::start_with(|c| c.max_history_bytes = BUDGET);
     let big = "z".repeat(50_000);
@@ -195,6 +219,12 @@ fn one_rooms_history_cannot_exceed_the_budget_alone() {
 
 #[test]
 fn the_hubs_oldest_events_go_first_and_replay_returns_the_newest_in_order() {
+    if common::memory_engine_only(
+        "the_hubs_oldest_events_go_first_and_replay_returns_the_newest_in_order",
+        "the history budget (--max-history-bytes) counts the node's memory; on Redis history is bounded by --history per room",
+    ) {
+        return;
+    }
     let server = TestServer::start_with(|c| c.max_history_bytes = 256 * 1024);
     let text = "y".repeat(4000);
     let mut published = Vec::new();
@@ -230,6 +260,12 @@ fn the_hubs_oldest_events_go_first_and_replay_returns_the_newest_in_order() {
 
 #[test]
 fn an_empty_rooms_history_expires_after_the_configured_time_and_a_room_with_members_does_not() {
+    if common::memory_engine_only(
+        "an_empty_rooms_history_expires_after_the_configured_time_and_a_room_with_members_does_not",
+        "--max-rooms and switchboard_rooms_expired_total count this node's rooms; expiry on Redis is tests/redis_rooms.rs",
+    ) {
+        return;
+    }
     const EXPIRY: Duration = Duration::from_millis(400);
     let server = TestServer::start_with(|c| {
         c.room_expiry = EXPIRY;

@@ -125,6 +125,19 @@ pub trait Engine: Send {
     /// past `--join-notices-max`): presence on other nodes must still know.
     /// Returns at once, as every method here.
     fn unannounced(&mut self, _room: &RoomName, _name: &Name, _from_id: &str, _joined: bool) {}
+
+    /// When history lives outside the hub's `Rooms` (Redis): asks which
+    /// rooms have history kept, and each one's newest id (`room`: that one
+    /// only; `None`: every room), answers `true`, and an `Answer::Stored`
+    /// with the same ticket follows. `false` (the memory engine): the hub's
+    /// own rooms say it all. Returns at once.
+    fn stored(&mut self, _ticket: Ticket, _room: Option<&RoomName>) -> bool {
+        false
+    }
+
+    /// A member's name changed (`nick`): presence on other nodes must show
+    /// the new one in each of `rooms`. Returns at once.
+    fn renamed(&mut self, _rooms: &[RoomName], _name: &Name, _from_id: &str) {}
 }
 
 /// A member connected to another node.
@@ -283,6 +296,9 @@ pub enum Answer {
     /// What the ticket asked for did not happen, or may not have: the engine
     /// lost its way to Redis meanwhile. A publisher is told `unavailable`.
     Failed(Ticket),
+    /// The rooms whose history the engine keeps, each with its newest id
+    /// (the answer to `stored`).
+    Stored(Ticket, Vec<(RoomName, u64)>),
     /// A room's history is gone (Redis came back empty): events after
     /// `last_id`, the last this node relayed, may never arrive. Its members
     /// are told `history_lost`.

@@ -12,7 +12,7 @@ use crate::protocol::{now_millis, ClientId, Event};
 use crate::room::RoomName;
 
 use super::members::Seat;
-use super::{Hub, Leave, Refused};
+use super::{Hub, Leave, Refused, RoomDetail, RoomSummary};
 
 /// What became of a room event handed to the engine.
 pub(super) enum Published {
@@ -45,6 +45,16 @@ pub(super) enum Waiting {
         room: RoomName,
         reply: Sender<Option<Vec<Arc<Event>>>>,
     },
+    /// `GET /rooms`, for the rooms with history kept outside the hub.
+    Rooms(Sender<Vec<RoomSummary>>),
+    /// `GET /rooms/{room}`, for the room's newest id kept outside the hub.
+    Describe {
+        room: RoomName,
+        reply: Sender<Option<RoomDetail>>,
+    },
+    /// A history reader that got nothing, for whether the room has history
+    /// at all (an empty page) or not (`404`).
+    Exists(Sender<Option<Vec<Arc<Event>>>>),
 }
 
 impl Waiting {
@@ -55,7 +65,11 @@ impl Waiting {
             | Waiting::Backlog { client, .. }
             | Waiting::Join { client, .. }
             | Waiting::Part { client, .. } => Some(*client),
-            Waiting::Publish(_) | Waiting::History { .. } => None,
+            Waiting::Publish(_)
+            | Waiting::History { .. }
+            | Waiting::Rooms(_)
+            | Waiting::Describe { .. }
+            | Waiting::Exists(_) => None,
         }
     }
 }
@@ -97,7 +111,7 @@ impl Hub {
             Answer::Sequenced(ticket, _) | Answer::History(ticket, _) | Answer::Failed(ticket) => {
                 self.waiting.get(ticket).and_then(Waiting::client)
             }
-            Answer::Lost { .. } => None,
+            Answer::Lost { .. } | Answer::Stored(..) => None,
         };
         match answer {
             Answer::Sequenced(ticket, event) => {
@@ -119,12 +133,18 @@ impl Hub {
                 Some(Waiting::Backlog { client, rooms }) => {
                     self.replayed(client, rooms, events, Seat::AtOnce)
                 }
-                Some(Waiting::History { room, reply }) => {
-                    let _ = reply.send(self.found(&room, events));
-                }
+                Some(Waiting::History { room, reply }) => self.read(room, reply, events),
                 Some(Waiting::Publish(_) | Waiting::Say { .. }) => {} // not a read
-                Some(Waiting::Join { .. } | Waiting::Part { .. }) | None => {}
+                Some(
+                    Waiting::Join { .. }
+                    | Waiting::Part { .. }
+                    | Waiting::Rooms(_)
+                    | Waiting::Describe { .. }
+                    | Waiting::Exists(_),
+                )
+                | None => {}
             },
+            Answer::Stored(ticket, stored) => self.stored(ticket, &stored),
             Answer::Failed(ticket) => self.failed(ticket),
             Answer::Lost { room, last_id } => self.lost(&room, last_id),
         }
@@ -149,8 +169,15 @@ impl Hub {
                 self.tell(client, Event::error("history_lost", message));
                 self.replayed(client, rooms, Vec::new(), Seat::AtOnce);
             }
-            Some(Waiting::History { reply, .. }) => {
+            Some(Waiting::History { reply, .. } | Waiting::Exists(reply)) => {
                 let _ = reply.send(None);
+            }
+            // Redis did not say: this node's view alone.
+            Some(Waiting::Rooms(reply)) => {
+                let _ = reply.send(self.summaries(&[]));
+            }
+            Some(Waiting::Describe { room, reply }) => {
+                let _ = reply.send(self.describe(&room, None));
             }
             None => {}
         }
@@ -174,6 +201,42 @@ impl Hub {
     }
 
     /// A history read's answer: `None` for a room that does not exist.
+    /// A history read for REST came back: an empty one from a room with
+    /// no members here may still be a room whose history lives in the
+    /// engine (an empty page, not `404`), so the engine is asked.
+    fn read(
+        &mut self,
+        room: RoomName,
+        reply: Sender<Option<Vec<Arc<Event>>>>,
+        events: Vec<Arc<Event>>,
+    ) {
+        if events.is_empty() && !self.rooms.contains(&room) {
+            let ticket = self.next_ticket();
+            if self.engine.stored(ticket, Some(&room)) {
+                self.waiting.insert(ticket, Waiting::Exists(reply));
+                return;
+            }
+        }
+        let _ = reply.send(self.found(&room, events));
+    }
+
+    /// The engine said which rooms have history (`Engine::stored`).
+    fn stored(&mut self, ticket: Ticket, stored: &[(RoomName, u64)]) {
+        match self.waiting.remove(&ticket) {
+            Some(Waiting::Rooms(reply)) => {
+                let _ = reply.send(self.summaries(stored));
+            }
+            Some(Waiting::Describe { room, reply }) => {
+                let newest = stored.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+                let _ = reply.send(self.describe(&room, newest));
+            }
+            Some(Waiting::Exists(reply)) => {
+                let _ = reply.send((!stored.is_empty()).then(Vec::new));
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn found(
         &self,
         room: &RoomName,

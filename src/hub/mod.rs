@@ -362,11 +362,24 @@ impl Hub {
                     let _ = reply.send(Err(refused));
                 }
             },
+            // With history kept outside the hub (Redis), the engine says
+            // which rooms have some, and their newest ids, first.
             Command::ListRooms { reply } => {
-                let _ = reply.send(self.summaries());
+                let ticket = self.next_ticket();
+                if self.engine.stored(ticket, None) {
+                    self.waiting.insert(ticket, Waiting::Rooms(reply));
+                } else {
+                    let _ = reply.send(self.summaries(&[]));
+                }
             }
             Command::DescribeRoom { room, reply } => {
-                let _ = reply.send(self.describe(&room));
+                let ticket = self.next_ticket();
+                if self.engine.stored(ticket, Some(&room)) {
+                    self.waiting
+                        .insert(ticket, Waiting::Describe { room, reply });
+                } else {
+                    let _ = reply.send(self.describe(&room, None));
+                }
             }
             Command::History {
                 room,

@@ -93,6 +93,8 @@ impl Hub {
             }
             Request::Nick(name) => {
                 client.name = name.clone();
+                // Other nodes show it too (presence across nodes).
+                self.engine.renamed(&client.rooms, &name, &client.label);
                 let welcome = Body::Welcome {
                     id: from,
                     name,
@@ -136,7 +138,7 @@ impl Hub {
                 // A token sees only the rooms it may read.
                 let access = client.access.clone();
                 let rooms = self
-                    .summaries()
+                    .summaries(&[])
                     .into_iter()
                     .filter(|r| access.may_read(&r.name))
                     .map(|r| RoomCount {
@@ -198,8 +200,9 @@ impl Hub {
     }
 
     /// Every room, sorted by name: this node's, and with several nodes the
-    /// rooms that have members on the others.
-    pub(super) fn summaries(&self) -> Vec<RoomSummary> {
+    /// rooms that have members on the others, and those with history kept
+    /// outside the hub (`stored`: room and newest id, from the engine).
+    pub(super) fn summaries(&self, stored: &[(RoomName, u64)]) -> Vec<RoomSummary> {
         let mut rooms: HashMap<RoomName, RoomSummary> = self
             .rooms
             .iter()
@@ -220,17 +223,25 @@ impl Hub {
             });
             summary.members += count;
         }
+        for (name, last_id) in stored {
+            let summary = rooms.entry(name.clone()).or_insert(RoomSummary {
+                name: name.clone(),
+                members: 0,
+                last_id: 0,
+            });
+            summary.last_id = summary.last_id.max(*last_id);
+        }
         let mut rooms: Vec<RoomSummary> = rooms.into_values().collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         rooms
     }
 
     /// A room's members, this node's first; `None` if it has none anywhere
-    /// and no history here.
-    pub(super) fn describe(&self, room: &RoomName) -> Option<RoomDetail> {
+    /// and no history (here, or `stored`: its newest id outside the hub).
+    pub(super) fn describe(&self, room: &RoomName, stored: Option<u64>) -> Option<RoomDetail> {
         let here = self.rooms.get(room);
         let elsewhere = self.engine.elsewhere(room);
-        if here.is_none() && elsewhere.is_empty() {
+        if here.is_none() && elsewhere.is_empty() && stored.is_none() {
             return None;
         }
         let node = self.engine.node();
@@ -259,7 +270,7 @@ impl Hub {
         Some(RoomDetail {
             name: room.clone(),
             members,
-            last_id: here.map_or(0, |r| r.last_id()),
+            last_id: here.map_or(0, |r| r.last_id()).max(stored.unwrap_or(0)),
         })
     }
 }

@@ -51,6 +51,25 @@ fn watch_server_panics() {
     });
 }
 
+/// Whether the suite runs every default server on Redis
+/// (`SWITCHBOARD_TEST_REDIS=1`).
+pub fn on_redis() -> bool {
+    std::env::var_os("SWITCHBOARD_TEST_REDIS").is_some_and(|v| v == "1")
+}
+
+/// For a test of what the in-memory engine does on purpose differently
+/// (docs/redis.md, "Where one node on Redis differs"): on Redis it says
+/// so on stderr, past the test harness' capture, and returns `true`, and
+/// the test returns. Never a silent skip.
+pub fn memory_engine_only(test: &str, reason: &str) -> bool {
+    if !on_redis() {
+        return false;
+    }
+    let line = format!("skipped on Redis: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    true
+}
+
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -85,9 +104,7 @@ impl TestServer {
         let mut config = Config::for_tests();
         config.write_timeout = secs(2);
         adjust(&mut config);
-        let on_redis = engine.is_none()
-            && config.redis.is_none()
-            && std::env::var_os("SWITCHBOARD_TEST_REDIS").is_some_and(|v| v == "1");
+        let on_redis = engine.is_none() && config.redis.is_none() && on_redis();
         let redis = on_redis.then(redis_support::RedisServer::start);
         if let Some(redis) = &redis {
             config.redis = Some(redis.url());

@@ -47,6 +47,10 @@ pub enum Job {
     /// A join (`true`) or leave without a room event (a room past
     /// `--join-notices-max`): presence only.
     Presence(RoomName, Name, Arc<str>, bool),
+    /// A member's new name (`nick`) in these rooms: presence only.
+    Renamed(Vec<RoomName>, Name, Arc<str>),
+    /// Which rooms have history, and their newest ids (one room, or all).
+    Stored(Ticket, Option<RoomName>),
 }
 
 /// What the engine is set to keep.
@@ -56,8 +60,8 @@ pub struct Settings {
     pub instance: String,
     /// `--history`.
     pub history: usize,
-    /// `--room-expiry`, in seconds (0: no expiry in Redis).
-    pub expiry_secs: u64,
+    /// `--room-expiry`, in milliseconds (0: no expiry in Redis).
+    pub expiry_ms: u64,
     /// `--node-name`.
     pub node: String,
     /// `--heartbeat`: a node silent for `DEAD_AFTER` of them is reaped.
@@ -74,6 +78,7 @@ struct Loaded {
     publish: String,
     read: String,
     heartbeat: String,
+    stored: String,
 }
 
 /// The command thread's state.
@@ -153,6 +158,7 @@ impl Commands {
             }
             self.heartbeat(tick);
         }
+        self.goodbye();
         self.stop_relay();
     }
 
@@ -163,7 +169,7 @@ impl Commands {
         }
         let (presence, batch): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
-            .partition(|job| matches!(job, Job::Presence(..)));
+            .partition(|job| matches!(job, Job::Presence(..) | Job::Renamed(..)));
         if !presence.is_empty() {
             self.presence(presence);
         }
@@ -171,7 +177,11 @@ impl Commands {
             .into_iter()
             .map(|job| {
                 let token = match job {
-                    Job::Publish(..) | Job::Stop | Job::Presence(..) => 0,
+                    Job::Publish(..)
+                    | Job::Stop
+                    | Job::Presence(..)
+                    | Job::Renamed(..)
+                    | Job::Stored(..) => 0,
                     Job::Read(..) | Job::Flush => {
                         self.tokens += 1;
                         self.tokens
@@ -198,8 +208,13 @@ impl Commands {
     fn presence(&mut self, changes: Vec<Job>) {
         let mut pipe = ::redis::pipe();
         for job in changes {
-            let Job::Presence(room, name, from_id, joined) = job else {
-                continue;
+            let (room, name, from_id, joined) = match job {
+                Job::Presence(room, name, from_id, joined) => (room, name, from_id, joined),
+                Job::Renamed(rooms, name, from_id) => {
+                    self.renamed(&mut pipe, &rooms, &name, &from_id);
+                    continue;
+                }
+                _ => continue,
             };
             let field = wire::presence_field(&self.settings.instance, &from_id);
             let key = (room.as_str().to_owned(), field.clone());
@@ -239,6 +254,29 @@ impl Commands {
         if let Err(e) = sent {
             debug!("redis: presence: {e}");
             self.con = None;
+        }
+    }
+
+    /// A member's new name into the presence hash of each of its rooms
+    /// where this node has it, announced to the other nodes (their copies
+    /// take a join of someone they know as a new name).
+    fn renamed(&mut self, pipe: &mut Pipeline, rooms: &[RoomName], name: &Name, from_id: &str) {
+        let field = wire::presence_field(&self.settings.instance, from_id);
+        for room in rooms {
+            let key = (room.as_str().to_owned(), field.clone());
+            let Some(member) = self.mine.get_mut(&key) else {
+                continue; // not in presence (its `joined` is on its way, or was refused)
+            };
+            *member = wire::presence_value(name.as_str(), from_id, &self.settings.node);
+            pipe.cmd("HSET")
+                .arg(wire::presence_key(room.as_str()))
+                .arg(&field)
+                .arg(member.as_str())
+                .ignore();
+            pipe.cmd("PUBLISH")
+                .arg(wire::presence_channel())
+                .arg(format!("+ {room} {field} {member}"))
+                .ignore();
         }
     }
 
@@ -310,7 +348,10 @@ impl Commands {
                     let events = merge(events, read.since, read.limit);
                     self.reads.file(token, Done { ticket, events });
                 }
-                (Job::Flush | Job::Stop | Job::Presence(..), _) => {}
+                (Job::Stored(ticket, _), Ok(found)) => {
+                    self.answer(Answer::Stored(ticket, stored_rooms(&found)))?;
+                }
+                (Job::Flush | Job::Stop | Job::Presence(..) | Job::Renamed(..), _) => {}
                 (job, outcome) => {
                     if let Err(e) = outcome {
                         warn!("redis refused a script: {e}");
@@ -370,7 +411,7 @@ impl Commands {
                         .arg(ticket.0)
                         .arg(wire::encode_draft(draft, &settings.node))
                         .arg(wire::events_channel())
-                        .arg(settings.expiry_secs)
+                        .arg(settings.expiry_ms)
                         .arg(op)
                         .arg(field)
                         .arg(value)
@@ -390,7 +431,14 @@ impl Commands {
                     );
                 }
                 Job::Flush => read_script(&mut pipe, &loaded.read, &[], "", 1, settings, *token),
-                Job::Stop | Job::Presence(..) => {
+                Job::Stored(_, room) => {
+                    let cmd = pipe.cmd("EVALSHA").arg(&loaded.stored);
+                    match room {
+                        Some(room) => cmd.arg(1).arg(wire::stream_key(room.as_str())),
+                        None => cmd.arg(0),
+                    };
+                }
+                Job::Stop | Job::Presence(..) | Job::Renamed(..) => {
                     pipe.cmd("PING");
                 }
             }
@@ -419,12 +467,14 @@ impl Commands {
             let publish = load(&mut con, scripts::PUBLISH)?;
             let read = load(&mut con, scripts::READ)?;
             let heartbeat = load(&mut con, scripts::HEARTBEAT)?;
+            let stored = load(&mut con, scripts::STORED)?;
             debug!("redis: command connection open, scripts loaded");
             self.con = Some(Loaded {
                 con,
                 publish,
                 read,
                 heartbeat,
+                stored,
             });
         }
         Ok(self.con.as_mut().expect("just opened"))
@@ -456,7 +506,8 @@ impl Commands {
             .arg(dead_before)
             .arg(wire::events_channel())
             .arg(self.settings.history)
-            .arg(self.settings.expiry_secs)
+            .arg(self.settings.expiry_ms)
+            .arg("")
             .query(&mut self.con.as_mut().expect("connected").con);
         match reaped {
             Ok(0) => {}
@@ -495,13 +546,52 @@ impl Commands {
 
     fn fail(&self, job: &Job) -> Result<(), HubGone> {
         match job {
-            Job::Publish(ticket, _) | Job::Read(ticket, _) => self.answer(Answer::Failed(*ticket)),
-            Job::Flush | Job::Stop | Job::Presence(..) => Ok(()),
+            Job::Publish(ticket, _) | Job::Read(ticket, _) | Job::Stored(ticket, _) => {
+                self.answer(Answer::Failed(*ticket))
+            }
+            Job::Flush | Job::Stop | Job::Presence(..) | Job::Renamed(..) => Ok(()),
         }
     }
 
     fn answer(&self, answer: Answer) -> Result<(), HubGone> {
         self.to_hub.send(answer).map_err(|_| HubGone)
+    }
+
+    /// This node stops cleanly: its members leave presence on every node
+    /// now, each with a `left` to the other nodes' members (the heartbeat
+    /// script in `bye` mode, reaping this node itself), rather than when
+    /// the others reap it a few heartbeats later. Skipped while Redis is
+    /// down: then the others reap it as a node that died.
+    fn goodbye(&mut self) {
+        let up = self.metrics.redis().is_some_and(|r| r.is_up());
+        if !up {
+            return;
+        }
+        let Ok(loaded) = self.connected() else {
+            return;
+        };
+        let sha = loaded.heartbeat.clone();
+        let left: RedisResult<i64> = ::redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(3)
+            .arg(wire::nodes_key())
+            .arg(wire::presence_rooms_key())
+            .arg(wire::counter_key())
+            .arg(&self.settings.instance)
+            .arg(crate::protocol::now_millis())
+            .arg(0)
+            .arg(wire::events_channel())
+            .arg(self.settings.history)
+            .arg(self.settings.expiry_ms)
+            .arg("bye")
+            .query(&mut self.con.as_mut().expect("connected").con);
+        match left {
+            Ok(n) => log::info!("redis: stopping: this node's {n} members left presence"),
+            Err(e) => {
+                warn!("redis: stopping: presence not cleared ({e}); the other nodes will reap it")
+            }
+        }
+        self.mine.clear();
     }
 
     /// The engine is gone: the relay, blocked on its subscription, hears
@@ -538,4 +628,24 @@ fn read_script(
         .arg(count)
         .arg(wire::node_channel(&settings.instance))
         .arg(format!("read {token}"));
+}
+
+/// The `STORED` script's answer: {room, newest entry id, …}. Anything that
+/// does not parse is left out.
+fn stored_rooms(found: &Value) -> Vec<(RoomName, u64)> {
+    let Value::Array(items) = found else {
+        return Vec::new();
+    };
+    items
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [Value::BulkString(room), Value::BulkString(entry)] => {
+                let room = RoomName::parse(std::str::from_utf8(room).ok()?).ok()?;
+                let entry = std::str::from_utf8(entry).ok()?;
+                let id = entry.split_once('-').map_or(entry, |(id, _)| id);
+                Some((room, id.parse().ok()?))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -102,7 +102,12 @@ pub struct RedisEngine {
     answers: Receiver<Answer>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    /// Disconnects when the command thread has ended (`Drop` waits for it).
+    ended: Receiver<()>,
 }
+
+/// The longest a stopping engine waits for its command thread's goodbye.
+const GOODBYE_WAIT: Duration = Duration::from_secs(3);
 
 impl RedisEngine {
     /// Checks the URL and starts the engine's threads; they connect (and
@@ -121,7 +126,7 @@ impl RedisEngine {
         let settings = Settings {
             instance: instance.clone(),
             history: options.history,
-            expiry_secs: options.room_expiry.as_secs(),
+            expiry_ms: u64::try_from(options.room_expiry.as_millis()).unwrap_or(u64::MAX),
             node: options.node.clone(),
             heartbeat: options.heartbeat.max(Duration::from_millis(100)),
         };
@@ -150,8 +155,10 @@ impl RedisEngine {
             tracks: HashMap::new(),
             max_tracked: options.max_rooms.max(1),
         };
+        let (ending, ended) = bounded::<()>(0);
         spawn_named("redis-cmd".into(), READER_STACK_BYTES, move || {
-            commands.run(work)
+            commands.run(work);
+            drop(ending);
         })?;
         spawn_named("redis-sub".into(), READER_STACK_BYTES, move || relay.run())?;
         Ok(RedisEngine {
@@ -161,6 +168,7 @@ impl RedisEngine {
             answers,
             metrics,
             stop,
+            ended,
         })
     }
 
@@ -212,6 +220,25 @@ impl Engine for RedisEngine {
         self.replica.rooms()
     }
 
+    fn stored(&mut self, ticket: Ticket, room: Option<&RoomName>) -> bool {
+        if self
+            .jobs
+            .try_send(Job::Stored(ticket, room.cloned()))
+            .is_err()
+        {
+            warn!("redis: {JOB_QUEUE} jobs queued; rooms listed from this node alone");
+            return false;
+        }
+        true
+    }
+
+    fn renamed(&mut self, rooms: &[RoomName], name: &Name, from_id: &str) {
+        let job = Job::Renamed(rooms.to_vec(), name.clone(), from_id.into());
+        if self.jobs.try_send(job).is_err() {
+            warn!("redis: {JOB_QUEUE} jobs queued; a new name is left to the next refresh");
+        }
+    }
+
     fn unannounced(&mut self, room: &RoomName, name: &Name, from_id: &str, joined: bool) {
         let job = Job::Presence(room.clone(), name.clone(), from_id.into(), joined);
         if self.jobs.try_send(job).is_err() {
@@ -221,10 +248,13 @@ impl Engine for RedisEngine {
 }
 
 impl Drop for RedisEngine {
-    /// The hub has stopped: the command thread tells the relay, then both end.
+    /// The hub has stopped: the command thread takes this node's members out
+    /// of presence (`goodbye`), tells the relay, then both end. Waits for
+    /// that, a bounded time, so that a process that exits next has said it.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.jobs.send_timeout(Job::Stop, Duration::from_secs(1));
+        let _ = self.ended.recv_timeout(GOODBYE_WAIT);
     }
 }
 

@@ -8,7 +8,7 @@
 //! lock held only for a copy: never a round trip to Redis. The members of a
 //! node that dies are taken out by the heartbeat script on a live node,
 //! which publishes their `left` events: this copy follows those like any
-//! other.
+//! other. A `nick` comes as a join of a member it knows: its new name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,7 +45,10 @@ impl Replica {
         let members = rooms.entry(room.clone()).or_default();
         let same = |e: &Entry| e.instance == instance && e.from_id == change.from_id;
         if change.joined {
-            if !members.iter().any(same) {
+            // One it knows already: a new name (`nick`), or a refresh.
+            if let Some(known) = members.iter_mut().find(|e| same(e)) {
+                known.name.clone_from(&change.name);
+            } else {
                 members.push(Entry {
                     instance: instance.to_owned(),
                     from_id: change.from_id.clone(),

@@ -19,13 +19,20 @@
 //! - `HEARTBEAT`: this node's beat (a sorted set scored by time), and the
 //!   reaping of nodes whose last beat is too old: their members leave every
 //!   room's presence, each with a `left` event published as a publish would.
+//!   With `bye`, the same for this node's own members, when it stops
+//!   cleanly: they leave at once, not a few heartbeats later.
 //! - `SNAPSHOT`: every room's presence, read after a (re)subscription.
+//! - `STORED`: which rooms have history, and each one's newest id (`GET
+//!   /rooms`, `GET /rooms/{room}`).
+//! - Expiry: a room's keys live while it has members on any node
+//!   (`PERSIST`) and expire `--room-expiry` after the event that left it
+//!   without any (`PEXPIRE`), as a room in memory does.
 //! - `RECOVER`: after a reconnection, each room's epoch, count and the events
 //!   after the last one this node relayed, so that it can tell what it missed
 //!   and whether history was lost (see `recovery`).
 
 /// KEYS: counter, stream, meta, presence, presence-rooms. ARGV: history,
-/// floor, origin, ticket, draft JSON, channel, expiry seconds (0: none),
+/// floor, origin, ticket, draft JSON, channel, expiry ms (0: none),
 /// presence op (`j`, `l` or ''), presence field, presence value, room.
 /// Returns the new id.
 pub const PUBLISH: &str = r#"
@@ -48,11 +55,6 @@ local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 local sid = string.format('%d', id)
 local payload = sid .. ' ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'p', payload)
-local expiry = tonumber(ARGV[7])
-if expiry > 0 then
-  redis.call('EXPIRE', KEYS[2], expiry)
-  redis.call('EXPIRE', KEYS[3], expiry)
-end
 redis.call('PUBLISH', ARGV[6], payload)
 if ARGV[8] == 'j' then
   redis.call('HSET', KEYS[4], ARGV[9], ARGV[10])
@@ -60,16 +62,32 @@ if ARGV[8] == 'j' then
 elseif ARGV[8] == 'l' then
   redis.call('HDEL', KEYS[4], ARGV[9])
 end
+local expiry = tonumber(ARGV[7])
+if expiry > 0 then
+  if redis.call('HLEN', KEYS[4]) > 0 then
+    redis.call('PERSIST', KEYS[2])
+    redis.call('PERSIST', KEYS[3])
+  else
+    redis.call('PEXPIRE', KEYS[2], expiry)
+    redis.call('PEXPIRE', KEYS[3], expiry)
+  end
+end
 return id
 "#;
 
 /// KEYS: nodes, presence-rooms, counter. ARGV: instance, now (ms), dead
-/// before (ms), channel, history, expiry seconds. Returns how many members
-/// of dead nodes it took out.
+/// before (ms), channel, history, expiry ms, and `bye` when this node
+/// stops: then it reaps itself, not the silent ones. Returns how many
+/// members it took out.
 pub const HEARTBEAT: &str = r#"
 local prefix = 'switchboard:'
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local dead
+if ARGV[7] == 'bye' then
+  dead = {ARGV[1]}
+else
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+end
 if #dead == 0 then
   return 0
 end
@@ -104,9 +122,9 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[2])) do
       local payload = sid .. ' ' .. epoch .. ' ' .. seq .. ' ' .. inst .. ' 0 ' .. draft
       redis.call('XADD', stream, 'MAXLEN', ARGV[5], sid .. '-0', 'p', payload)
       local expiry = tonumber(ARGV[6])
-      if expiry > 0 then
-        redis.call('EXPIRE', stream, expiry)
-        redis.call('EXPIRE', meta, expiry)
+      if expiry > 0 and redis.call('HLEN', pkey) == 0 then
+        redis.call('PEXPIRE', stream, expiry)
+        redis.call('PEXPIRE', meta, expiry)
       end
       redis.call('PUBLISH', ARGV[4], payload)
       reaped = reaped + 1
@@ -124,6 +142,37 @@ pub const SNAPSHOT: &str = r#"
 local out = {}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   out[#out + 1] = {room, redis.call('HGETALL', 'switchboard:presence:' .. room)}
+end
+return out
+"#;
+
+/// KEYS: one room's stream, or none for every room. Returns {room, newest
+/// entry id, …} for the rooms whose stream has an entry. Every room is a
+/// SCAN of the keyspace (in steps of 1000): for `GET /rooms`, not for a hot
+/// path.
+pub const STORED: &str = r#"
+local prefix = 'switchboard:room:'
+local out = {}
+local function add(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    out[#out + 1] = string.sub(key, #prefix + 1)
+    out[#out + 1] = last[1][1]
+  end
+end
+if #KEYS == 1 then
+  add(KEYS[1])
+else
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', prefix .. '*', 'COUNT', 1000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do
+      if redis.call('TYPE', key)['ok'] == 'stream' then
+        add(key)
+      end
+    end
+  until cursor == '0'
 end
 return out
 "#;
