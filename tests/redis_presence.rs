@@ -2,7 +2,8 @@
 //! with SIGKILL) on a real `redis-server`: `who`, `rooms`, `GET /rooms` and
 //! `GET /rooms/{room}` list the members of every node with their `node`,
 //! and a node that dies without a goodbye leaves presence, with `left`
-//! notices for its members, within three heartbeats.
+//! notices for its members, within three heartbeats; one stopped with
+//! SIGTERM leaves at once; a `nick` shows on every node.
 
 mod common;
 mod http_support;
@@ -58,6 +59,22 @@ impl Node {
         let mut client = Client::connect(&format!("ws://{}/ws?{query}", self.ws));
         client.wait_for(|e| e["type"] == "welcome", secs(5));
         client
+    }
+
+    /// SIGTERM, by its PID, as an operator stops it; waits (10 s at most)
+    /// for it to exit, and returns whether it exited 0.
+    fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("its status") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "the node exits after SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, by its PID: no goodbye to anyone.
@@ -170,7 +187,8 @@ fn presence_lists_every_nodes_members_and_a_killed_node_leaves_within_three_hear
     wait_until("node c's member is gone everywhere", || {
         members(&a, "lobby") == two && members(&b, "lobby") == two
     });
-    assert_eq!(get(a.http, "/rooms/dev").status, 404, "nobody left in dev");
+    // Nobody left in dev; it lives on as history, as a room in memory does.
+    assert_eq!(get(a.http, "/rooms/dev").json()["members"], json!([]));
     let _: Value = alice.say("lobby", "still here");
 }
 
@@ -194,4 +212,80 @@ fn presence_comes_back_when_redis_restarts_empty() {
         members(&a, "lobby") == both && members(&b, "lobby") == both
     });
     assert_eq!(redis.command("HLEN switchboard:presence:lobby"), ":2\r\n");
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_leaves_presence_at_once_with_left_notices() {
+    // Heartbeats a minute apart: reaping would take minutes, so a `left`
+    // within seconds is the stopping node's own goodbye.
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a", "60");
+    let mut b = Node::start(&redis, "b", "60");
+    let mut alice = a.client("room=lobby&name=alice");
+    let _bob = b.client("room=lobby&room=dev&name=bob");
+    let both = pairs(&[("alice", "a"), ("bob", "b")]);
+    wait_until("both nodes list both members", || {
+        members(&a, "lobby") == both && members(&b, "lobby") == both
+    });
+
+    let stopped = Instant::now();
+    assert!(b.terminate(), "node b exits 0 on SIGTERM");
+    let left = alice.wait_for(|e| e["type"] == "left" && e["name"] == "bob", secs(5));
+    assert!(
+        left["id"].as_u64().is_some(),
+        "a room event with an id: {left}"
+    );
+    assert!(
+        stopped.elapsed() < secs(10),
+        "left {:?} after the stop",
+        stopped.elapsed()
+    );
+    assert_eq!(members(&a, "lobby"), pairs(&[("alice", "a")]));
+    assert_eq!(get(a.http, "/rooms/dev").json()["members"], json!([]));
+    // One `left` for bob in lobby's history, not one now and one reaped.
+    let history = get(a.http, "/rooms/lobby/messages").json();
+    let lefts = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|e| e["type"] == "left" && e["name"] == "bob")
+        .count();
+    assert_eq!(lefts, 1, "{history}");
+}
+
+#[test]
+fn a_nick_changes_the_name_every_node_shows() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a", "1");
+    let b = Node::start(&redis, "b", "1");
+    let mut alice = a.client("room=lobby&room=dev&name=alice");
+    let mut bob = b.client("room=lobby&name=bob");
+    wait_until("b lists alice", || {
+        members(&b, "lobby") == pairs(&[("alice", "a"), ("bob", "b")])
+    });
+
+    alice.send_json(json!({"type": "nick", "name": "alicia"}));
+    alice.wait_for(|e| e["type"] == "welcome" && e["name"] == "alicia", secs(5));
+    wait_until("b shows the new name in both rooms", || {
+        members(&b, "lobby") == pairs(&[("alicia", "a"), ("bob", "b")])
+            && members(&b, "dev") == pairs(&[("alicia", "a")])
+    });
+    bob.send_json(json!({"type": "who", "room": "lobby"}));
+    let who = bob.wait_for(|e| e["type"] == "presence", secs(5));
+    let names: Vec<&str> = who["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"alicia") && !names.contains(&"alice"),
+        "{who}"
+    );
+
+    // A node that starts later reads the new name from Redis' hashes.
+    let c = Node::start(&redis, "c", "1");
+    wait_until("c shows the new name", || {
+        members(&c, "lobby") == pairs(&[("alicia", "a"), ("bob", "b")])
+    });
 }
