@@ -200,7 +200,6 @@ impl Hub {
         }
     }
 
-    /// A history read's answer: `None` for a room that does not exist.
     /// A history read for REST came back: an empty one from a room with
     /// no members here may still be a room whose history lives in the
     /// engine (an empty page, not `404`), so the engine is asked.
@@ -237,6 +236,7 @@ impl Hub {
         }
     }
 
+    /// A history read's answer: `None` for a room that does not exist.
     pub(super) fn found(
         &self,
         room: &RoomName,
