@@ -17,7 +17,8 @@ use super::verify::{TokenError, Verifier};
 /// keeps the stacks of ended threads and hands one to a new thread that asks
 /// for up to four times less, touched pages and all: a reader or writer
 /// started after a verifier would inherit the pages it touched. Only the
-/// virtual size is large; a verify touches some 16 KiB of it.
+/// virtual size is large; a verify touches a few pages of it
+/// (`docs/auth.md` has the figure).
 const VERIFIER_STACK_BYTES: usize = 4 * READER_STACK_BYTES + 64 * 1024;
 
 /// `verifier.verify(token)`, on a thread of its own.

@@ -97,8 +97,9 @@ static FUTEX_SLOTS: AtomicUsize = AtomicUsize::new(0);
 /// `4 × min(threads, CPUs)` slots, at least 16. On a 2-core machine that is 16
 /// slots for ten thousand writer threads parked on their channels, and every
 /// wake-up (an `unpark`, a channel's `notify`) walks a chain of hundreds of
-/// waiters: at 10,000 connections the hub thread spent 70 % of its core inside
-/// the kernel's `futex_wake`. A slot per parked thread keeps chains short.
+/// waiters, and the hub thread spends most of its core inside the kernel's
+/// `futex_wake` (`docs/performance.md`). A slot per parked thread keeps
+/// chains short.
 pub fn size_futex_table(connections: usize) -> Option<usize> {
     let slots = connections
         .saturating_mul(FUTEX_SLOTS_PER_CONNECTION)

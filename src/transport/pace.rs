@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn an_idle_or_calm_server_does_not_linger_however_many_connections_it_holds() {
         let p = SAMPLE_EVERY;
-        // Ten thousand writers woke, but the CPUs were busy 5 % of the time.
+        // Ten thousand writers woke, but the CPUs were nearly idle.
         assert_eq!(
             next_window(Duration::ZERO, 0.05, 10_000, p, 1),
             Duration::ZERO
