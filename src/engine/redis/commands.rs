@@ -19,6 +19,8 @@ use ::redis::{Client, Connection, Pipeline, RedisResult, Value};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
 
+mod heartbeat;
+
 use super::inflight::InFlight;
 use super::reads::{Done, Reads};
 use super::{link, scripts, wire};
@@ -480,45 +482,6 @@ impl Commands {
         Ok(self.con.as_mut().expect("just opened"))
     }
 
-    /// Every `tick`: this node's beat, and the reaping of dead nodes
-    /// (`scripts::HEARTBEAT`). A failure is only logged: the next batch
-    /// finds the connection broken, and the relay says Redis is down.
-    fn heartbeat(&mut self, tick: Duration) {
-        if self.beat.is_some_and(|at| at.elapsed() < tick) {
-            return;
-        }
-        self.beat = Some(Instant::now());
-        let now = crate::protocol::now_millis();
-        let dead_before = now
-            .saturating_sub((self.settings.heartbeat.as_secs_f64() * DEAD_AFTER * 1000.0) as u64);
-        let Ok(loaded) = self.connected() else {
-            return;
-        };
-        let sha = loaded.heartbeat.clone();
-        let reaped: RedisResult<i64> = ::redis::cmd("EVALSHA")
-            .arg(sha)
-            .arg(3)
-            .arg(wire::nodes_key())
-            .arg(wire::presence_rooms_key())
-            .arg(wire::counter_key())
-            .arg(&self.settings.instance)
-            .arg(now)
-            .arg(dead_before)
-            .arg(wire::events_channel())
-            .arg(self.settings.history)
-            .arg(self.settings.expiry_ms)
-            .arg("")
-            .query(&mut self.con.as_mut().expect("connected").con);
-        match reaped {
-            Ok(0) => {}
-            Ok(n) => log::info!("redis: {n} members of nodes without a heartbeat left"),
-            Err(e) => {
-                debug!("redis: heartbeat: {e}");
-                self.con = None;
-            }
-        }
-    }
-
     /// Keeps `mine` as the publish script kept the presence hash.
     fn remember(&mut self, draft: &Draft) {
         let room = draft.room.as_str().to_owned();
@@ -555,43 +518,6 @@ impl Commands {
 
     fn answer(&self, answer: Answer) -> Result<(), HubGone> {
         self.to_hub.send(answer).map_err(|_| HubGone)
-    }
-
-    /// This node stops cleanly: its members leave presence on every node
-    /// now, each with a `left` to the other nodes' members (the heartbeat
-    /// script in `bye` mode, reaping this node itself), rather than when
-    /// the others reap it a few heartbeats later. Skipped while Redis is
-    /// down: then the others reap it as a node that died.
-    fn goodbye(&mut self) {
-        let up = self.metrics.redis().is_some_and(|r| r.is_up());
-        if !up {
-            return;
-        }
-        let Ok(loaded) = self.connected() else {
-            return;
-        };
-        let sha = loaded.heartbeat.clone();
-        let left: RedisResult<i64> = ::redis::cmd("EVALSHA")
-            .arg(sha)
-            .arg(3)
-            .arg(wire::nodes_key())
-            .arg(wire::presence_rooms_key())
-            .arg(wire::counter_key())
-            .arg(&self.settings.instance)
-            .arg(crate::protocol::now_millis())
-            .arg(0)
-            .arg(wire::events_channel())
-            .arg(self.settings.history)
-            .arg(self.settings.expiry_ms)
-            .arg("bye")
-            .query(&mut self.con.as_mut().expect("connected").con);
-        match left {
-            Ok(n) => log::info!("redis: stopping: this node's {n} members left presence"),
-            Err(e) => {
-                warn!("redis: stopping: presence not cleared ({e}); the other nodes will reap it")
-            }
-        }
-        self.mine.clear();
     }
 
     /// The engine is gone: the relay, blocked on its subscription, hears
