@@ -42,7 +42,8 @@
 //!    the engine answers now or later on a channel; [`engine::MemoryEngine`]
 //!    is the default, [`engine::RedisEngine`] (`--redis`) makes several
 //!    nodes one hub, and the module doc says how an engine plugs in.
-//! 6. [`transport::ws`]: a reader and a writer thread per WebSocket.
+//! 6. [`transport::ws`]: a reader and a writer thread per WebSocket;
+//!    [`pace`]: when writers linger so one wake-up carries many events.
 //! 7. [`http`]: a thread per HTTP connection, bounded and timed
 //!    ([`http::listener`]); [`transport::sse`]: that thread becomes the SSE
 //!    stream; REST as request/reply with the hub; [`origin`]: which browser
@@ -65,6 +66,7 @@ pub mod hub;
 pub mod metrics;
 pub mod origin;
 pub mod os;
+pub mod pace;
 pub mod protocol;
 pub mod queue;
 pub mod room;

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 use log::debug;
@@ -197,10 +197,17 @@ impl Refused {
     }
 }
 
+/// A command on its way to the hub, with when it was sent: how long it
+/// waited for the hub says whether the hub keeps up (`pace`).
+pub(super) struct Sent {
+    pub(super) at: Instant,
+    pub(super) command: Command,
+}
+
 /// The sending side of the hub, cloned into every thread that talks to it.
 #[derive(Clone)]
 pub struct HubHandle {
-    pub(super) to_hub: Sender<Command>,
+    pub(super) to_hub: Sender<Sent>,
     pub(super) admission: Arc<Admission>,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -227,7 +234,11 @@ impl HubHandle {
     /// Fails only once the hub has stopped, which callers may ignore: a hub
     /// that has stopped has nothing left to be told.
     pub fn send(&self, command: Command) -> Result<(), HubGone> {
-        self.to_hub.send(command).map_err(|_| HubGone)
+        let sent = Sent {
+            at: Instant::now(),
+            command,
+        };
+        self.to_hub.send(sent).map_err(|_| HubGone)
     }
 
     /// Publishes `text` to `room` from outside a connection; returns its id.

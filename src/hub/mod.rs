@@ -75,6 +75,7 @@ use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket, Unavail
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
+use crate::pace;
 use crate::protocol::{ClientId, Event, Request, Transport};
 use crate::queue::{NotQueued, Queue};
 use crate::room::{Name, RoomName};
@@ -82,6 +83,7 @@ use crate::rooms::{Retention, Rooms};
 
 use answers::{Published, Waiting};
 use fanout::{OpenRun, MAX_RUN_EVENTS};
+use handle::Sent;
 
 pub use handle::{
     ClientIds, Command, HubGone, HubHandle, MemberInfo, PublishError, Refused, RoomDetail,
@@ -140,7 +142,7 @@ struct Client {
 
 /// The hub thread's state.
 pub struct Hub {
-    commands: Receiver<Command>,
+    commands: Receiver<Sent>,
     shutdown: Receiver<()>,
     metrics: Arc<Metrics>,
     clients: HashMap<ClientId, Client>,
@@ -243,8 +245,8 @@ impl Hub {
                 });
                 select! {
                     recv(self.commands) -> command => match command {
-                        Ok(command) => {
-                            self.round(command);
+                        Ok(sent) => {
+                            self.round(sent);
                             break;
                         }
                         Err(_) => break 'hub, // every sender is gone: nothing can reach the hub any more
@@ -292,11 +294,12 @@ impl Hub {
 
     /// One round: `first`, then the commands already waiting (up to
     /// `ROUND_COMMANDS` in all), then the fan-out of the run they left open.
-    fn round(&mut self, first: Command) {
-        self.apply(first);
+    fn round(&mut self, first: Sent) {
+        pace::hub_took(first.at);
+        self.apply(first.command);
         for _ in 1..ROUND_COMMANDS {
             match self.commands.try_recv() {
-                Ok(command) => self.apply(command),
+                Ok(sent) => self.apply(sent.command),
                 Err(_) => break, // nothing else waiting (or the hub is stopping)
             }
         }

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -108,6 +109,9 @@ any other line is a message to the room you joined last";
 /// cached so that each is computed at most once.
 pub struct Event {
     body: Body,
+    /// When it was made: how long it then waits for a writer is the load
+    /// signal writers pace by (`pace`).
+    born: Instant,
     pub(super) json: OnceLock<String>,
     pub(super) ws_json: OnceLock<Bytes>,
     pub(super) ws_text: OnceLock<Bytes>,
@@ -125,11 +129,17 @@ impl Event {
     pub fn new(body: Body) -> Event {
         Event {
             body,
+            born: Instant::now(),
             json: OnceLock::new(),
             ws_json: OnceLock::new(),
             ws_text: OnceLock::new(),
             sse: OnceLock::new(),
         }
+    }
+
+    /// When it was made.
+    pub fn born(&self) -> Instant {
+        self.born
     }
 
     /// An `error` event.

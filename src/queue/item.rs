@@ -5,6 +5,7 @@
 //! against the queue's bound is `Outbound::counted`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::protocol::Event;
 
@@ -45,6 +46,16 @@ impl Outbound {
             Outbound::Run(run, from) => run.0.iter().skip(from as usize).cloned().for_each(f),
             Outbound::Backlog(backlog) => backlog.0.into_iter().for_each(f),
             Outbound::GoingAway => {}
+        }
+    }
+
+    /// When its oldest event was made, for a live item (an event or a run):
+    /// how late a writer is to it says how busy the server is
+    /// (`pace`). None for replayed history, which is old by design.
+    pub fn born(&self) -> Option<Instant> {
+        match self {
+            Outbound::Event(_) | Outbound::Run(..) => self.events().first().map(|e| e.born()),
+            Outbound::Backlog(_) | Outbound::GoingAway => None,
         }
     }
 

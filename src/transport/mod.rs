@@ -7,14 +7,13 @@
 //! (`shutdown`: disconnected when the server stops; `done`: a clone held by
 //! every connection thread, so the server can tell when they have all ended).
 //!
-//! Writers share one more idea, `Pace` (`pace`): while the server is busy,
-//! each lingers between writes until the next tick of a clock they all
-//! share, so that one wake-up carries many events; while it is not, each
-//! event goes out at once.
+//! Writers share one more idea, `crate::pace::Pace`: while the server falls
+//! behind, each lingers between writes until the next tick of a clock they
+//! all share, so that one wake-up carries many events; while it keeps up,
+//! each event goes out at once.
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
-mod pace;
 pub mod refuse;
 pub mod sse;
 pub mod ws;
@@ -32,8 +31,6 @@ use crate::config::Config;
 use crate::hub::{ClientIds, HubHandle};
 use crate::metrics::Metrics;
 use crate::origin::OriginRule;
-
-pub use pace::Pace;
 
 /// What every transport thread needs, cloned into each.
 #[derive(Clone)]

@@ -44,11 +44,12 @@ use tiny_http::Request;
 
 use crate::auth::{self, Access, TokenError};
 use crate::hub::{Command, Subscriber};
+use crate::pace::Pace;
 use crate::protocol::{ClientId, Event, ParseError, Transport};
 use crate::queue::{self, Inbox, OnSlow, Outbound};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
-use crate::transport::{Pace, Permit, Shared};
+use crate::transport::{Permit, Shared};
 
 /// What a browser's `EventSource` waits before it reconnects, in ms (sent
 /// as the stream's first line).
@@ -300,6 +301,7 @@ impl SseStream {
                     let (mut taken, mut going_away) = (0, false);
                     let mut next = Some(inbox.open(first));
                     while let Some(item) = next {
+                        pace.took(&item);
                         let Some(count) = append(&mut chunk, item) else {
                             going_away = true;
                             break;

@@ -15,10 +15,11 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::Message;
 
 use crate::auth::Expiry;
+use crate::pace::Pace;
 use crate::protocol::{encode_frame, ClientId, Event, Format};
 use crate::queue::{Inbox, Outbound};
 use crate::transport::refuse::CLOSE_GRACE;
-use crate::transport::{Pace, Permit};
+use crate::transport::Permit;
 
 use super::reader::Reply;
 
@@ -155,7 +156,11 @@ impl Writer {
                 .map_or(next_ping, |e| e.deadline().min(next_ping));
             select! {
                 recv(events) -> item => match item {
-                    Ok(item) => batch.add_outbound(self.inbox.open(item)),
+                    Ok(item) => {
+                        let item = self.inbox.open(item);
+                        pace.took(&item);
+                        batch.add_outbound(item);
+                    }
                     Err(_) => events = never(), // the hub let go (or `/echo`): see `is_too_slow` below
                 },
                 recv(replies) -> reply => match reply {
@@ -177,7 +182,9 @@ impl Writer {
                 if let Ok(reply) = replies.try_recv() {
                     batch.add_reply(reply);
                 } else if let Ok(item) = events.try_recv() {
-                    batch.add_outbound(self.inbox.open(item));
+                    let item = self.inbox.open(item);
+                    pace.took(&item);
+                    batch.add_outbound(item);
                 } else {
                     break;
                 }
