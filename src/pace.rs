@@ -13,14 +13,19 @@
 //! later) is late; when a share of the writers that wrote in a period
 //! (`SAMPLE_EVERY`) were late, the server is falling behind, and the window
 //! opens at once to what the writers that wrote need to stay within
-//! `WAKE_BUDGET_PER_SEC`. After `CALM_SAMPLES` periods with nobody behind
-//! it halves each period, to zero below `LINGER_MIN`.
+//! `WAKE_BUDGET_PER_SEC`. After `CALM_SAMPLES` periods with nobody late,
+//! and while the CPUs have room (`os::cpu`, under `ROOM_BELOW` busy), it
+//! halves each period, to zero below `LINGER_MIN`.
 //!
-//! Not the CPU's busy share: a core can be fully busy and keep up (writers
-//! then batch by themselves, each finding several events when it gets to
-//! run), and a window opened by a burst kept the core at half load, so a
-//! busy-share rule never closed it again. Lateness is also what other
-//! programs on the same CPUs cause, so they count too.
+//! Lateness opens the window, not the CPU's busy share: a core can be fully
+//! busy and keep up (writers then batch by themselves, each finding several
+//! events when it gets to run), and a window opened by a burst kept the core
+//! at half load, so a busy-share rule never closed it again. But lateness
+//! alone closed it at saturation, where the open window is what keeps
+//! everyone on time, and the server fell behind again each time: so a
+//! window closes only while the CPUs have room for the wake-ups that
+//! closing costs. Lateness is also what other programs on the same CPUs
+//! cause, so they count too.
 //!
 //! No thread of its own: the writer whose write finds the last sample
 //! `SAMPLE_EVERY` old takes the next one (skipped while fewer than
@@ -31,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::os::cpu::CpuLoad;
 use crate::queue::Outbound;
 
 /// How often the window is reconsidered (while anyone writes).
@@ -42,8 +48,12 @@ const LATE: Duration = Duration::from_millis(50);
 /// period were late (a few peers that read slowly are not the server
 /// falling behind).
 const BEHIND_ONE_IN: usize = 4;
-/// How many periods with nobody behind before the window shrinks.
+/// How many periods with nobody late before the window shrinks.
 const CALM_SAMPLES: u32 = 3;
+/// And only while the CPUs were busy less than this share of the last
+/// period: an open window at saturation keeps the server on time, and
+/// leaves the CPUs no room.
+const ROOM_BELOW: f64 = 0.85;
 /// What all writers together may spend on wake-ups while behind, roughly:
 /// the window is the one that keeps the writers that wrote within it.
 const WAKE_BUDGET_PER_SEC: u64 = 25_000;
@@ -166,8 +176,9 @@ struct Load {
 /// What the last sample saw.
 struct Sampler {
     at: Instant,
-    /// Periods in a row with nobody behind.
+    /// Periods in a row with nobody late.
     calm: u32,
+    cpu: CpuLoad,
 }
 
 fn load() -> &'static Load {
@@ -182,6 +193,7 @@ fn load() -> &'static Load {
         sampler: Mutex::new(Sampler {
             at: Instant::now(),
             calm: 0,
+            cpu: CpuLoad::new(),
         }),
     })
 }
@@ -228,11 +240,14 @@ impl Load {
         let elapsed = at.duration_since(sampler.at);
         sampler.at = at;
         if active < FEW_WRITERS {
+            // Not worth a look at the CPUs: no window.
             sampler.calm = 0;
+            sampler.cpu.forget();
             return self.window_micros.store(0, Ordering::Relaxed);
         }
         let behind = hub_late || late * BEHIND_ONE_IN >= active;
-        sampler.calm = if late == 0 && !hub_late {
+        let room = sampler.cpu.busy() < ROOM_BELOW;
+        sampler.calm = if late == 0 && !hub_late && room {
             sampler.calm + 1
         } else {
             0
@@ -245,8 +260,9 @@ impl Load {
 
 /// The window after a sample: behind, what the `active` writers need to
 /// stay within `WAKE_BUDGET_PER_SEC` (within `LINGER_MIN..=LINGER_MAX`), at
-/// once; after `CALM_SAMPLES` periods with nobody late, half of it (zero
-/// below `LINGER_MIN`); zero after a quiet spell of several periods.
+/// once; after `CALM_SAMPLES` calm periods (nobody late, the CPUs with
+/// room), half of it (zero below `LINGER_MIN`); zero after a quiet spell of
+/// several periods.
 fn next_window(
     current: Duration,
     behind: bool,

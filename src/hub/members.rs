@@ -119,6 +119,7 @@ impl Hub {
                 held: backlog.is_none().then(Vec::new),
                 closing: false,
                 parting: Vec::new(),
+                welcome_owed: false,
             },
         );
         self.admission.set_members(self.clients.len());
@@ -162,6 +163,12 @@ impl Hub {
     /// room is past `--join-notices-max`; a room that cannot be created is
     /// refused, and the client told.
     pub(super) fn join(&mut self, id: ClientId, room: RoomName, seat: Seat) {
+        self.add_member(id, room, seat);
+        // Back in a room a refresh had it leaving: that welcome may be due.
+        self.welcome_if_owed(id);
+    }
+
+    fn add_member(&mut self, id: ClientId, room: RoomName, seat: Seat) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
@@ -279,6 +286,31 @@ impl Hub {
         if let Some(seat) = client.parting.iter().position(|r| r == room) {
             client.parting.swap_remove(seat);
             self.forget_member(id, room);
+            self.welcome_if_owed(id);
+        }
+    }
+
+    /// Tells `id` where it is now, if a refresh owes it that and none of
+    /// its `left`s is still on its way.
+    fn welcome_if_owed(&mut self, id: ClientId) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client.welcome_owed && client.parting.is_empty() {
+            client.welcome_owed = false;
+            self.welcome(id);
+        }
+    }
+
+    /// A `welcome` listing where `id` is now.
+    fn welcome(&mut self, id: ClientId) {
+        if let Some(client) = self.clients.get(&id) {
+            let welcome = Body::Welcome {
+                id,
+                name: client.name.clone(),
+                rooms: client.rooms.clone(),
+            };
+            self.tell(id, Event::new(welcome));
         }
     }
 
@@ -355,7 +387,8 @@ impl Hub {
 
     /// A fresh token replaces what the subscriber may do: it leaves the
     /// rooms it may no longer read, then gets a `welcome` listing where it
-    /// is, as after `nick`.
+    /// is, as after `nick` (with an engine that answers later, once its own
+    /// `left`s are back: `welcome_if_owed`).
     pub(super) fn regrant(&mut self, id: ClientId, access: Access) {
         let Some(client) = self.clients.get_mut(&id) else {
             return; // it left meanwhile
@@ -370,13 +403,9 @@ impl Hub {
         for room in &lost {
             self.part(id, room);
         }
-        if let Some(client) = self.clients.get(&id) {
-            let welcome = Body::Welcome {
-                id,
-                name: client.name.clone(),
-                rooms: client.rooms.clone(),
-            };
-            self.tell(id, Event::new(welcome));
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.welcome_owed = true;
         }
+        self.welcome_if_owed(id);
     }
 }

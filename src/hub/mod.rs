@@ -138,6 +138,10 @@ struct Client {
     /// has yet to sequence: it keeps its seat until its own `left` reaches
     /// it, as with the memory engine. Almost always empty.
     parting: Vec<RoomName>,
+    /// A refresh took rooms away and its `welcome` waits for the last of
+    /// those `left`s (`parting`), so that it comes after them, as with the
+    /// memory engine.
+    welcome_owed: bool,
 }
 
 /// The hub thread's state.

@@ -1,7 +1,8 @@
 //! The Redis engine's metrics, registered beside the others with `--redis`
 //! (`Metrics::with_redis`): is Redis up, how often the engine reconnected,
 //! how long a pipelined publish takes, how many events went out and came in,
-//! and how many rooms' history was found lost. Atomics, touched by the
+//! how many rooms' history was found lost, and how much work the engine
+//! turned away with its job queue full. Atomics, touched by the
 //! engine's threads; `/healthz` reads `up`.
 
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +18,7 @@ pub struct RedisMetrics {
     relayed_out: Counter,
     relayed_in: Counter,
     history_lost: Counter,
+    jobs_refused: Counter,
 }
 
 impl Default for RedisMetrics {
@@ -29,6 +31,7 @@ impl Default for RedisMetrics {
             relayed_out: Counter::default(),
             relayed_in: Counter::default(),
             history_lost: Counter::default(),
+            jobs_refused: Counter::default(),
         }
     }
 }
@@ -66,6 +69,11 @@ impl RedisMetrics {
             "Rooms whose history was found gone after a reconnection (members got history_lost)",
             self.history_lost.clone(),
         );
+        r.register(
+            "switchboard_redis_jobs_refused",
+            "Publishes, reads and presence changes turned away because the engine's job queue was full",
+            self.jobs_refused.clone(),
+        );
     }
 
     /// Whether the engine is subscribed and caught up.
@@ -92,5 +100,9 @@ impl RedisMetrics {
 
     pub(crate) fn lost(&self) {
         self.history_lost.inc();
+    }
+
+    pub(crate) fn job_refused(&self) {
+        self.jobs_refused.inc();
     }
 }

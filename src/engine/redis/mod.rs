@@ -51,10 +51,10 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use log::warn;
+use log::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::os::threads::{spawn_named, READER_STACK_BYTES};
@@ -104,6 +104,8 @@ pub struct RedisEngine {
     stop: Arc<AtomicBool>,
     /// Disconnects when the command thread has ended (`Drop` waits for it).
     ended: Receiver<()>,
+    /// When a full job queue was last said in the log.
+    full_warned: Option<Instant>,
 }
 
 /// The longest a stopping engine waits for its command thread's goodbye.
@@ -169,13 +171,35 @@ impl RedisEngine {
             metrics,
             stop,
             ended,
+            full_warned: None,
         })
     }
 
     fn is_up(&self) -> bool {
         self.metrics.redis().is_some_and(RedisMetrics::is_up)
     }
+
+    /// The job queue was full and `what` happened instead: counted every
+    /// time, said in the log at most once a minute (under a flood of
+    /// publishes it is full for each of them).
+    fn queue_full(&mut self, what: &str) {
+        if let Some(redis) = self.metrics.redis() {
+            redis.job_refused();
+        }
+        let warned_lately = self
+            .full_warned
+            .is_some_and(|at| at.elapsed() < FULL_WARNING_EVERY);
+        if warned_lately {
+            debug!("redis: {JOB_QUEUE} jobs queued; {what}");
+        } else {
+            warn!("redis: {JOB_QUEUE} jobs queued; {what} (switchboard_redis_jobs_refused counts every one)");
+            self.full_warned = Some(Instant::now());
+        }
+    }
 }
+
+/// How often a full job queue is said in the log, at most.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Engine for RedisEngine {
     fn sequence(&mut self, _local: &mut Rooms, ticket: Ticket, draft: Draft) -> Sequenced {
@@ -185,7 +209,7 @@ impl Engine for RedisEngine {
         match self.jobs.try_send(Job::Publish(ticket, draft)) {
             Ok(()) => Sequenced::Later,
             Err(TrySendError::Full(_)) => {
-                warn!("redis: {JOB_QUEUE} jobs queued; publish refused");
+                self.queue_full("publish refused");
                 Sequenced::Unavailable
             }
             Err(TrySendError::Disconnected(_)) => Sequenced::Unavailable,
@@ -198,7 +222,7 @@ impl Engine for RedisEngine {
             Err(_) => {
                 // Only when far behind, or stopping: an empty reading,
                 // said in the log (the queue is sized never to get here).
-                warn!("redis: {JOB_QUEUE} jobs queued; a history read answered empty");
+                self.queue_full("a history read answered empty");
                 Reading::Now(Vec::new())
             }
         }
@@ -226,7 +250,7 @@ impl Engine for RedisEngine {
             .try_send(Job::Stored(ticket, room.cloned()))
             .is_err()
         {
-            warn!("redis: {JOB_QUEUE} jobs queued; rooms listed from this node alone");
+            self.queue_full("rooms listed from this node alone");
             return false;
         }
         true
@@ -235,14 +259,14 @@ impl Engine for RedisEngine {
     fn renamed(&mut self, rooms: &[RoomName], name: &Name, from_id: &str) {
         let job = Job::Renamed(rooms.to_vec(), name.clone(), from_id.into());
         if self.jobs.try_send(job).is_err() {
-            warn!("redis: {JOB_QUEUE} jobs queued; a new name is left to the next refresh");
+            self.queue_full("a new name is left to the next refresh");
         }
     }
 
     fn unannounced(&mut self, room: &RoomName, name: &Name, from_id: &str, joined: bool) {
         let job = Job::Presence(room.clone(), name.clone(), from_id.into(), joined);
         if self.jobs.try_send(job).is_err() {
-            warn!("redis: {JOB_QUEUE} jobs queued; a presence change is left to the next refresh");
+            self.queue_full("a presence change is left to the next refresh");
         }
     }
 }

@@ -121,6 +121,12 @@ impl Stream for EventStream {
                     return this.too_slow()
                 }
                 Err(TryRecvError::Disconnected) => {
+                    // A `Chat` reader that found a bad request sends its
+                    // verdict, then leaves the hub: the verdict may have come
+                    // since it was looked for above, and it must win.
+                    if let Some(Ok(status)) = this.abort.as_mut().map(|a| a.try_recv()) {
+                        return this.end(Some(status));
+                    }
                     debug!("{} grpc stream ends: left the hub", this.id);
                     return this.end(None);
                 }
