@@ -258,6 +258,35 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$OUT/results-$STAMP.jsonl"
 : > "$RESULTS"
 
+# The server's CPU seconds (utime + stime) and context switches (voluntary
+# and not, summed over its threads) now: "cpu switches".
+server_cost() {
+    local pid=$SERVER_PID cpu
+    cpu=$(awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$pid/stat" 2>/dev/null) || return 0
+    cat /proc/"$pid"/task/*/status 2>/dev/null |
+        awk -v c="$cpu" '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print c, s}'
+}
+
+# steady_cost LOADGEN_LOG LOADGEN_PID: once the loadgen says it publishes,
+# waits out the warm-up, then prints "seconds cpu switches" of the server over
+# most of the run (the second before the end is left out: draining).
+steady_cost() {
+    local log=$1 lgpid=$2
+    for _ in $(seq 1 600); do
+        grep -q '^loadgen: trial .* publishing' "$log" 2>/dev/null && break
+        kill -0 "$lgpid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    sleep "$WARM"
+    local span before after
+    span=$(awk -v d="$LAT_DUR" 'BEGIN { print (d > 2 ? d - 1 : d / 2) }')
+    before=$(server_cost)
+    sleep "$span"
+    after=$(server_cost)
+    [ -n "$before" ] && [ -n "$after" ] || return 0
+    echo "$span $before $after" | awk '{print $1, $4 - $2, $5 - $3}'
+}
+
 # run_one SCENARIO SERVER RUN LOADGEN-ARGS...: one fresh server, one loadgen
 # run; appends its JSON line (with server RSS/threads) to $RESULTS. In the
 # arguments @WS@ stands for the server's WebSocket URL, @HTTP@ for its HTTP base.
@@ -311,6 +340,10 @@ run_one() {
             hold_threads=$(awk '/^Threads:/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
         fi
     fi
+    # Fixed rates: the server's CPU time and context switches while the
+    # load alone runs (after the connects and the warm-up), per delivery.
+    local steady=""
+    case "$scenario" in rate*) steady=$(steady_cost "$lglog" "$lgpid") ;; esac
     wait "$lgpid" || status=$?
     local line
     line=$(cat "$lgout")
@@ -318,7 +351,8 @@ run_one() {
     tail -n 3 "$lglog" | sed 's/^/    /' >&2 || true
     [ -n "$line" ] || line='{"error":"loadgen produced no result"}'
     SCENARIO=$scenario SERVER=$server RUN=$run BASE=$base STATUS=$status SAMPLES=$samples LINE=$line \
-        HOLD_RSS=$hold_rss HOLD_THREADS=$hold_threads QUIET_AFTER=$quiet_after python3 - >> "$RESULTS" <<'EOF'
+        HOLD_RSS=$hold_rss HOLD_THREADS=$hold_threads QUIET_AFTER=$quiet_after STEADY=$steady \
+        python3 - >> "$RESULTS" <<'EOF'
 import json, os
 try:
     d = json.loads(os.environ["LINE"])
@@ -336,6 +370,13 @@ if os.environ.get("HOLD_RSS"):
     d.update(server_rss_hold_kb=int(os.environ["HOLD_RSS"]), server_threads_hold=int(os.environ["HOLD_THREADS"] or 0))
 if os.environ.get("QUIET_AFTER"):
     d.update(server_quiet_s=float(os.environ["QUIET_AFTER"]))
+if os.environ.get("STEADY") and d.get("rate_offered") and d.get("subscribers"):
+    seconds, cpu_s, switches = map(float, os.environ["STEADY"].split())
+    deliveries = d["rate_offered"] * d["subscribers"] * seconds
+    if deliveries > 0:
+        d.update(server_cpu_us_per_delivery=cpu_s * 1e6 / deliveries,
+                 server_switches_per_delivery=switches / deliveries,
+                 server_core_share=cpu_s / seconds)
 print(json.dumps(d, sort_keys=True))
 EOF
 }
@@ -524,8 +565,10 @@ for n, sc in enumerate(rate_scenarios):
         (sc, f"p50 ms at {sc[4:]} msg/s, 1000 WS subs", lambda d: d["latency_ms"]["p50"], "{:.2f}"),
         (sc, "  p99 ms", lambda d: d["latency_ms"]["p99"], "{:.2f}"),
         (sc, "  lost + disconnects", lambda d: d["lost"] + d["disconnects"], "{:.0f}"),
+        (sc, "  server CPU us per delivery", lambda d: d.get("server_cpu_us_per_delivery"), "{:.2f}"),
+        (sc, "  server context switches per delivery", lambda d: d.get("server_switches_per_delivery"), "{:.2f}"),
     ]
-    at += 3
+    at += 5
 # A quiet room beside idle neighbours (`quiet`).
 for n in (0, 5000, 10000):
     beside = "alone" if n == 0 else f"beside {n} idle"

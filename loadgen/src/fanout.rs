@@ -566,6 +566,12 @@ pub async fn run_trial(
     let total_secs = (load.warmup + load.duration).as_secs_f64();
     let per_publisher_count = ((total_secs * per_publisher_rate).floor() as u64).max(1);
     let t0_us = token::now_us() + 20_000;
+    // A mark for scripts that sample the server while it is under this
+    // load alone (`scripts/bench.sh`: CPU time per delivery).
+    eprintln!(
+        "loadgen: trial {trial_id} publishing for {total_secs:.1} s ({:.1} s of warm-up)",
+        load.warmup.as_secs_f64()
+    );
     let trial = Arc::new(Trial::new(
         trial_id,
         load.publishers.max(1),
