@@ -14,18 +14,20 @@
 //! (`SAMPLE_EVERY`) were late, the server is falling behind, and the window
 //! opens at once to what the writers that wrote need to stay within
 //! `WAKE_BUDGET_PER_SEC`. After `CALM_SAMPLES` periods with nobody late,
-//! and while the CPUs have room (`os::cpu`, under `ROOM_BELOW` busy), it
-//! halves each period, to zero below `LINGER_MIN`.
+//! and, while the window is wider than a quarter of that, the CPUs with
+//! room (`os::cpu`, under `ROOM_BELOW` busy), it halves each period, to
+//! zero below `LINGER_MIN`.
 //!
 //! Lateness opens the window, not the CPU's busy share: a core can be fully
 //! busy and keep up (writers then batch by themselves, each finding several
 //! events when it gets to run), and a window opened by a burst kept the core
 //! at half load, so a busy-share rule never closed it again. But lateness
 //! alone closed it at saturation, where the open window is what keeps
-//! everyone on time, and the server fell behind again each time: so a
+//! everyone on time, and the server fell behind again each time: so a wide
 //! window closes only while the CPUs have room for the wake-ups that
-//! closing costs. Lateness is also what other programs on the same CPUs
-//! cause, so they count too.
+//! closing costs. A narrow one closes whatever the CPUs do: it costs
+//! wake-ups itself, and a core busy with them may still keep up. Lateness is
+//! also what other programs on the same CPUs cause, so they count too.
 //!
 //! No thread of its own: the writer whose write finds the last sample
 //! `SAMPLE_EVERY` old takes the next one (skipped while fewer than
@@ -246,7 +248,10 @@ impl Load {
             return self.window_micros.store(0, Ordering::Relaxed);
         }
         let behind = hub_late || late * BEHIND_ONE_IN >= active;
-        let room = sampler.cpu.busy() < ROOM_BELOW;
+        // Only a wide window needs room to close: a narrow one costs
+        // wake-ups of its own, and a busy core that keeps up is fine.
+        let narrow = self.window() <= cap_for(active) / 4;
+        let room = narrow || sampler.cpu.busy() < ROOM_BELOW;
         sampler.calm = if late == 0 && !hub_late && room {
             sampler.calm + 1
         } else {
@@ -256,6 +261,13 @@ impl Load {
         self.window_micros
             .store(window.as_micros() as u64, Ordering::Relaxed);
     }
+}
+
+/// The longest window `active` writers need to stay within
+/// `WAKE_BUDGET_PER_SEC`, within `LINGER_MIN..=LINGER_MAX`.
+fn cap_for(active: usize) -> Duration {
+    Duration::from_micros(active as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC)
+        .clamp(LINGER_MIN, LINGER_MAX)
 }
 
 /// The window after a sample: behind, what the `active` writers need to
@@ -270,8 +282,7 @@ fn next_window(
     elapsed: Duration,
     calm_samples: u32,
 ) -> Duration {
-    let cap = Duration::from_micros(active as u64 * 1_000_000 / WAKE_BUDGET_PER_SEC)
-        .clamp(LINGER_MIN, LINGER_MAX);
+    let cap = cap_for(active);
     if behind {
         cap
     } else if elapsed >= SAMPLE_EVERY * 4 {

@@ -282,7 +282,7 @@ struct Hangup {
     socket: Option<Arc<TcpStream>>,
     on_slow: Shutdown,
     /// The writer thread, once it has said so: the hub nudges it awake when
-    /// its queue passes half full while it lingers (`transport::Pace`).
+    /// its queue passes half full while it lingers (`pace::Pace`).
     writer: OnceLock<Thread>,
     /// Where the hub counts members whose queue lags, set when it takes the
     /// connection in (`Hub::connect`).
