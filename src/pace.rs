@@ -371,7 +371,7 @@ mod tests {
         // Never lingered: from the event.
         assert!(!is_late(at(0), None, at(49)));
         assert!(is_late(at(0), None, at(50)));
-        // An event made during a linger that ended at 100 ms: from its end.
+        // An event made during a linger: timed from the linger's end.
         assert!(!is_late(at(10), Some(at(100)), at(140)));
         assert!(is_late(at(10), Some(at(100)), at(150)));
         // An event made after an old linger: from the event again.
