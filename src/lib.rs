@@ -63,6 +63,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod hub;
+pub mod log_every;
 pub mod metrics;
 pub mod origin;
 pub mod os;

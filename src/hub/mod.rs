@@ -72,6 +72,7 @@ use log::debug;
 use crate::admission::Admission;
 use crate::auth::Access;
 use crate::engine::{Answer, Engine, MemoryEngine, Read, Reading, Ticket, Unavailable};
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::os::memory::Housekeeping;
 use crate::os::threads::{spawn_named, WRITER_STACK_BYTES};
@@ -152,8 +153,8 @@ pub struct Hub {
     clients: HashMap<ClientId, Client>,
     /// Every room, within the ceilings of `Retention`.
     rooms: Rooms,
-    /// When rooms were last refused with a warning in the log.
-    room_limit_warned: Option<Instant>,
+    /// Rooms refused at `--max-rooms`, said in the log at most once a minute.
+    room_limit_warning: LogEvery,
     /// Ids and history (see `engine`).
     engine: Box<dyn Engine>,
     /// The engine's `Later` answers.
@@ -216,7 +217,7 @@ impl Hub {
             metrics,
             clients: HashMap::new(),
             rooms: Rooms::new(retention),
-            room_limit_warned: None,
+            room_limit_warning: LogEvery::new(requests::ROOM_LIMIT_WARNING_EVERY),
             answers: engine.answers(),
             engine,
             tickets: 0,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, warn};
 
@@ -188,14 +188,10 @@ impl Hub {
     /// most once a minute: the metric counts every one).
     pub(super) fn refused(&mut self, refused: &RoomLimit) {
         self.metrics.room_refused();
-        let warned_lately = self
-            .room_limit_warned
-            .is_some_and(|at| at.elapsed() < ROOM_LIMIT_WARNING_EVERY);
-        if warned_lately {
-            debug!("{refused}");
-        } else {
+        if self.room_limit_warning.due() {
             warn!("{refused} (switchboard_rooms_refused_total counts every refusal)");
-            self.room_limit_warned = Some(Instant::now());
+        } else {
+            debug!("{refused}");
         }
     }
 

@@ -51,11 +51,12 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, warn};
 
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::os::threads::{spawn_named, READER_STACK_BYTES};
 use crate::rooms::Rooms;
@@ -104,8 +105,8 @@ pub struct RedisEngine {
     stop: Arc<AtomicBool>,
     /// Disconnects when the command thread has ended (`Drop` waits for it).
     ended: Receiver<()>,
-    /// When a full job queue was last said in the log.
-    full_warned: Option<Instant>,
+    /// A full job queue, said in the log at most once a minute.
+    full_warning: LogEvery,
 }
 
 /// The longest a stopping engine waits for its command thread's goodbye.
@@ -171,7 +172,7 @@ impl RedisEngine {
             metrics,
             stop,
             ended,
-            full_warned: None,
+            full_warning: LogEvery::new(Duration::from_secs(60)),
         })
     }
 
@@ -186,20 +187,13 @@ impl RedisEngine {
         if let Some(redis) = self.metrics.redis() {
             redis.job_refused();
         }
-        let warned_lately = self
-            .full_warned
-            .is_some_and(|at| at.elapsed() < FULL_WARNING_EVERY);
-        if warned_lately {
-            debug!("redis: {JOB_QUEUE} jobs queued; {what}");
-        } else {
+        if self.full_warning.due() {
             warn!("redis: {JOB_QUEUE} jobs queued; {what} (switchboard_redis_jobs_refused counts every one)");
-            self.full_warned = Some(Instant::now());
+        } else {
+            debug!("redis: {JOB_QUEUE} jobs queued; {what}");
         }
     }
 }
-
-/// How often a full job queue is said in the log, at most.
-const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Engine for RedisEngine {
     fn sequence(&mut self, _local: &mut Rooms, ticket: Ticket, draft: Draft) -> Sequenced {
