@@ -162,8 +162,10 @@ fn on_an_engine_that_answers_later_every_member_gets_every_event_once_in_id_orde
     let mut early: Vec<Client> = (0..3)
         .map(|n| server.client(&format!("room=a&room=b&name=early{n}")))
         .collect();
-    let mut sse = Sse::connect(server.http, "/events?room=a&room=b", &[]);
+    let mut sse = Sse::connect(server.http, "/events?room=a&room=b&name=sse", &[]);
     assert_eq!(sse.status, 200);
+    // Seated before anyone publishes: it is owed every message below.
+    sse.wait_seated("sse", &["a", "b"], secs(10));
 
     // Two WebSocket publishers, one per room, and REST into b, all at once.
     let publishers: Vec<_> = ["a", "b"]

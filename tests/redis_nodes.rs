@@ -93,6 +93,7 @@ fn a_message_on_one_node_reaches_every_transport_on_every_node() {
     let mut ws_b = b.client("room=lobby&name=bob");
     let mut sse_b = Sse::connect(b.http, "/events?room=lobby&name=sse", &[]);
     assert_eq!(sse_b.status, 200);
+    sse_b.wait_seated("sse", &["lobby"], secs(10));
     let mut ws_c = c.client("room=lobby&name=carol");
     #[cfg(feature = "grpc")]
     let mut grpc_c = grpc::Subscriber::connect(&c, "lobby");
@@ -138,7 +139,14 @@ fn three_nodes_ten_publishers_each_every_member_gets_all_3000_once_in_the_same_o
         .collect();
     let mut streams: Vec<Sse> = nodes
         .iter()
-        .map(|n| Sse::connect(n.http, "/events?room=load", &[]))
+        .enumerate()
+        .map(|(n, node)| {
+            let name = format!("stream-{n}");
+            let mut stream =
+                Sse::connect(node.http, &format!("/events?room=load&name={name}"), &[]);
+            stream.wait_seated(&name, &["load"], secs(10));
+            stream
+        })
         .collect();
     let mut publishers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
@@ -293,11 +301,19 @@ mod grpc {
                     .expect("subscribe")
                     .into_inner()
             });
-            Subscriber { runtime, stream }
+            let mut subscriber = Subscriber { runtime, stream };
+            // Seated once its own `joined` is back: owed all that follows.
+            subscriber.wait_for(|e| e.r#type == "joined" && e.from == "grpc");
+            subscriber
         }
 
         /// Waits for a message with `text`; returns its id.
         pub fn wait_for_text(&mut self, text: &str) -> u64 {
+            self.wait_for(|e| e.text == text).id
+        }
+
+        /// Waits for an event that matches.
+        fn wait_for(&mut self, want: impl Fn(&Event) -> bool) -> Event {
             let deadline = Instant::now() + secs(10);
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -305,9 +321,9 @@ mod grpc {
                     .runtime
                     .block_on(async { tokio::time::timeout(left, self.stream.message()).await });
                 match next {
-                    Ok(Ok(Some(event))) if event.text == text => return event.id,
+                    Ok(Ok(Some(event))) if want(&event) => return event,
                     Ok(Ok(Some(_))) => continue,
-                    other => panic!("gRPC: {text:?} did not come: {other:?}"),
+                    other => panic!("gRPC: the awaited event did not come: {other:?}"),
                 }
             }
         }

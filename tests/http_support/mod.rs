@@ -242,10 +242,23 @@ impl Sse {
                 Some(item) if want(&item) => return item,
                 Some(item) => self.seen.push(item),
                 None => panic!(
-                    "awaited SSE item did not come within {timeout:?} (ended: {}); seen instead: {:?}",
+                    "awaited SSE item did not come within {timeout:?} (ended: {}); \
+                     every item this stream skipped so far, not only in this wait: {:?}",
                     self.ended, self.seen
                 ),
             }
+        }
+    }
+
+    /// Waits for `name`'s own `joined` in each of `rooms`: from then on it
+    /// is owed everything published there. The response head alone does
+    /// not say so: the stream writes it before the hub has heard of it.
+    pub fn wait_seated(&mut self, name: &str, rooms: &[&str], timeout: Duration) {
+        for room in rooms {
+            self.wait_for_data(
+                |d| d["type"] == "joined" && d["name"] == name && d["room"] == *room,
+                timeout,
+            );
         }
     }
 
