@@ -55,7 +55,8 @@
 //!    dropping a channel.
 //! 9. `transport::grpc` (feature `grpc`): the one place with an async
 //!    runtime, bridged to the same hub.
-//! 10. [`os`]: threads and memory as the kernel sees them; the only `unsafe`.
+//! 10. [`os`]: threads, memory, CPU load and a write that never waits,
+//!     as the kernel sees them; the only `unsafe`.
 
 pub mod admission;
 pub mod auth;

@@ -91,10 +91,12 @@ fn a_message_on_one_node_reaches_every_transport_on_every_node() {
     let redis = RedisServer::start();
     let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
     let mut ws_b = b.client("room=lobby&name=bob");
+    ws_b.wait_for(|e| e["type"] == "joined" && e["name"] == "bob", secs(10));
     let mut sse_b = Sse::connect(b.http, "/events?room=lobby&name=sse", &[]);
     assert_eq!(sse_b.status, 200);
     sse_b.wait_seated("sse", &["lobby"], secs(10));
     let mut ws_c = c.client("room=lobby&name=carol");
+    ws_c.wait_for(|e| e["type"] == "joined" && e["name"] == "carol", secs(10));
     #[cfg(feature = "grpc")]
     let mut grpc_c = grpc::Subscriber::connect(&c, "lobby");
     let mut ws_a = a.client("room=lobby&name=alice");

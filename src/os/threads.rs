@@ -119,7 +119,7 @@ pub fn futex_table_slots() -> Option<usize> {
         .filter(|&slots| slots > 0)
 }
 
-/// One of switchboard's two `unsafe` calls (the other is `memory::release_free_pages`);
+/// One of switchboard's three `unsafe` calls (see `os`);
 /// `None` where the kernel refuses it.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]

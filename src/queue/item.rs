@@ -23,18 +23,22 @@ pub enum Outbound {
     /// consumer. Boxed, so that `Outbound`, and with it every queue slot,
     /// stays at 16 bytes.
     Backlog(Box<Backlog>),
+    /// The rest of a write the hub began itself (`queue::through`): these
+    /// bytes go out before anything else.
+    Unfinished(Box<super::Unfinished>),
     /// The server is shutting down: say goodbye (WebSocket close 1001) and end.
     GoingAway,
 }
 
 impl Outbound {
-    /// The events this item carries, oldest first (none for `GoingAway`).
+    /// The events this item carries, oldest first (none for `GoingAway`,
+    /// nor for `Unfinished`, which carries bytes).
     pub fn events(&self) -> &[Arc<Event>] {
         match self {
             Outbound::Event(event) => std::slice::from_ref(event),
             Outbound::Run(run, from) => run.0.get(*from as usize..).unwrap_or_default(),
             Outbound::Backlog(backlog) => &backlog.0,
-            Outbound::GoingAway => &[],
+            Outbound::Unfinished(_) | Outbound::GoingAway => &[],
         }
     }
 
@@ -45,7 +49,7 @@ impl Outbound {
             Outbound::Event(event) => std::iter::once(event).for_each(f),
             Outbound::Run(run, from) => run.0.iter().skip(from as usize).cloned().for_each(f),
             Outbound::Backlog(backlog) => backlog.0.into_iter().for_each(f),
-            Outbound::GoingAway => {}
+            Outbound::Unfinished(_) | Outbound::GoingAway => {}
         }
     }
 
@@ -55,7 +59,7 @@ impl Outbound {
     pub fn born(&self) -> Option<Instant> {
         match self {
             Outbound::Event(_) | Outbound::Run(..) => self.events().first().map(|e| e.born()),
-            Outbound::Backlog(_) | Outbound::GoingAway => None,
+            Outbound::Backlog(_) | Outbound::Unfinished(_) | Outbound::GoingAway => None,
         }
     }
 
@@ -64,6 +68,7 @@ impl Outbound {
         match self {
             Outbound::Event(_) | Outbound::Backlog(_) => 1,
             Outbound::Run(..) => self.events().len(),
+            Outbound::Unfinished(rest) => rest.events,
             Outbound::GoingAway => 0,
         }
     }

@@ -30,6 +30,7 @@
 //! writer, an SSE stream's thread, a gRPC stream) holds the `Inbox`.
 
 mod item;
+mod through;
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +43,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::admission::Admission;
 
 pub use item::{Backlog, Outbound, Run, RunPosition};
+pub use through::{Through, Unfinished};
+
+use through::Wrote;
 
 /// Past `CEILING_FACTOR × --send-buffer` events a member is dropped however
 /// its writer fares: the memory bound. The events are shared with every other
@@ -58,6 +62,17 @@ pub const STUCK_WRITE: Duration = Duration::from_millis(200);
 /// hub's end and the writer's end. `on_slow` says what dropping it does to
 /// the connection's socket.
 pub fn bounded(events: usize, on_slow: OnSlow) -> (Queue, Inbox) {
+    bounded_with(events, on_slow, None)
+}
+
+/// A queue like `bounded`'s, whose events the hub writes through to the
+/// socket itself when it can (`through`); the writer holds `Inbox::hold`
+/// while it takes from the queue and writes.
+pub fn writing_through(events: usize, on_slow: OnSlow, through: Through) -> (Queue, Inbox) {
+    bounded_with(events, on_slow, Some(through))
+}
+
+fn bounded_with(events: usize, on_slow: OnSlow, through: Option<Through>) -> (Queue, Inbox) {
     let (sender, receiver) = crossbeam_channel::unbounded();
     let (socket, how) = match on_slow {
         OnSlow::Nothing => (None, Shutdown::Both),
@@ -74,6 +89,7 @@ pub fn bounded(events: usize, on_slow: OnSlow) -> (Queue, Inbox) {
         on_slow: how,
         writer: OnceLock::new(),
         admission: OnceLock::new(),
+        through,
     });
     let queue = Queue {
         sender,
@@ -113,9 +129,28 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Puts `item` in the queue, or says why not (see the module doc). Never
-    /// waits. Nudges a lingering writer once the queue is half full.
+    /// Writes `item` through to the socket, or puts it in the queue, or says
+    /// why not (see the module doc). Never waits. Nudges a lingering writer
+    /// once the queue is half full.
     pub fn offer(&self, item: Outbound) -> Result<(), NotQueued> {
+        let Some(through) = &self.state.through else {
+            return self.enqueue(item);
+        };
+        // Under the lock, so that nothing can come between (`through`).
+        let Some(_held) = through.try_hold() else {
+            return self.enqueue(item); // its writer is writing
+        };
+        if !self.sender.is_empty() || self.state.too_slow.load(Ordering::Acquire) {
+            return self.enqueue(item); // what is queued goes first
+        }
+        match through.write(&item) {
+            Wrote::All => Ok(()),
+            Wrote::Nothing => self.enqueue(item),
+            Wrote::Part(rest) => self.enqueue(Outbound::Unfinished(Box::new(rest))),
+        }
+    }
+
+    fn enqueue(&self, item: Outbound) -> Result<(), NotQueued> {
         let state = &*self.state;
         let count = item.counted();
         // Counted before the send, so that the writer's count out cannot come first.
@@ -222,6 +257,13 @@ impl Inbox {
         self.state.bound
     }
 
+    /// For a queue the hub writes through: the socket's write lock, held
+    /// while taking from the queue and writing what was taken (see
+    /// `through`). None for other queues.
+    pub fn hold(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.state.through.as_ref().map(Through::hold)
+    }
+
     /// Whether the hub dropped this member as a slow consumer.
     pub fn is_too_slow(&self) -> bool {
         self.state.too_slow.load(Ordering::Acquire)
@@ -287,6 +329,8 @@ struct Hangup {
     /// Where the hub counts members whose queue lags, set when it takes the
     /// connection in (`Hub::connect`).
     admission: OnceLock<Arc<Admission>>,
+    /// The socket the hub may write to itself (WebSocket members).
+    through: Option<Through>,
 }
 
 impl Hangup {

@@ -1,4 +1,7 @@
-//! The queue's count and its drop rule, on the queue alone.
+//! The queue's count and its drop rule, on the queue alone, and the hub's
+//! writes through to a real socket.
+
+use std::io::Write;
 
 use super::*;
 use crate::protocol::Event;
@@ -81,4 +84,106 @@ fn a_queue_whose_writer_is_gone_refuses_and_counts_nothing() {
     drop(inbox);
     assert_eq!(queue.offer(event()), Err(NotQueued::Gone));
     assert_eq!(queue.queued(), 0);
+}
+
+/// A queue the hub writes through, on a real socket, with the peer's end.
+fn through_pair(bound: usize) -> (Queue, Inbox, TcpStream, Arc<TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let socket =
+        Arc::new(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+    let (peer, _) = listener.accept().expect("accept");
+    let through = Through::new(Arc::clone(&socket), crate::protocol::Format::Json);
+    let (queue, inbox) = writing_through(bound, OnSlow::Nothing, through);
+    inbox.writer_is_current_thread();
+    (queue, inbox, peer, socket)
+}
+
+fn said(text: &str) -> Arc<Event> {
+    Arc::new(Event::error("test", text))
+}
+
+/// Reads `len` bytes from the peer.
+fn read_bytes(peer: &mut TcpStream, len: usize) -> Vec<u8> {
+    use std::io::Read;
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = vec![0; len];
+    peer.read_exact(&mut got).expect("the bytes come");
+    got
+}
+
+#[test]
+fn the_hub_writes_through_to_a_socket_with_room_and_queues_nothing() {
+    let (queue, inbox, mut peer, _socket) = through_pair(8);
+    let event = said("straight to the socket");
+    queue
+        .offer(Outbound::Event(Arc::clone(&event)))
+        .expect("written");
+    assert!(inbox.is_empty(), "nothing queued, no writer woken");
+    assert_eq!(queue.queued(), 0);
+    let frame = event.ws_frame(crate::protocol::Format::Json);
+    assert_eq!(read_bytes(&mut peer, frame.len()), frame[..]);
+}
+
+#[test]
+fn while_its_writer_writes_or_something_is_queued_the_hub_queues() {
+    let (queue, inbox, _peer, _socket) = through_pair(8);
+    let held = inbox.hold().expect("a through queue has a write lock");
+    queue.offer(event()).expect("queued");
+    drop(held);
+    assert_eq!(inbox.queued(), 1, "the writer was writing: queued");
+    queue.offer(event()).expect("queued");
+    assert_eq!(inbox.queued(), 2, "behind what is queued, never ahead");
+}
+
+#[test]
+fn a_write_through_that_stops_part_way_queues_the_rest_first() {
+    let (queue, inbox, mut peer, socket) = through_pair(1 << 20);
+    // The peer does not read yet: fill its buffers until one write through
+    // is cut short.
+    let big: String = "x".repeat(60_000);
+    let mut events = Vec::new();
+    while inbox.is_empty() {
+        let event = said(&big);
+        queue
+            .offer(Outbound::Event(Arc::clone(&event)))
+            .expect("taken");
+        events.push(event);
+        assert!(events.len() < 10_000, "a socket without end");
+    }
+    let after = said("after the cut");
+    queue
+        .offer(Outbound::Event(Arc::clone(&after)))
+        .expect("queued");
+    events.push(after);
+    // The writer's part, as `transport::ws::writer` does it: the queue under
+    // the lock, `Unfinished` bytes first, all written in order.
+    let reader = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let frames: Vec<u8> = events
+                .iter()
+                .flat_map(|e| e.ws_frame(crate::protocol::Format::Json).to_vec())
+                .collect();
+            assert_eq!(
+                read_bytes(&mut peer, frames.len()),
+                frames,
+                "every byte, in order"
+            );
+        })
+    };
+    let _held = inbox.hold().expect("a write lock");
+    let first = inbox.try_recv().expect("the rest of the cut write");
+    let Outbound::Unfinished(rest) = first else {
+        panic!("the rest comes first, not {first:?}");
+    };
+    (&*socket).write_all(&rest.bytes).expect("written");
+    while let Ok(item) = inbox.try_recv() {
+        for event in item.events() {
+            (&*socket)
+                .write_all(event.ws_frame(crate::protocol::Format::Json))
+                .expect("written");
+        }
+    }
+    reader.join().expect("the peer got it all");
 }

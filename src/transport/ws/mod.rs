@@ -52,7 +52,7 @@ use crate::config::Config;
 use crate::hub::{Command, Subscriber};
 use crate::os::threads::{spawn_named, READER_STACK_BYTES, WRITER_STACK_BYTES};
 use crate::protocol::{ClientId, Format, Transport};
-use crate::queue::{self, Inbox, OnSlow, Queue};
+use crate::queue::{self, Inbox, OnSlow, Queue, Through};
 use crate::room::Name;
 use crate::transport::refuse::{
     linger_then_close, respond, spawn_connection, Refuser, CLOSE_GRACE,
@@ -233,7 +233,11 @@ fn start_writer(
     let (replies, replies_rx) = reply_queue(REPLY_QUEUE);
     // `/echo` gets one too, which the hub never sees: dropped below, its
     // channel reads as closed and the writer stops looking at it.
-    let (queue, inbox) = subscriber_queue(config.send_buffer, socket);
+    let format = match route {
+        Route::Chat { format, .. } => *format,
+        Route::Echo => Format::Json,
+    };
+    let (queue, inbox) = subscriber_queue(config.send_buffer, socket, format);
     // Boxed, so that the closure moved through every frame of the spawn is
     // one pointer, not the writer's whole state.
     let writer = Box::new(Writer {
@@ -241,10 +245,7 @@ fn start_writer(
         socket: Arc::clone(socket),
         inbox,
         replies: replies_rx,
-        format: match route {
-            Route::Chat { format, .. } => *format,
-            Route::Echo => Format::Json,
-        },
+        format,
         ping_interval: config.ping_interval,
         // With a token, the writer ends the connection when it runs out,
         // unless the reader's refresh has moved that by then.
@@ -278,10 +279,12 @@ fn reply_queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 /// The connection's event queue (`queue::bounded`), out of line like
 /// `reply_queue` (inlined, it took every reader's stack a page deeper again).
 /// Dropped as slow, its socket is shut for reading: the writer still owes
-/// the peer a close 1008.
+/// the peer a close 1008. The hub writes through to the socket when it can
+/// (`queue::through`).
 #[inline(never)]
-fn subscriber_queue(events: usize, socket: &Arc<TcpStream>) -> (Queue, Inbox) {
-    queue::bounded(events, OnSlow::ShutReading(Arc::clone(socket)))
+fn subscriber_queue(events: usize, socket: &Arc<TcpStream>, format: Format) -> (Queue, Inbox) {
+    let on_slow = OnSlow::ShutReading(Arc::clone(socket));
+    queue::writing_through(events, on_slow, Through::new(Arc::clone(socket), format))
 }
 
 /// Completes the handshake and joins the hub (for `/ws`); returns the reader

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{never, select, Receiver, Sender};
+use crossbeam_channel::{never, Receiver, Select, Sender, TryRecvError};
 use log::{debug, trace};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
@@ -17,7 +17,7 @@ use tungstenite::Message;
 use crate::auth::Expiry;
 use crate::pace::Pace;
 use crate::protocol::{encode_frame, ClientId, Event, Format};
-use crate::queue::{Inbox, Outbound};
+use crate::queue::{Inbox, Outbound, Queued};
 use crate::transport::refuse::CLOSE_GRACE;
 use crate::transport::Permit;
 
@@ -69,10 +69,12 @@ impl Piece {
 
 impl Batch {
     fn add_outbound(&mut self, item: Outbound) {
-        if let Outbound::GoingAway = item {
-            return self.close_with(CloseCode::Away, "server shutting down");
+        match item {
+            Outbound::GoingAway => self.close_with(CloseCode::Away, "server shutting down"),
+            // Taken first of all under the write lock (`queue::through`).
+            Outbound::Unfinished(rest) => self.push(Piece::Own(Bytes::from(rest.bytes))),
+            item => item.for_each_event(|event| self.push(Piece::Event(event))),
         }
-        item.for_each_event(|event| self.push(Piece::Event(event)));
     }
 
     fn add_reply(&mut self, reply: Reply) {
@@ -130,9 +132,10 @@ impl Batch {
 
 impl Writer {
     /// Waits on the queues and the ping clock, writes everything queued in one
-    /// go, and, after a write, lingers (see `transport::Pace`): events
-    /// that arrive meanwhile wake nobody and go out together in the next write.
-    /// A quiet connection finds its queues empty after the linger and parks.
+    /// go, and, after a write, lingers (see `pace`): events that arrive
+    /// meanwhile wake nobody and go out together in the next write (or the
+    /// hub writes them through itself, `queue::through`). A quiet connection
+    /// finds its queues empty after the linger and parks.
     pub(super) fn run(self) {
         let id = self.id;
         self.inbox.writer_is_current_thread();
@@ -154,40 +157,40 @@ impl Writer {
                 .expiry
                 .as_ref()
                 .map_or(next_ping, |e| e.deadline().min(next_ping));
-            select! {
-                recv(events) -> item => match item {
+            wait_for_either(&events, &replies, wake);
+            // Taken and written under the socket's write lock, so that the
+            // hub's own writes cannot come between (`queue::through`).
+            let held = self.inbox.hold();
+            // The queue first: an `Unfinished` write leads it.
+            while !batch.is_full() {
+                match events.try_recv() {
                     Ok(item) => {
                         let item = self.inbox.open(item);
                         pace.took(&item);
                         batch.add_outbound(item);
                     }
-                    Err(_) => events = never(), // the hub let go (or `/echo`): see `is_too_slow` below
-                },
-                recv(replies) -> reply => match reply {
-                    Ok(reply) => batch.add_reply(reply),
-                    Err(_) => {
-                        replies = never();
-                        reader_gone = true;
-                    }
-                },
-                default(wake.saturating_duration_since(Instant::now())) => {
-                    if Instant::now() >= next_ping {
-                        batch.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
-                        next_ping = Instant::now() + self.ping_interval;
+                    Err(TryRecvError::Empty) => break,
+                    // The hub let go (or `/echo`): see `is_too_slow` below.
+                    Err(TryRecvError::Disconnected) => {
+                        events = never();
+                        break;
                     }
                 }
             }
-            // Whatever else is queued goes out in the same syscall.
             while !batch.is_full() {
-                if let Ok(reply) = replies.try_recv() {
-                    batch.add_reply(reply);
-                } else if let Ok(item) = events.try_recv() {
-                    let item = self.inbox.open(item);
-                    pace.took(&item);
-                    batch.add_outbound(item);
-                } else {
-                    break;
+                match replies.try_recv() {
+                    Ok(reply) => batch.add_reply(reply),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        replies = never();
+                        reader_gone = true;
+                        break;
+                    }
                 }
+            }
+            if Instant::now() >= next_ping {
+                batch.push(Piece::Own(encode_frame(Frame::ping(Bytes::new()))));
+                next_ping = Instant::now() + self.ping_interval;
             }
             if self.expiry.as_ref().is_some_and(|e| e.is_past()) {
                 // Not renewed in time (`auth::Expiry`): what is queued still goes first.
@@ -203,6 +206,7 @@ impl Writer {
                 if let Err(e) = write_frames(&self.socket, &batch.frames, self.format, None) {
                     debug!("{id} could not send close: {e}");
                 }
+                drop(held); // the hub's writes now fail on the shut socket
                 self.finish_after_close(replies);
                 return;
             }
@@ -216,6 +220,7 @@ impl Writer {
                     return;
                 }
                 batch.frames.clear();
+                drop(held);
                 if !reader_gone {
                     pace.after_write();
                 }
@@ -236,6 +241,15 @@ impl Writer {
         while replies.recv_deadline(deadline).is_ok() {} // until the reader ends, or time is up
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// Waits until the queue or the replies have something (without taking it:
+/// the writer takes under the write lock), or until `wake`.
+fn wait_for_either(events: &Receiver<Queued>, replies: &Receiver<Reply>, wake: Instant) {
+    let mut ready = Select::new();
+    ready.recv(events);
+    ready.recv(replies);
+    let _ = ready.ready_deadline(wake); // a timeout is for the ping, checked after
 }
 
 /// Writes every frame, a batch to a `writev`, giving up between two calls once

@@ -1,0 +1,121 @@
+//! Writing through: the hub writes a WebSocket member's events to its socket
+//! itself, without waiting, when nothing is queued for it and its writer is
+//! not writing; only what the socket cannot take at once goes through the
+//! queue, and wakes the writer thread.
+//!
+//! Why: at a thousand members, a wake-up and the context switches that come
+//! with it cost more than the write itself, so every event reached the last
+//! member later than the Go hub's (`docs/performance.md`). A write to a
+//! socket with room takes microseconds and never blocks the hub.
+//!
+//! Order: every write to the socket happens under one lock (`hold`). The
+//! hub writes through only while it holds the lock and the queue is empty;
+//! the writer takes items from the queue only while it holds the lock, and
+//! writes them before it lets go. The hub is the queue's only producer, so
+//! nothing it queued can be overtaken. A write that stops part-way leaves
+//! the rest as the queue's next item (`Unfinished`), queued under the lock,
+//! so it goes out before any other byte.
+
+use std::io::IoSlice;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::os::send::send_now;
+use crate::protocol::Format;
+
+use super::Outbound;
+
+/// The most frames one write through takes (the kernel's `IOV_MAX` is 1024):
+/// a longer item goes through the queue.
+const MAX_FRAMES: usize = 64;
+
+/// A member's socket, as the hub may write to it.
+pub struct Through {
+    socket: Arc<TcpStream>,
+    format: Format,
+    /// Held by whoever writes to the socket.
+    lock: Mutex<()>,
+}
+
+/// The bytes of an item that a write through left unwritten: they go out
+/// first, before anything else (see the module doc).
+#[derive(Debug)]
+pub struct Unfinished {
+    /// What is left to write.
+    pub bytes: Vec<u8>,
+    /// The events they finish, for the queue's count.
+    pub events: usize,
+}
+
+/// What a write through did.
+pub(super) enum Wrote {
+    /// The whole item.
+    All,
+    /// Nothing: the socket is full (or the write failed; the writer will
+    /// find out for itself).
+    Nothing,
+    /// The first part: the rest is to be queued.
+    Part(Unfinished),
+}
+
+impl Through {
+    /// Writes through to `socket`, framed for `format`.
+    pub fn new(socket: Arc<TcpStream>, format: Format) -> Through {
+        Through {
+            socket,
+            format,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The lock, for the writer thread: held while it takes from the queue
+    /// and writes.
+    pub(super) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lock, for the hub: never waits.
+    pub(super) fn try_hold(&self) -> Option<MutexGuard<'_, ()>> {
+        self.lock.try_lock().ok()
+    }
+
+    /// Writes `item`'s frames without waiting (the caller holds the lock).
+    pub(super) fn write(&self, item: &Outbound) -> Wrote {
+        let events = match item {
+            Outbound::Event(_) | Outbound::Run(..) => item.events(),
+            _ => return Wrote::Nothing,
+        };
+        if events.is_empty() || events.len() > MAX_FRAMES {
+            return Wrote::Nothing;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_FRAMES];
+        for (slice, event) in slices.iter_mut().zip(events) {
+            *slice = IoSlice::new(event.ws_frame(self.format));
+        }
+        let frames = &slices[..events.len()];
+        let total: usize = frames.iter().map(|f| f.len()).sum();
+        let written = match send_now(&self.socket, frames) {
+            Ok(n) => n,
+            Err(_) => return Wrote::Nothing,
+        };
+        if written == 0 {
+            return Wrote::Nothing;
+        }
+        if written == total {
+            return Wrote::All;
+        }
+        let mut bytes = Vec::with_capacity(total - written);
+        let mut skip = written;
+        for frame in frames {
+            let from = skip.min(frame.len());
+            skip -= from;
+            bytes.extend_from_slice(&frame[from..]);
+        }
+        Wrote::Part(Unfinished {
+            bytes,
+            events: item.counted(),
+        })
+    }
+}
