@@ -4,7 +4,9 @@
 //!
 //! The hub never waits on it: `Queue::offer` puts an item in, or refuses it,
 //! as Go's `select { case send <- m: default: }` does, and a refused member is
-//! dropped. The bound counts events, not slots, because one slot can carry a
+//! dropped. For a WebSocket member with nothing queued and a writer that is
+//! not writing, `offer` writes the item to the socket itself, without
+//! waiting (`through`): the writer thread is woken only for what does not fit. The bound counts events, not slots, because one slot can carry a
 //! whole run of events; the queue keeps that count itself: `offer` counts in,
 //! and the only way to use an item the writer received is `Inbox::open`,
 //! which counts it out. No caller can forget either half.
