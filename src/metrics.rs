@@ -54,6 +54,7 @@ pub struct Metrics {
     connections: Family<TransportLabel, Gauge>,
     events_in: Counter,
     events_out: Counter,
+    events_through: Counter,
     slow_consumers: Family<TransportLabel, Counter>,
     queue_ceilings: Family<TransportLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
@@ -88,8 +89,13 @@ impl Metrics {
         );
         r.register(
             "switchboard_events_out",
-            "Events queued for delivery to subscribers",
+            "Events queued for delivery to subscribers, or written through",
             m.events_out.clone(),
+        );
+        r.register(
+            "switchboard_events_written_through",
+            "Of those, events the hub wrote to a WebSocket itself, without waking its writer thread",
+            m.events_through.clone(),
         );
         r.register(
             "switchboard_slow_consumers_dropped",
@@ -201,8 +207,10 @@ impl Metrics {
         self.events_in.inc();
     }
 
-    pub(crate) fn delivered(&self, count: u64) {
+    /// `count` events delivered, `through` of them written by the hub itself.
+    pub(crate) fn delivered(&self, count: u64, through: u64) {
         self.events_out.inc_by(count);
+        self.events_through.inc_by(through);
     }
 
     pub(crate) fn slow_consumer(&self, transport: Transport) {

@@ -68,6 +68,7 @@ fn every_series_exists_at_zero_from_the_start() {
     for name in [
         "switchboard_events_in_total",
         "switchboard_events_out_total",
+        "switchboard_events_written_through_total",
         "switchboard_rooms",
         "switchboard_rooms_refused_total",
         "switchboard_rooms_expired_total",
@@ -156,6 +157,11 @@ fn events_and_refusals_are_counted() {
         "one member reached per message"
     );
     assert_eq!(
+        grew("switchboard_events_written_through_total", &[]),
+        0.0,
+        "an SSE stream's thread writes its events"
+    );
+    assert_eq!(
         grew(
             "switchboard_connections_refused_total",
             &[("reason", "limit")]
@@ -185,4 +191,29 @@ fn openmetrics_is_served_to_scrapers_that_ask_for_it() {
         "OpenMetrics ends with # EOF"
     );
     parse_prometheus(&resp.body);
+}
+
+#[test]
+fn events_the_hub_writes_to_a_websocket_itself_are_counted() {
+    let server = TestServer::start();
+    let mut reader = server.client("room=a&name=reader");
+    reader.wait_for(|e| e["type"] == "joined", secs(5));
+    let before = scrape(&server);
+    for n in 0..3 {
+        let text = format!("m{n}");
+        let resp = post_json(server.http, "/rooms/a/messages", &json!({ "text": text }));
+        assert_eq!(resp.status, 202);
+        // One at a time, each read: nothing is queued when the next comes.
+        reader.wait_for(|e| e["text"] == text, secs(5));
+    }
+    let after = scrape(&server);
+    let grew = |name: &str| {
+        sample(&after, name, &[]).expect(name) - sample(&before, name, &[]).expect(name)
+    };
+    assert_eq!(grew("switchboard_events_out_total"), 3.0);
+    let through = grew("switchboard_events_written_through_total");
+    assert!(
+        (1.0..=3.0).contains(&through),
+        "a reader that keeps up gets its events from the hub itself: {through}"
+    );
 }

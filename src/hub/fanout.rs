@@ -1,12 +1,12 @@
 //! Fan-out: a round's events for one room go to each member as one *run* —
-//! one queue slot and at most one writer wake-up per member, however many
-//! events — and `Queue::offer` is the only door into a member's queue
-//! (`crate::queue`): what it refuses, the hub drops.
+//! one write through to its socket, or one queue slot and at most one writer
+//! wake-up, however many events — and `Queue::offer` is the only door into a
+//! member's queue (`crate::queue`): what it refuses, the hub drops.
 
 use std::sync::Arc;
 
 use crate::protocol::{ClientId, Event};
-use crate::queue::{Outbound, Run};
+use crate::queue::{Offered, Outbound, Run};
 use crate::room::RoomName;
 
 use super::Hub;
@@ -63,18 +63,22 @@ impl Hub {
             return;
         };
         let run = Arc::new(Run(std::mem::take(&mut self.run_events)));
-        let mut delivered = 0;
+        let (mut delivered, mut through) = (0, 0);
         for member in &target.members {
             let Some(item) = Run::part_from(&run, member.joined_at.start_in(number)) else {
                 continue; // joined after the run's last event was added
             };
             let count = item.counted();
             match member.queue.offer(item) {
-                Ok(()) => delivered += count as u64,
+                Ok(Offered::Queued) => delivered += count as u64,
+                Ok(Offered::WrittenThrough) => {
+                    delivered += count as u64;
+                    through += count as u64;
+                }
                 Err(why) => self.leaving.push((member.client, why.into())),
             }
         }
-        self.metrics.delivered(delivered);
+        self.metrics.delivered(delivered, through);
         self.housekeeping.delivered(delivered);
         // A run nobody shares (one event goes out as a plain event) gives its
         // buffer back for the next.

@@ -112,6 +112,15 @@ pub enum OnSlow {
     ShutBoth(Arc<TcpStream>),
 }
 
+/// Where `offer` put an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// In the queue, for the writer thread.
+    Queued,
+    /// On the socket already: the hub wrote it itself (`through`).
+    WrittenThrough,
+}
+
 /// Why `offer` refused an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotQueued {
@@ -134,7 +143,7 @@ impl Queue {
     /// Writes `item` through to the socket, or puts it in the queue, or says
     /// why not (see the module doc). Never waits. Nudges a lingering writer
     /// once the queue is half full.
-    pub fn offer(&self, item: Outbound) -> Result<(), NotQueued> {
+    pub fn offer(&self, item: Outbound) -> Result<Offered, NotQueued> {
         let Some(through) = &self.state.through else {
             return self.enqueue(item);
         };
@@ -146,13 +155,13 @@ impl Queue {
             return self.enqueue(item); // what is queued goes first
         }
         match through.write(&item) {
-            Wrote::All => Ok(()),
+            Wrote::All => Ok(Offered::WrittenThrough),
             Wrote::Nothing => self.enqueue(item),
             Wrote::Part(rest) => self.enqueue(Outbound::Unfinished(Box::new(rest))),
         }
     }
 
-    fn enqueue(&self, item: Outbound) -> Result<(), NotQueued> {
+    fn enqueue(&self, item: Outbound) -> Result<Offered, NotQueued> {
         let state = &*self.state;
         let count = item.counted();
         // Counted before the send, so that the writer's count out cannot come first.
@@ -173,7 +182,7 @@ impl Queue {
             Ok(()) => {}
             Err(_) => state.count_out(count),
         }
-        sent
+        sent.map(|()| Offered::Queued)
     }
 
     /// Queues the goodbye (shutdown), outside the count; if even that cannot
