@@ -206,7 +206,10 @@ impl Writer {
                 if let Err(e) = write_frames(&self.socket, &batch.frames, self.format, None) {
                     debug!("{id} could not send close: {e}");
                 }
-                drop(held); // the hub's writes now fail on the shut socket
+                // Half-closed before the lock goes: nothing may follow the
+                // close frame, and the hub's writes now fail.
+                let _ = self.socket.shutdown(Shutdown::Write);
+                drop(held);
                 self.finish_after_close(replies);
                 return;
             }
@@ -233,10 +236,9 @@ impl Writer {
         }
     }
 
-    /// Our close frame is out: half-close, give the reader `CLOSE_GRACE` to see
-    /// the peer's answer and FIN, then cut whatever is left.
+    /// Our close frame is out and the socket half-closed: give the reader
+    /// `CLOSE_GRACE` to see the peer's answer and FIN, then cut whatever is left.
     fn finish_after_close(&self, replies: Receiver<Reply>) {
-        let _ = self.socket.shutdown(Shutdown::Write);
         let deadline = Instant::now() + CLOSE_GRACE;
         while replies.recv_deadline(deadline).is_ok() {} // until the reader ends, or time is up
         let _ = self.socket.shutdown(Shutdown::Both);
