@@ -94,7 +94,7 @@ impl Metrics {
         );
         r.register(
             "switchboard_events_written_through",
-            "Of those, events the hub wrote to a WebSocket itself, without waking its writer thread",
+            "Of those, events the hub wrote to a WebSocket or SSE socket itself, without waking its writer thread",
             m.events_through.clone(),
         );
         r.register(

@@ -92,7 +92,7 @@ fn through_pair(bound: usize) -> (Queue, Inbox, TcpStream, Arc<TcpStream>) {
     let socket =
         Arc::new(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
     let (peer, _) = listener.accept().expect("accept");
-    let through = Through::new(Arc::clone(&socket), crate::protocol::Format::Json);
+    let through = Through::websocket(Arc::clone(&socket), crate::protocol::Format::Json);
     let (queue, inbox) = writing_through(bound, OnSlow::Nothing, through);
     inbox.writer_is_current_thread();
     (queue, inbox, peer, socket)
@@ -186,4 +186,23 @@ fn a_write_through_that_stops_part_way_queues_the_rest_first() {
         }
     }
     reader.join().expect("the peer got it all");
+}
+
+#[test]
+fn an_sse_stream_gets_each_write_through_as_one_http_chunk() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let socket =
+        Arc::new(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+    let (mut peer, _) = listener.accept().expect("accept");
+    let through = Through::sse(Arc::clone(&socket), true);
+    let (queue, inbox) = writing_through(8, OnSlow::Nothing, through);
+    inbox.writer_is_current_thread();
+    let events = vec![said("one"), said("two")];
+    let run = Outbound::Run(Arc::new(Run(events.clone())), 0);
+    assert_eq!(queue.offer(run), Ok(Offered::WrittenThrough));
+    let blocks: Vec<u8> = events.iter().flat_map(|e| e.sse_block().to_vec()).collect();
+    let mut want = format!("{:x}\r\n", blocks.len()).into_bytes();
+    want.extend_from_slice(&blocks);
+    want.extend_from_slice(b"\r\n");
+    assert_eq!(read_bytes(&mut peer, want.len()), want);
 }

@@ -1,7 +1,8 @@
-//! Writing through: the hub writes a WebSocket member's events to its socket
-//! itself, without waiting, when nothing is queued for it and its writer is
-//! not writing; only what the socket cannot take at once goes through the
-//! queue, and wakes the writer thread.
+//! Writing through: the hub writes a member's events to its socket itself
+//! (a WebSocket's frames, an SSE stream's chunk), without waiting, when
+//! nothing is queued for it and its writer is not writing; only what the
+//! socket cannot take at once goes through the queue, and wakes the writer
+//! thread.
 //!
 //! Why: at a thousand members, a wake-up and the context switches that come
 //! with it cost more than the write itself, so every event reached the last
@@ -25,16 +26,25 @@ use crate::protocol::Format;
 
 use super::Outbound;
 
-/// The most frames one write through takes (the kernel's `IOV_MAX` is 1024):
-/// a longer item goes through the queue.
-const MAX_FRAMES: usize = 64;
+/// The most events one write through takes (the kernel's `IOV_MAX` is
+/// 1024): a longer item goes through the queue.
+const MAX_EVENTS: usize = 64;
 
 /// A member's socket, as the hub may write to it.
 pub struct Through {
     socket: Arc<TcpStream>,
-    format: Format,
+    framing: Framing,
     /// Held by whoever writes to the socket.
     lock: Mutex<()>,
+}
+
+/// How events are framed on the socket.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// A WebSocket text frame each, in this format.
+    WebSocket(Format),
+    /// SSE blocks, as one HTTP/1.1 chunk (or as they are, for HTTP/1.0).
+    Sse { chunked: bool },
 }
 
 /// The bytes of an item that a write through left unwritten: they go out
@@ -59,11 +69,20 @@ pub(super) enum Wrote {
 }
 
 impl Through {
-    /// Writes through to `socket`, framed for `format`.
-    pub fn new(socket: Arc<TcpStream>, format: Format) -> Through {
+    /// Writes WebSocket frames in `format` through to `socket`.
+    pub fn websocket(socket: Arc<TcpStream>, format: Format) -> Through {
+        Through::with(socket, Framing::WebSocket(format))
+    }
+
+    /// Writes SSE blocks through to `socket`, in a chunked body or not.
+    pub fn sse(socket: Arc<TcpStream>, chunked: bool) -> Through {
+        Through::with(socket, Framing::Sse { chunked })
+    }
+
+    fn with(socket: Arc<TcpStream>, framing: Framing) -> Through {
         Through {
             socket,
-            format,
+            framing,
             lock: Mutex::new(()),
         }
     }
@@ -87,14 +106,37 @@ impl Through {
             Outbound::Event(_) | Outbound::Run(..) => item.events(),
             _ => return Wrote::Nothing,
         };
-        if events.is_empty() || events.len() > MAX_FRAMES {
+        if events.is_empty() || events.len() > MAX_EVENTS {
             return Wrote::Nothing;
         }
-        let mut slices = [IoSlice::new(&[]); MAX_FRAMES];
-        for (slice, event) in slices.iter_mut().zip(events) {
-            *slice = IoSlice::new(event.ws_frame(self.format));
-        }
-        let frames = &slices[..events.len()];
+        // Room for an HTTP chunk's size line and its end around the events.
+        let mut slices = [IoSlice::new(&[]); MAX_EVENTS + 2];
+        let mut size_line = [0u8; 10];
+        let used = match self.framing {
+            Framing::WebSocket(format) => {
+                for (slice, event) in slices.iter_mut().zip(events) {
+                    *slice = IoSlice::new(event.ws_frame(format));
+                }
+                events.len()
+            }
+            Framing::Sse { chunked: false } => {
+                for (slice, event) in slices.iter_mut().zip(events) {
+                    *slice = IoSlice::new(event.sse_block());
+                }
+                events.len()
+            }
+            Framing::Sse { chunked: true } => {
+                let payload: usize = events.iter().map(|e| e.sse_block().len()).sum();
+                let head = chunk_size_line(payload, &mut size_line);
+                slices[0] = IoSlice::new(head);
+                for (slice, event) in slices[1..].iter_mut().zip(events) {
+                    *slice = IoSlice::new(event.sse_block());
+                }
+                slices[events.len() + 1] = IoSlice::new(b"\r\n");
+                events.len() + 2
+            }
+        };
+        let frames = &slices[..used];
         let total: usize = frames.iter().map(|f| f.len()).sum();
         let written = match send_now(&self.socket, frames) {
             Ok(n) => n,
@@ -118,4 +160,13 @@ impl Through {
             events: item.counted(),
         })
     }
+}
+
+/// `{len:x}\r\n`, the size line of an HTTP/1.1 chunk, written into `room`.
+fn chunk_size_line(len: usize, room: &mut [u8; 10]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut room[..]);
+    write!(cursor, "{len:x}\r\n").expect("eight hex digits cover 4 GiB");
+    let end = cursor.position() as usize;
+    &room[..end]
 }

@@ -9,7 +9,9 @@
 //!
 //! An SSE subscriber only listens, so the thread that read its request is
 //! all it needs: it waits on its queue and on the heartbeat clock, and
-//! writes. tiny_http parses the request; `Request::into_writer` then hands
+//! writes. While nothing is queued, the hub writes events to the socket
+//! itself, framed the same way (`queue::through`); the thread writes what
+//! had to be queued, the heartbeats and the end. tiny_http parses the request; `Request::into_writer` then hands
 //! over the raw connection, and this module writes the response head and
 //! every event itself, one flush per batch. tiny_http's own chunked
 //! responses buffer 8 KiB before sending anything, so a lone small event
@@ -34,11 +36,11 @@
 //! send a fresh one, so it reconnects with a new URL instead.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, never, select, tick, Receiver};
+use crossbeam_channel::{after, never, tick, Receiver, Select, TryRecvError};
 use log::{debug, trace, warn};
 use tiny_http::Request;
 
@@ -46,7 +48,7 @@ use crate::auth::{self, Access, TokenError};
 use crate::hub::{Command, Subscriber};
 use crate::pace::Pace;
 use crate::protocol::{ClientId, Event, ParseError, Transport};
-use crate::queue::{self, Inbox, OnSlow, Outbound};
+use crate::queue::{self, Inbox, OnSlow, Outbound, Through};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::transport::{Permit, Shared};
@@ -229,9 +231,12 @@ impl SseStream {
         if self.wire.start().is_err() {
             return debug!("{id} sse closed before the head was written");
         }
-        let (queue, inbox) = queue::bounded(
+        // The hub writes events through to the socket itself when it can
+        // (`queue::through`): the head is out, so its chunks follow it.
+        let (queue, inbox) = queue::writing_through(
             self.shared.config.send_buffer,
             OnSlow::ShutBoth(Arc::clone(&self.socket)),
+            Through::sse(Arc::clone(&self.socket), self.wire.chunked),
         );
         let (Subscription { rooms, name, since }, access) =
             self.query.take().expect("the query is taken once");
@@ -253,6 +258,9 @@ impl SseStream {
             return;
         }
         let end = self.pump(&inbox, expires);
+        // The last bytes, and nothing of the hub's after them: written under
+        // the write lock, and the socket half-closed before it goes.
+        let held = inbox.hold();
         match end {
             End::Expired => {
                 let _ = self.shared.hub.send(Command::Disconnect { id });
@@ -274,10 +282,15 @@ impl SseStream {
             // A slow consumer is not waited for: it is why the stream ends.
             let _ = self.wire.finish();
         }
+        let _ = self.socket.shutdown(Shutdown::Write); // already shut is fine
+        drop(held);
         debug!("{id} sse closed: {end:?}");
     }
 
-    /// Moves events from the queue to the socket until the stream ends.
+    /// Moves events from the queue to the socket until the stream ends. It
+    /// waits for the queue without taking from it, and takes and writes
+    /// under the socket's write lock, so that the hub's own writes cannot
+    /// come between (`queue::through`).
     fn pump(&mut self, inbox: &Inbox, expires: Option<Instant>) -> End {
         inbox.writer_is_current_thread();
         let heartbeat = tick(self.shared.config.ping_interval);
@@ -292,54 +305,105 @@ impl SseStream {
                 chunk.shrink_to(IDLE_BATCH_BYTES);
                 pace.going_quiet();
             }
-            select! {
-                recv(inbox.channel()) -> first => {
-                    let Ok(first) = first else {
-                        return if inbox.is_too_slow() { End::TooSlow } else { End::GoingAway };
-                    };
-                    // Batch whatever else is queued: one write, one syscall.
-                    let (mut taken, mut going_away) = (0, false);
-                    let mut next = Some(inbox.open(first));
-                    while let Some(item) = next {
-                        pace.took(&item);
-                        let Some(count) = append(&mut chunk, item) else {
-                            going_away = true;
-                            break;
-                        };
-                        taken += count;
-                        next = (taken < MAX_BATCH_EVENTS).then(|| inbox.try_recv().ok()).flatten();
-                    }
-                    if inbox.is_too_slow() {
-                        return End::TooSlow; // no point writing what the hub gave up on
-                    }
-                    if !chunk.is_empty() {
-                        trace!("{} sse writes {taken} events, {} bytes", self.id, chunk.payload().len());
+            let ready = {
+                let mut ready = Select::new();
+                ready.recv(inbox.channel());
+                ready.recv(&expired);
+                ready.recv(&heartbeat);
+                ready.recv(&probe);
+                ready.ready()
+            };
+            let held = inbox.hold();
+            match ready {
+                0 => {}
+                1 => return End::Expired,
+                2 => {
+                    if heartbeat.try_recv().is_ok() {
+                        chunk.push(b": ping\n");
                         if self.wire.send(&mut chunk, inbox).is_err() {
-                            return if inbox.is_too_slow() { End::TooSlow } else { End::PeerGone };
+                            return End::PeerGone;
                         }
-                        // Linger: what arrives meanwhile goes out in one write.
-                        pace.after_write();
-                        probe = never(); // this write probed the peer as well
+                        probe = after(PROBE_GAP);
                     }
-                    if going_away {
-                        return End::GoingAway;
+                    continue;
+                }
+                _ => {
+                    if probe.try_recv().is_ok() {
+                        probe = never();
+                        chunk.push(b"\n");
+                        if self.wire.send(&mut chunk, inbox).is_err() {
+                            return End::PeerGone;
+                        }
+                    }
+                    continue;
+                }
+            }
+            let first = match inbox.try_recv() {
+                Ok(first) => first,
+                Err(TryRecvError::Empty) => continue, // the hub wrote it through
+                Err(TryRecvError::Disconnected) => {
+                    return if inbox.is_too_slow() {
+                        End::TooSlow
+                    } else {
+                        End::GoingAway
+                    };
+                }
+            };
+            // The rest of a chunk the hub began leads the queue: its bytes
+            // go out as they are, already framed.
+            let first = match first {
+                Outbound::Unfinished(rest) => {
+                    if self.wire.write_pieces(&rest.bytes, inbox).is_err() {
+                        return if inbox.is_too_slow() {
+                            End::TooSlow
+                        } else {
+                            End::PeerGone
+                        };
+                    }
+                    match inbox.try_recv() {
+                        Ok(item) => item,
+                        Err(_) => continue, // nothing else yet, or gone: the next turn says
                     }
                 }
-                recv(expired) -> _ => return End::Expired,
-                recv(heartbeat) -> _ => {
-                    chunk.push(b": ping\n");
-                    if self.wire.send(&mut chunk, inbox).is_err() {
-                        return End::PeerGone;
-                    }
-                    probe = after(PROBE_GAP);
+                item => item,
+            };
+            // Batch whatever else is queued: one write, one syscall.
+            let (mut taken, mut going_away) = (0, false);
+            let mut next = Some(first);
+            while let Some(item) = next {
+                pace.took(&item);
+                let Some(count) = append(&mut chunk, item) else {
+                    going_away = true;
+                    break;
+                };
+                taken += count;
+                next = (taken < MAX_BATCH_EVENTS)
+                    .then(|| inbox.try_recv().ok())
+                    .flatten();
+            }
+            if inbox.is_too_slow() {
+                return End::TooSlow; // no point writing what the hub gave up on
+            }
+            if !chunk.is_empty() {
+                trace!(
+                    "{} sse writes {taken} events, {} bytes",
+                    self.id,
+                    chunk.payload().len()
+                );
+                if self.wire.send(&mut chunk, inbox).is_err() {
+                    return if inbox.is_too_slow() {
+                        End::TooSlow
+                    } else {
+                        End::PeerGone
+                    };
                 }
-                recv(probe) -> _ => {
-                    probe = never();
-                    chunk.push(b"\n");
-                    if self.wire.send(&mut chunk, inbox).is_err() {
-                        return End::PeerGone;
-                    }
-                }
+                drop(held);
+                // Linger: what arrives meanwhile goes out in one write.
+                pace.after_write();
+                probe = never(); // this write probed the peer as well
+            }
+            if going_away {
+                return End::GoingAway;
             }
         }
     }

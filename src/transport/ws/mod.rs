@@ -284,7 +284,11 @@ fn reply_queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 #[inline(never)]
 fn subscriber_queue(events: usize, socket: &Arc<TcpStream>, format: Format) -> (Queue, Inbox) {
     let on_slow = OnSlow::ShutReading(Arc::clone(socket));
-    queue::writing_through(events, on_slow, Through::new(Arc::clone(socket), format))
+    queue::writing_through(
+        events,
+        on_slow,
+        Through::websocket(Arc::clone(socket), format),
+    )
 }
 
 /// Completes the handshake and joins the hub (for `/ws`); returns the reader
