@@ -15,7 +15,7 @@
 //!                                                              [redis-cmd] + [redis-sub])
 //! Command: one bounded channel; full = the sender waits (back-pressure on publishers).
 //! Outbound: one bounded queue per client (--send-buffer events); full while it does not read = dropped.
-//!   (A WebSocket with nothing queued and a socket with room: the hub writes to it itself, never waiting.)
+//!   (Nothing queued, and a WebSocket or SSE socket with room: the hub writes to it itself, never waiting.)
 //! Answer: an engine that works elsewhere answers on a channel the hub selects on; never waited for.
 //! ```
 //!
@@ -33,7 +33,7 @@
 //! 2. [`queue`]: each subscriber's queue, bounded in events
 //!    (`queue::bounded`) — what goes in it (`Outbound`), who is dropped
 //!    as a slow consumer (`Queue::offer`), and when the hub writes to a
-//!    WebSocket itself instead (`queue::through`).
+//!    member's socket itself instead (`queue::through`).
 //! 3. [`room`]: names checked once at the edge; a room is members + history;
 //!    [`rooms`]: every room, within `--max-rooms`, `--max-history-bytes`
 //!    and `--room-expiry`.

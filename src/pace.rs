@@ -29,9 +29,10 @@
 //! wake-ups itself, and a core busy with them may still keep up. Lateness is
 //! also what other programs on the same CPUs cause, so they count too.
 //!
-//! A WebSocket writer that lingers delays nothing: while its queue is empty
-//! the hub writes new events to the socket itself (`queue::through`), so the
-//! window batches only what had to be queued (a full socket, a busy writer).
+//! A WebSocket or SSE writer that lingers delays nothing: while its queue
+//! is empty the hub writes new events to the socket itself
+//! (`queue::through`), so the window batches only what had to be queued (a
+//! full socket, a busy writer).
 //!
 //! No thread of its own: the writer whose write finds the last sample
 //! `SAMPLE_EVERY` old takes the next one (skipped while fewer than

@@ -4,8 +4,8 @@
 //!
 //! The hub never waits on it: `Queue::offer` puts an item in, or refuses it,
 //! as Go's `select { case send <- m: default: }` does, and a refused member is
-//! dropped. For a WebSocket member with nothing queued and a writer that is
-//! not writing, `offer` writes the item to the socket itself, without
+//! dropped. For a WebSocket or SSE member with nothing queued and a writer
+//! that is not writing, `offer` writes the item to the socket itself, without
 //! waiting (`through`): the writer thread is woken only for what does not fit. The bound counts events, not slots, because one slot can carry a
 //! whole run of events; the queue keeps that count itself: `offer` counts in,
 //! and the only way to use an item the writer received is `Inbox::open`,
@@ -340,7 +340,7 @@ struct Hangup {
     /// Where the hub counts members whose queue lags, set when it takes the
     /// connection in (`Hub::connect`).
     admission: OnceLock<Arc<Admission>>,
-    /// The socket the hub may write to itself (WebSocket members).
+    /// The socket the hub may write to itself (WebSocket and SSE members).
     through: Option<Through>,
 }
 
