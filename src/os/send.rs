@@ -42,7 +42,8 @@ mod tests {
     #[test]
     fn it_writes_what_fits_and_never_waits_on_a_full_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let socket = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let socket =
+            TcpStream::connect(listener.local_addr().expect("an address")).expect("connect");
         let (mut peer, _) = listener.accept().expect("accept");
         let sent = send_now(&socket, &[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).expect("sent");
         assert_eq!(sent, 4);

@@ -391,6 +391,19 @@ pub fn text_frame(text: String) -> Bytes {
     encode_frame(Frame::message(text, OpCode::Data(Data::Text), true))
 }
 
+/// The room an HTTP/1.1 chunk's size line needs: eight hex digits cover 4 GiB.
+pub const CHUNK_SIZE_LINE_ROOM: usize = 10;
+
+/// Writes the size line of an HTTP/1.1 chunk of `len` bytes, `{len:x}\r\n`,
+/// into `room`, and returns it (SSE bodies are chunked).
+pub fn chunk_size_line(len: usize, room: &mut [u8; CHUNK_SIZE_LINE_ROOM]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut room[..]);
+    write!(cursor, "{len:x}\r\n").expect("a size line fits its room");
+    let end = cursor.position() as usize;
+    &room[..end]
+}
+
 /// Encodes any frame to its wire bytes.
 pub fn encode_frame(frame: Frame) -> Bytes {
     let mut wire = Vec::with_capacity(frame.len());

@@ -30,7 +30,9 @@ mod request;
 mod tests;
 mod text;
 
-pub use event::{encode_frame, text_frame, Body, Event, HELP};
+pub use event::{
+    chunk_size_line, encode_frame, text_frame, Body, Event, CHUNK_SIZE_LINE_ROOM, HELP,
+};
 pub use request::{parse_line, ParseError, Request};
 pub use text::{escape_unprintable, is_unprintable};
 

@@ -22,7 +22,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::os::send::send_now;
-use crate::protocol::Format;
+use crate::protocol::{chunk_size_line, Format, CHUNK_SIZE_LINE_ROOM};
 
 use super::Outbound;
 
@@ -111,7 +111,7 @@ impl Through {
         }
         // Room for an HTTP chunk's size line and its end around the events.
         let mut slices = [IoSlice::new(&[]); MAX_EVENTS + 2];
-        let mut size_line = [0u8; 10];
+        let mut size_line = [0u8; CHUNK_SIZE_LINE_ROOM];
         let used = match self.framing {
             Framing::WebSocket(format) => {
                 for (slice, event) in slices.iter_mut().zip(events) {
@@ -160,13 +160,4 @@ impl Through {
             events: item.counted(),
         })
     }
-}
-
-/// `{len:x}\r\n`, the size line of an HTTP/1.1 chunk, written into `room`.
-fn chunk_size_line(len: usize, room: &mut [u8; 10]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut room[..]);
-    write!(cursor, "{len:x}\r\n").expect("eight hex digits cover 4 GiB");
-    let end = cursor.position() as usize;
-    &room[..end]
 }

@@ -11,9 +11,11 @@
 //! all it needs: it waits on its queue and on the heartbeat clock, and
 //! writes. While nothing is queued, the hub writes events to the socket
 //! itself, framed the same way (`queue::through`); the thread writes what
-//! had to be queued, the heartbeats and the end. tiny_http parses the request; `Request::into_writer` then hands
-//! over the raw connection, and this module writes the response head and
-//! every event itself, one flush per batch. tiny_http's own chunked
+//! had to be queued, the heartbeats and the end.
+//!
+//! tiny_http parses the request; `Request::into_writer` then hands over the
+//! raw connection, and this module writes the response head and every
+//! event itself, one flush per batch. tiny_http's own chunked
 //! responses buffer 8 KiB before sending anything, so a lone small event
 //! would sit in memory: that is why the body is framed by hand.
 //!
@@ -47,7 +49,9 @@ use tiny_http::Request;
 use crate::auth::{self, Access, TokenError};
 use crate::hub::{Command, Subscriber};
 use crate::pace::Pace;
-use crate::protocol::{ClientId, Event, ParseError, Transport};
+use crate::protocol::{
+    chunk_size_line, ClientId, Event, ParseError, Transport, CHUNK_SIZE_LINE_ROOM,
+};
 use crate::queue::{self, Inbox, OnSlow, Outbound, Through};
 use crate::room::Name;
 use crate::subscription::{Subscription, SubscriptionBuilder};
@@ -431,7 +435,7 @@ struct Chunk {
 
 impl Chunk {
     /// Room for the size line, `{len:x}\r\n`: eight hex digits cover 4 GiB.
-    const HEAD_ROOM: usize = 10;
+    const HEAD_ROOM: usize = CHUNK_SIZE_LINE_ROOM;
 
     fn with_capacity(payload_bytes: usize) -> Chunk {
         let mut buf = Vec::with_capacity(Chunk::HEAD_ROOM + payload_bytes + 2);
@@ -466,12 +470,10 @@ impl Chunk {
         if !chunked {
             return &self.buf[Chunk::HEAD_ROOM..];
         }
-        let mut head = [0u8; Chunk::HEAD_ROOM];
-        let mut cursor = io::Cursor::new(&mut head[..]);
-        write!(cursor, "{:x}\r\n", self.payload().len()).expect("a size line fits its room");
-        let head_len = cursor.position() as usize;
-        let start = Chunk::HEAD_ROOM - head_len;
-        self.buf[start..Chunk::HEAD_ROOM].copy_from_slice(&head[..head_len]);
+        let mut room = [0u8; Chunk::HEAD_ROOM];
+        let head = chunk_size_line(self.payload().len(), &mut room);
+        let start = Chunk::HEAD_ROOM - head.len();
+        self.buf[start..Chunk::HEAD_ROOM].copy_from_slice(head);
         self.buf.extend_from_slice(b"\r\n");
         &self.buf[start..]
     }
