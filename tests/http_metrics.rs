@@ -131,6 +131,14 @@ fn events_and_refusals_are_counted() {
     let server = TestServer::start_with(|c| c.max_connections = 1);
     let mut sse = Sse::connect(server.http, "/events?room=a", &[]);
     sse.wait_for_data(|d| d["type"] == "joined", secs(5));
+    // Counted once the fan-out that wrote it ends, which the reader may beat.
+    let out = |s: &Samples| sample(s, "switchboard_events_out_total", &[]);
+    eventually(
+        &server,
+        "its joined counted",
+        |s| out(s) == Some(1.0),
+        secs(5),
+    );
     let before = scrape(&server);
     for n in 0..3 {
         assert_eq!(
@@ -146,6 +154,7 @@ fn events_and_refusals_are_counted() {
     let refused = request(server.http, "GET", "/events?room=a", &[], b"");
     assert_eq!(refused.status, 503);
 
+    eventually(&server, "three more out", |s| out(s) >= Some(4.0), secs(5));
     let after = scrape(&server);
     let grew = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels).expect(name) - sample(&before, name, labels).expect(name)
@@ -195,6 +204,15 @@ fn events_the_hub_writes_to_a_socket_itself_are_counted() {
     reader.wait_for(|e| e["type"] == "joined", secs(5));
     let mut stream = Sse::connect(server.http, "/events?room=a&name=stream", &[]);
     stream.wait_seated("stream", &["a"], secs(5));
+    // Counted once each fan-out ends, which a reader may beat: the joined
+    // notices are reader's own (1) and stream's, to both (2).
+    let out = |s: &Samples| sample(s, "switchboard_events_out_total", &[]);
+    eventually(
+        &server,
+        "the joined notices counted",
+        |s| out(s) == Some(3.0),
+        secs(5),
+    );
     let before = scrape(&server);
     for n in 0..3 {
         let text = format!("m{n}");
@@ -204,6 +222,7 @@ fn events_the_hub_writes_to_a_socket_itself_are_counted() {
         reader.wait_for(|e| e["text"] == text, secs(5));
         stream.wait_for_data(|d| d["text"] == text, secs(5));
     }
+    eventually(&server, "six more out", |s| out(s) >= Some(9.0), secs(5));
     let after = scrape(&server);
     let grew = |name: &str| {
         sample(&after, name, &[]).expect(name) - sample(&before, name, &[]).expect(name)
