@@ -22,7 +22,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::os::send::send_now;
-use crate::protocol::{chunk_size_line, Format, CHUNK_SIZE_LINE_ROOM};
+use crate::protocol::{chunk_size_line, Event, Format, CHUNK_SIZE_LINE_ROOM};
 
 use super::Outbound;
 
@@ -100,6 +100,14 @@ impl Through {
         self.lock.try_lock().ok()
     }
 
+    /// One event as this socket takes it (encoded once, shared by every member).
+    fn bytes_of<'a>(&self, event: &'a Event) -> &'a [u8] {
+        match self.framing {
+            Framing::WebSocket(format) => event.ws_frame(format),
+            Framing::Sse { .. } => event.sse_block(),
+        }
+    }
+
     /// Writes `item`'s frames without waiting (the caller holds the lock).
     pub(super) fn write(&self, item: &Outbound) -> Wrote {
         let events = match item {
@@ -109,33 +117,25 @@ impl Through {
         if events.is_empty() || events.len() > MAX_EVENTS {
             return Wrote::Nothing;
         }
-        // Room for an HTTP chunk's size line and its end around the events.
+        // The events' bytes, between an HTTP chunk's size line and its end
+        // for a chunked SSE body.
+        let chunked = matches!(self.framing, Framing::Sse { chunked: true });
         let mut slices = [IoSlice::new(&[]); MAX_EVENTS + 2];
         let mut size_line = [0u8; CHUNK_SIZE_LINE_ROOM];
-        let used = match self.framing {
-            Framing::WebSocket(format) => {
-                for (slice, event) in slices.iter_mut().zip(events) {
-                    *slice = IoSlice::new(event.ws_frame(format));
-                }
-                events.len()
-            }
-            Framing::Sse { chunked: false } => {
-                for (slice, event) in slices.iter_mut().zip(events) {
-                    *slice = IoSlice::new(event.sse_block());
-                }
-                events.len()
-            }
-            Framing::Sse { chunked: true } => {
-                let payload: usize = events.iter().map(|e| e.sse_block().len()).sum();
-                let head = chunk_size_line(payload, &mut size_line);
-                slices[0] = IoSlice::new(head);
-                for (slice, event) in slices[1..].iter_mut().zip(events) {
-                    *slice = IoSlice::new(event.sse_block());
-                }
-                slices[events.len() + 1] = IoSlice::new(b"\r\n");
-                events.len() + 2
-            }
-        };
+        let mut used = 0;
+        if chunked {
+            let payload: usize = events.iter().map(|e| self.bytes_of(e).len()).sum();
+            slices[0] = IoSlice::new(chunk_size_line(payload, &mut size_line));
+            used = 1;
+        }
+        for event in events {
+            slices[used] = IoSlice::new(self.bytes_of(event));
+            used += 1;
+        }
+        if chunked {
+            slices[used] = IoSlice::new(b"\r\n");
+            used += 1;
+        }
         let frames = &slices[..used];
         let total: usize = frames.iter().map(|f| f.len()).sum();
         let written = match send_now(&self.socket, frames) {
