@@ -45,6 +45,20 @@ fn eventually(server: &TestServer, what: &str, want: impl Fn(&Samples) -> bool, 
     }
 }
 
+/// Scrapes until `switchboard_events_out_total` is `count`, and returns that
+/// scrape: the hub counts a room's deliveries when its loop over the members
+/// ends, and a reader may see its event before that.
+fn events_out_at(server: &TestServer, count: f64) -> Samples {
+    let out = |s: &Samples| sample(s, "switchboard_events_out_total", &[]);
+    eventually(
+        server,
+        &format!("{count} events out"),
+        |s| out(s) == Some(count),
+        secs(5),
+    );
+    scrape(server)
+}
+
 #[test]
 fn every_series_exists_at_zero_from_the_start() {
     let server = TestServer::start();
@@ -131,15 +145,7 @@ fn events_and_refusals_are_counted() {
     let server = TestServer::start_with(|c| c.max_connections = 1);
     let mut sse = Sse::connect(server.http, "/events?room=a", &[]);
     sse.wait_for_data(|d| d["type"] == "joined", secs(5));
-    // Counted once the fan-out that wrote it ends, which the reader may beat.
-    let out = |s: &Samples| sample(s, "switchboard_events_out_total", &[]);
-    eventually(
-        &server,
-        "its joined counted",
-        |s| out(s) == Some(1.0),
-        secs(5),
-    );
-    let before = scrape(&server);
+    let before = events_out_at(&server, 1.0); // its own joined
     for n in 0..3 {
         assert_eq!(
             post_json(
@@ -154,8 +160,7 @@ fn events_and_refusals_are_counted() {
     let refused = request(server.http, "GET", "/events?room=a", &[], b"");
     assert_eq!(refused.status, 503);
 
-    eventually(&server, "three more out", |s| out(s) >= Some(4.0), secs(5));
-    let after = scrape(&server);
+    let after = events_out_at(&server, 4.0);
     let grew = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels).expect(name) - sample(&before, name, labels).expect(name)
     };
@@ -204,16 +209,8 @@ fn events_the_hub_writes_to_a_socket_itself_are_counted() {
     reader.wait_for(|e| e["type"] == "joined", secs(5));
     let mut stream = Sse::connect(server.http, "/events?room=a&name=stream", &[]);
     stream.wait_seated("stream", &["a"], secs(5));
-    // Counted once each fan-out ends, which a reader may beat: the joined
-    // notices are reader's own (1) and stream's, to both (2).
-    let out = |s: &Samples| sample(s, "switchboard_events_out_total", &[]);
-    eventually(
-        &server,
-        "the joined notices counted",
-        |s| out(s) == Some(3.0),
-        secs(5),
-    );
-    let before = scrape(&server);
+    // The joined notices: reader's own (1) and stream's, to both (2).
+    let before = events_out_at(&server, 3.0);
     for n in 0..3 {
         let text = format!("m{n}");
         let resp = post_json(server.http, "/rooms/a/messages", &json!({ "text": text }));
@@ -222,8 +219,7 @@ fn events_the_hub_writes_to_a_socket_itself_are_counted() {
         reader.wait_for(|e| e["text"] == text, secs(5));
         stream.wait_for_data(|d| d["text"] == text, secs(5));
     }
-    eventually(&server, "six more out", |s| out(s) >= Some(9.0), secs(5));
-    let after = scrape(&server);
+    let after = events_out_at(&server, 9.0);
     let grew = |name: &str| {
         sample(&after, name, &[]).expect(name) - sample(&before, name, &[]).expect(name)
     };
